@@ -1,0 +1,45 @@
+"""Crash-safe file writing.
+
+Anything the project writes that a user may rely on later (checkpoints,
+``labels.csv``, metrics, plots, exported models) goes through
+:func:`atomic_path`: the content is written to a temporary file in the same
+folder and renamed over the target only when complete, so a crash or a
+SIGKILL leaves either the old file or the new one, never half of one.
+"""
+
+import contextlib
+import os
+import tempfile
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path``; rename it to ``path`` on success.
+
+    Args:
+        path: the final file name.
+
+    Yields:
+        str: a path in the same directory to write the content to.  On an
+        exception the temporary file is removed and ``path`` is untouched.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def write_text_atomic(path, text, encoding="utf-8"):
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding=encoding) as fh:
+            fh.write(text)

@@ -1,0 +1,86 @@
+"""The model registry: every architecture is a name.
+
+Each model file decorates one tiny builder function per variant with
+:func:`register_model`; :func:`build_model` builds any of them by name and
+:func:`list_models` lists them, so a command line's ``--arch`` is just a
+registry key (the timm pattern, STYLE.md).  :func:`model_spec` tells callers
+what a model expects (input channels, input size, default number of outputs)
+without building it.
+"""
+
+import dataclasses
+import difflib
+
+_REGISTRY = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """What a registered architecture is and expects.
+
+    Attributes:
+        name: the registry key, e.g. ``"resnet50"``.
+        builder: the function that builds the network.
+        num_classes: default number of outputs (1 means one logit, sigmoid loss).
+        in_channels: input channels (3 for fundus photographs, 1 for MNIST).
+        input_size: the input side the recipe uses (224 for PALM, 32 for CIFAR-10).
+        min_input_size: the smallest input side the network accepts.
+        spec_section: where the architecture is specified in SPEC.md.
+    """
+
+    name: str
+    builder: object
+    num_classes: int
+    in_channels: int = 3
+    input_size: int = 224
+    min_input_size: int = 32
+    spec_section: str = ""
+
+
+def register_model(num_classes, in_channels=3, input_size=224, min_input_size=32, spec_section=""):
+    """Decorator registering a builder ``fn(num_classes=..., **kw)`` under its function name."""
+
+    def decorate(fn):
+        name = fn.__name__
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is registered twice")
+        _REGISTRY[name] = ModelSpec(name, fn, num_classes, in_channels, input_size, min_input_size, spec_section)
+        return fn
+
+    return decorate
+
+
+def list_models():
+    """Sorted list of every registered model name."""
+    return sorted(_REGISTRY)
+
+
+def model_spec(name):
+    """The :class:`ModelSpec` of ``name``; an unknown name is a ``ValueError`` listing the known ones."""
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        from paddle_palm.errors import ConfigError
+
+        close = difflib.get_close_matches(str(name), list_models(), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"unknown model {name!r}{hint}; known models: {', '.join(list_models())}") from None
+
+
+def build_model(name, num_classes=None, **kwargs):
+    """Build the registered model ``name``.
+
+    Args:
+        name: a key of :func:`list_models`.
+        num_classes: number of outputs; None means the architecture's own default
+            (1 logit for ``senet18`` and ``resnet*``, 2 for ``squeezenet*``, 10 for
+            the CIFAR-10 and MNIST variants).
+        **kwargs: passed to the builder (architecture options).
+
+    Returns:
+        paddle.nn.Layer: the network, in train mode.
+    """
+    spec = model_spec(name)
+    if num_classes is None:
+        num_classes = spec.num_classes
+    return spec.builder(num_classes=num_classes, **kwargs)
