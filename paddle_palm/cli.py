@@ -7,6 +7,7 @@ messages for out-of-range numbers.
 """
 
 import argparse
+import math
 import sys
 
 from paddle_palm.errors import PalmError
@@ -56,8 +57,8 @@ def _number(kind, minimum=None, maximum=None, inclusive_min=True):
             value = kind(text)
         except (TypeError, ValueError):
             raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}")
-        if value != value:  # NaN
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+        if kind is float and not math.isfinite(value):  # NaN, inf, 1e400
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
         if minimum is not None and (value < minimum if inclusive_min else value <= minimum):
             bound = f">= {minimum}" if inclusive_min else f"> {minimum}"
             raise argparse.ArgumentTypeError(f"expected a value {bound}, got {text}")

@@ -26,6 +26,8 @@ class ModelSpec:
         input_size: the input side the recipe uses (224 for PALM, 32 for CIFAR-10).
         min_input_size: the smallest input side the network accepts.
         spec_section: where the architecture is specified in SPEC.md.
+        fixed_input_size: True when the network accepts only ``input_size``
+            (its classifier was sized for one feature-map size, e.g. ``senet18``).
     """
 
     name: str
@@ -35,16 +37,19 @@ class ModelSpec:
     input_size: int = 224
     min_input_size: int = 32
     spec_section: str = ""
+    fixed_input_size: bool = False
 
 
-def register_model(num_classes, in_channels=3, input_size=224, min_input_size=32, spec_section=""):
+def register_model(num_classes, in_channels=3, input_size=224, min_input_size=32, spec_section="", fixed_input_size=False):
     """Decorator registering a builder ``fn(num_classes=..., **kw)`` under its function name."""
 
     def decorate(fn):
         name = fn.__name__
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelSpec(name, fn, num_classes, in_channels, input_size, min_input_size, spec_section)
+        _REGISTRY[name] = ModelSpec(
+            name, fn, num_classes, in_channels, input_size, min_input_size, spec_section, fixed_input_size
+        )
         return fn
 
     return decorate
@@ -75,12 +80,24 @@ def build_model(name, num_classes=None, **kwargs):
         num_classes: number of outputs; None means the architecture's own default
             (1 logit for ``senet18`` and ``resnet*``, 2 for ``squeezenet*``, 10 for
             the CIFAR-10 and MNIST variants).
-        **kwargs: passed to the builder (architecture options).
+        **kwargs: passed to the builder (architecture options).  ``class_dim``,
+            the course's (fluid) name for the number of outputs, is accepted as
+            an alias of ``num_classes``.
 
     Returns:
         paddle.nn.Layer: the network, in train mode.
     """
     spec = model_spec(name)
+    if "class_dim" in kwargs:
+        class_dim = kwargs.pop("class_dim")
+        if num_classes is not None and class_dim is not None and class_dim != num_classes:
+            from paddle_palm.errors import ConfigError
+
+            raise ConfigError(
+                f"num_classes={num_classes!r} and class_dim={class_dim!r} disagree; give one of them"
+            )
+        if num_classes is None:
+            num_classes = class_dim
     if num_classes is None:
         num_classes = spec.num_classes
     return spec.builder(num_classes=num_classes, **kwargs)

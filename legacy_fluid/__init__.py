@@ -1,0 +1,131 @@
+"""legacy_fluid: the PaddlePaddle 1.8 ``fluid`` dygraph API re-created on Paddle 3.x (SPEC 3).
+
+The course programs of 2020 were written against ``paddle.fluid`` 1.8, which Paddle 2.6
+and 3.x no longer ship.  :func:`install` registers :mod:`legacy_fluid.fluid` as
+``paddle.fluid`` (and every submodule, e.g. ``paddle.fluid.dygraph.nn``), so those
+programs run unchanged; :func:`uninstall` removes exactly what :func:`install` added::
+
+    import legacy_fluid
+    legacy_fluid.install()
+    import paddle.fluid as fluid          # the 1.8 API, built on paddle 3.x
+    from paddle.fluid.dygraph.nn import Conv2D, Pool2D, Linear
+
+or, for a whole program: ``python -m legacy_fluid course_program.py``.
+
+The 1.8 behaviours that change numbers are reproduced, not approximated (FLUID_1_8.md
+section 0); a 1.8 name that is not provided raises :class:`NotProvidedError` naming
+it.  ``legacy_fluid.models`` holds the reference SENet18 (SPEC 2.1) and ResNet
+(SPEC 2.4) written in the old style.
+
+Importing this package does not import Paddle (the reference models also run on a
+real PaddlePaddle 1.8.5 under Python 3.7).
+"""
+
+import importlib
+import pkgutil
+import sys
+
+__all__ = ["install", "uninstall", "is_installed", "NotProvidedError"]
+
+_PREFIX = "paddle.fluid"
+_OWN = "legacy_fluid.fluid"
+
+#: What install() changed, so that uninstall() undoes exactly that.
+_STATE = {"modules": [], "attr_set": False, "finder": None}
+
+
+class NotProvidedError(AttributeError, NotImplementedError):
+    """A PaddlePaddle 1.8 API (name, argument value or module) that legacy_fluid does not provide.
+
+    It is an ``AttributeError`` (so ``hasattr`` and ``getattr(..., default)`` behave) and a
+    ``NotImplementedError``; the message names the call and says it is not provided.
+    """
+
+
+def _own_modules():
+    """Import every module of legacy_fluid.fluid and return them by their own name."""
+    root = importlib.import_module(_OWN)
+    found = {_OWN: root}
+    for info in pkgutil.walk_packages(root.__path__, _OWN + "."):
+        leaf = info.name.rsplit(".", 1)[-1]
+        if leaf.startswith("_"):
+            continue
+        found[info.name] = importlib.import_module(info.name)
+    return found
+
+
+class _NotProvidedFinder(object):
+    """Meta-path finder: ``import paddle.fluid.X`` of a module we do not provide fails clearly."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname.startswith(_PREFIX + "."):
+            raise ModuleNotFoundError(
+                "{} is not provided by legacy_fluid (the PaddlePaddle 1.8 dygraph API on Paddle 3.x); "
+                "the provided modules are listed by legacy_fluid.provided_modules()".format(fullname),
+                name=fullname,
+            )
+        return None
+
+
+def provided_modules():
+    """Sorted names (as ``paddle.fluid...``) of the modules that :func:`install` registers."""
+    return sorted(_PREFIX + name[len(_OWN):] for name in _own_modules())
+
+
+def is_installed():
+    """True while legacy_fluid is registered as ``paddle.fluid``."""
+    return bool(_STATE["modules"])
+
+
+def install():
+    """Register legacy_fluid as ``paddle.fluid`` and its submodules; return the fluid module.
+
+    Adds ``sys.modules['paddle.fluid']``, ``sys.modules['paddle.fluid.dygraph']``, ...,
+    the attribute ``paddle.fluid`` and a finder that makes ``import paddle.fluid.X`` of an
+    unprovided module fail with a clear message.  Calling it twice is harmless.
+
+    Raises:
+        RuntimeError: if a real ``paddle.fluid`` is already importable (Paddle <= 2.5).
+    """
+    import paddle
+
+    fluid = importlib.import_module(_OWN)
+    if is_installed():
+        return fluid
+    existing = sys.modules.get(_PREFIX)
+    if existing is not None and existing is not fluid:
+        raise RuntimeError(
+            "paddle.fluid already exists (Paddle {}); legacy_fluid is for Paddle versions without it".format(
+                paddle.__version__
+            )
+        )
+    added = []
+    for own_name, module in sorted(_own_modules().items()):
+        alias = _PREFIX + own_name[len(_OWN):]
+        if alias not in sys.modules:
+            sys.modules[alias] = module
+            added.append(alias)
+    _STATE["modules"] = added
+    if getattr(paddle, "fluid", None) is None:
+        paddle.fluid = fluid
+        _STATE["attr_set"] = True
+    finder = _NotProvidedFinder()
+    sys.meta_path.append(finder)
+    _STATE["finder"] = finder
+    return fluid
+
+
+def uninstall():
+    """Remove exactly what :func:`install` added (modules, the ``paddle.fluid`` attribute, the finder)."""
+    for alias in _STATE["modules"]:
+        sys.modules.pop(alias, None)
+    _STATE["modules"] = []
+    if _STATE["attr_set"]:
+        paddle = sys.modules.get("paddle")
+        if paddle is not None and hasattr(paddle, "fluid"):
+            del paddle.fluid
+        _STATE["attr_set"] = False
+    finder = _STATE["finder"]
+    if finder is not None and finder in sys.meta_path:
+        sys.meta_path.remove(finder)
+    _STATE["finder"] = None

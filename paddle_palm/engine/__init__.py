@@ -1,0 +1,28 @@
+"""The training and evaluation engine behind ``tools/*.py`` (the PaddleClas layout, STYLE.md).
+
+* :mod:`paddle_palm.engine.config`     - recipes (SPEC 2), YAML, the resolved ``config.yaml``;
+* :mod:`paddle_palm.engine.checkpoint` - crash-safe checkpoints and :func:`load_weights`;
+* :mod:`paddle_palm.engine.schedules`  - learning-rate schedules, optimizers, EMA;
+* :mod:`paddle_palm.engine.trainer`    - the training loop (:func:`train`);
+* :mod:`paddle_palm.engine.evaluate`   - validation metrics.
+
+Submodules import Paddle only when used, so ``import paddle_palm.engine`` is cheap.
+"""
+
+import importlib
+
+_LAZY = {
+    "load_weights": "paddle_palm.engine.checkpoint",
+    "load_run_config": "paddle_palm.engine.config",
+    "train": "paddle_palm.engine.trainer",
+    "Trainer": "paddle_palm.engine.trainer",
+    "evaluate": "paddle_palm.engine.evaluate",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,495 @@
+"""Training configuration: per-architecture recipes, YAML files, the resolved settings.
+
+One flat dictionary describes a training run; every key is also a ``tools/train.py``
+option (``batch_size`` is ``--batch-size``).  It is resolved in layers, each
+overriding the one before (STYLE.md "Configuration"):
+
+1. :data:`BASE_DEFAULTS` - what every run starts from;
+2. the architecture's seed recipe, :data:`RECIPES` (SPEC 2);
+3. a YAML file given with ``--config`` (flat keys, or keys grouped under the
+   section names of :data:`SECTIONS`);
+4. the options given on the command line.
+
+The resolved dictionary is written to the run folder as ``config.yaml``; the
+evaluation, prediction and export tools read it back with :func:`load_run_config`
+to rebuild the same network with the same preprocessing.
+"""
+
+import difflib
+import os
+
+from paddle_palm.errors import ConfigError, MissingFileError
+
+CONFIG_NAME = "config.yaml"
+
+#: Class names of the PALM task (SPEC 1.2, 2.5): index 0 = not pathologic myopia, 1 = pathologic myopia.
+PALM_CLASSES = ["non-pathologic myopia", "pathologic myopia"]
+PALM_CLASSES_ZH = ["非病理性近视", "病理性近视"]
+
+#: Every key of a run configuration, its default, grouped as in ``tools/train.py --help``.
+SECTIONS = {
+    "model": {
+        "arch": None,
+        "num_classes": None,  # None: follows the loss (1 logit for bce, 2 classes for ce)
+        "loss": "bce",
+    },
+    "data": {
+        "dataset": "palm",
+        "data_dir": None,  # None: the synthetic data set is generated
+        "image_size": 224,
+        "preprocess": "A",
+        "augment": "none",
+        "num_workers": 0,
+        "cache": False,
+        "labels_file": None,
+    },
+    "optimisation": {
+        "optimizer": "momentum",
+        "lr": 0.001,
+        "momentum": 0.9,
+        "weight_decay": 0.0,
+        "lr_schedule": "constant",
+        "end_lr": 0.0,
+        "decay_steps": None,  # polynomial: None means every step of the run
+        "power": 1.0,
+        "milestones": [],
+        "gamma": 0.1,
+        "plateau_factor": 0.1,
+        "plateau_patience": 1,
+        "min_lr": 0.0,
+        "warmup_epochs": 0,
+        "epochs": 10,
+        "batch_size": 10,
+        "ema": False,
+        "ema_decay": 0.999,
+        "amp": False,
+        "grad_clip": None,
+    },
+    "run": {
+        "seed": 0,
+        "output_dir": None,
+        "metric": "val_acc",
+        "early_stop": 0,
+        "threshold": 0.5,
+        "log_interval": 10,
+        "visualdl": True,
+        "progress": True,
+    },
+    "runtime": {
+        "device": "auto",
+        "fast": True,
+        "threads": None,
+    },
+}
+
+#: The flat defaults (first layer of the resolution).
+BASE_DEFAULTS = {key: value for section in SECTIONS.values() for key, value in section.items()}
+
+#: Seed recipes per architecture (SPEC 2).  Only what differs from BASE_DEFAULTS.
+RECIPES = {
+    # SPEC 2.1 (seed 000): sigmoid BCE, Momentum(1e-3, 0.9), batch 10, 3 epochs, preprocessing A.
+    "senet18": {"loss": "bce", "optimizer": "momentum", "lr": 0.001, "momentum": 0.9, "batch_size": 10, "epochs": 3},
+    # The ImageNet-style SE-ResNet18 has no seed; it uses the seed-000 optimiser with flips and more epochs.
+    "se_resnet18": {
+        "loss": "bce", "optimizer": "momentum", "lr": 0.001, "momentum": 0.9, "batch_size": 10, "epochs": 10,
+        "augment": "flip",
+    },
+    # SPEC 2.4 (seed 001): Momentum 0.9 with PolynomialDecay(0.005, (400//10+1)*2.5 = 102.5 steps, end 0.001).
+    **{
+        name: {
+            "loss": "bce", "optimizer": "momentum", "lr": 0.005, "momentum": 0.9, "lr_schedule": "polynomial",
+            "decay_steps": (400 // 10 + 1) * 2.5, "end_lr": 0.001, "batch_size": 10, "epochs": 10,
+        }
+        for name in ("resnet50", "resnet101", "resnet152")
+    },
+    # SPEC 2.5 (seed 004): softmax CE over 2 classes, preprocessing B with random flips, batch 16, 20 epochs,
+    # best model by validation accuracy.  The seed's Adam(1e-3) makes the final ReLU of SqueezeNet die on
+    # PALM (every logit 0, accuracy stuck at the majority class) and is 2.8x slower per epoch on CPU, so the
+    # recipe uses Momentum(1e-3, 0.9), which trains it steadily; --optimizer adam restores the seed.
+    **{
+        name: {
+            "loss": "ce", "optimizer": "momentum", "lr": 0.001, "momentum": 0.9, "batch_size": 16, "epochs": 20,
+            "preprocess": "B", "augment": "flip",
+        }
+        for name in ("squeezenet1_0", "squeezenet1_1")
+    },
+    # SPEC 2.2 (seed 003): CIFAR-10, SGD(0.1, momentum 0.9, wd 5e-4), ReduceLROnPlateau(0.94, patience 1).
+    "senet18_cifar": {
+        "dataset": "cifar10", "loss": "ce", "optimizer": "momentum", "lr": 0.1, "momentum": 0.9,
+        "weight_decay": 5e-4, "lr_schedule": "plateau", "plateau_factor": 0.94, "plateau_patience": 1,
+        "min_lr": 1e-6, "batch_size": 128, "epochs": 20, "image_size": 32, "metric": "val_acc",
+    },
+    # SPEC 2.3 (seed 002): MNIST, SGD(0.05, momentum 0.5), batch 32, 20 epochs, input resized to 224.
+    "se_resnet18_mnist": {
+        "dataset": "mnist", "loss": "ce", "optimizer": "momentum", "lr": 0.05, "momentum": 0.5,
+        "batch_size": 32, "epochs": 20, "image_size": 224,
+    },
+}
+
+CHOICES = {
+    "loss": ("bce", "ce"),
+    "dataset": ("palm", "mnist", "cifar10"),
+    "preprocess": ("A", "B"),
+    "augment": ("none", "flip"),
+    "optimizer": ("momentum", "sgd", "adam"),
+    "lr_schedule": ("constant", "polynomial", "cosine", "plateau", "multistep"),
+    "metric": ("val_acc", "val_auc", "val_loss"),
+    "device": ("auto", "cpu", "gpu"),
+}
+
+# (type, minimum, inclusive) of the numeric keys; None in the type means the key may also be None.
+_NUMBERS = {
+    "num_classes": (int, 1, True, True),
+    "image_size": (int, 8, True, False),
+    "num_workers": (int, 0, True, False),
+    "lr": (float, 0.0, False, False),
+    "momentum": (float, 0.0, True, False),
+    "weight_decay": (float, 0.0, True, False),
+    "end_lr": (float, 0.0, True, False),
+    "decay_steps": (float, 0.0, False, True),
+    "power": (float, 0.0, False, False),
+    "gamma": (float, 0.0, False, False),
+    "plateau_factor": (float, 0.0, False, False),
+    "plateau_patience": (int, 0, True, False),
+    "min_lr": (float, 0.0, True, False),
+    "warmup_epochs": (int, 0, True, False),
+    "epochs": (int, 1, True, False),
+    "batch_size": (int, 1, True, False),
+    "ema_decay": (float, 0.0, False, False),
+    "grad_clip": (float, 0.0, False, True),
+    "seed": (int, 0, True, False),
+    "early_stop": (int, 0, True, False),
+    "threshold": (float, 0.0, True, False),
+    "log_interval": (int, 1, True, False),
+    "threads": (int, 1, True, True),
+}
+_BOOLS = ("cache", "ema", "amp", "visualdl", "progress", "fast")
+_PATHS = ("arch", "data_dir", "labels_file", "output_dir")
+
+#: Keys that must not change when a run is resumed (the checkpoint would not fit, or the
+#: continued run could no longer match an uninterrupted one).
+RESUME_FIXED = ("arch", "num_classes", "loss", "dataset", "optimizer", "ema", "batch_size", "seed", "image_size")
+
+
+def recipe(arch):
+    """The seed recipe of ``arch`` merged over :data:`BASE_DEFAULTS` (a new dict)."""
+    from paddle_palm.models import model_spec
+
+    spec = model_spec(arch)  # unknown name: ConfigError listing the known ones
+    config = dict(BASE_DEFAULTS)
+    config.update(RECIPES.get(arch, {}))
+    config["arch"] = arch
+    if arch not in RECIPES:
+        config["image_size"] = spec.input_size
+    return config
+
+
+def _where(source):
+    return f" in {source}" if source else ""
+
+
+def _suggest(key):
+    close = difflib.get_close_matches(key, list(BASE_DEFAULTS), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def flatten(data, source=None):
+    """Turn a YAML mapping (flat, or grouped by :data:`SECTIONS`) into a flat dict of known keys.
+
+    Raises:
+        ConfigError: not a mapping, or an unknown key (named, with the closest known one).
+    """
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping of settings{_where(source)}, found {type(data).__name__}")
+    flat = {}
+    for key, value in data.items():
+        if key in SECTIONS and isinstance(value, dict):
+            for sub_key, sub_value in value.items():
+                flat[_known(sub_key, source)] = sub_value
+        else:
+            flat[_known(key, source)] = value
+    return flat
+
+
+def _known(key, source):
+    if not isinstance(key, str):
+        raise ConfigError(f"setting names must be strings{_where(source)}, found {key!r}")
+    norm = key.replace("-", "_")
+    if norm in ("classes", "classes_zh", "paddle_palm_version"):
+        return norm
+    if norm not in BASE_DEFAULTS:
+        raise ConfigError(f"unknown setting {key!r}{_where(source)}{_suggest(norm)}")
+    return norm
+
+
+def validate(config, source=None):
+    """Check types, ranges and choices of every value; return the normalised dict.
+
+    Args:
+        config: a flat configuration.
+        source: where the values came from (a file name), for messages.
+
+    Raises:
+        ConfigError: naming the key, the bad value and what was expected.
+    """
+    out = dict(config)
+    for key, value in config.items():
+        where = _where(source)
+        if key == "augment" and isinstance(value, dict):
+            allowed = ("hflip", "vflip", "max_rotation", "brightness", "contrast")
+            bad = [k for k in value if k not in allowed]
+            if bad or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()):
+                raise ConfigError(f"augment = {value!r}{where}: expected none, flip, or a mapping of "
+                                  f"{', '.join(allowed)} to numbers")
+            out[key] = {k: float(v) for k, v in value.items()}
+        elif key in CHOICES and value is not None:
+            text = str(value)
+            if key == "preprocess":
+                text = text.upper()
+            if text not in CHOICES[key]:
+                raise ConfigError(f"{key} = {value!r}{where}: expected one of {', '.join(CHOICES[key])}")
+            out[key] = text
+        elif key in _NUMBERS:
+            kind, minimum, inclusive, nullable = _NUMBERS[key]
+            if value is None:
+                if not nullable:
+                    raise ConfigError(f"{key}{where} must be set (a number)")
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and isinstance(value, float) and not value.is_integer()):
+                raise ConfigError(f"{key} = {value!r}{where}: expected {'an integer' if kind is int else 'a number'}")
+            value = kind(value)
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ConfigError(f"{key} = {value!r}{where}: expected a finite number")
+            if value < minimum or (not inclusive and value == minimum):
+                bound = f">= {minimum}" if inclusive else f"> {minimum}"
+                raise ConfigError(f"{key} = {value!r}{where}: expected a value {bound}")
+            out[key] = value
+        elif key in _BOOLS:
+            if not isinstance(value, bool):
+                raise ConfigError(f"{key} = {value!r}{where}: expected true or false")
+        elif key in _PATHS:
+            if value is not None and not isinstance(value, (str, os.PathLike)):
+                raise ConfigError(f"{key} = {value!r}{where}: expected a name or a path")
+            if value is not None:
+                out[key] = os.fspath(value)
+        elif key == "milestones":
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+                raise ConfigError(f"milestones = {value!r}{where}: expected a list of positive epoch numbers")
+            out[key] = sorted(int(v) for v in value)
+    for key in ("ema_decay", "threshold", "momentum"):
+        if out.get(key) is not None and out[key] > 1:
+            raise ConfigError(f"{key} = {out[key]!r}{_where(source)}: expected a value <= 1")
+    return out
+
+
+def read_yaml(path):
+    """Read a YAML configuration file into a flat, validated dict.
+
+    Raises:
+        MissingFileError: the file does not exist.
+        ConfigError: not YAML, not a mapping, an unknown key or a bad value.
+    """
+    import yaml
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise MissingFileError(f"configuration file not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        reason = " ".join(str(exc).split())
+        raise ConfigError(f"{path} is not a valid YAML file: {reason}") from None
+    return validate(flatten(data, source=path), source=path)
+
+
+def resolve(cli=None, config_file=None, base=None):
+    """Resolve a run's configuration: defaults < recipe < ``config_file`` < ``cli``.
+
+    Args:
+        cli: the options given on the command line (only those the user gave).
+        config_file: a YAML file (``--config``), or None.
+        base: a resolved configuration to start from instead of the recipe (used
+            by ``--resume``: the saved ``config.yaml``).
+
+    Returns:
+        dict: every key of :data:`BASE_DEFAULTS` plus ``classes``; ``num_classes``
+        follows the loss (1 for ``bce``, 2 for ``ce``) unless it was given.
+
+    Raises:
+        ConfigError: no architecture, an inconsistent loss/num_classes, a bad value.
+    """
+    cli = validate(flatten(cli or {}, source="the command line"), source=None)
+    from_file = read_yaml(config_file) if config_file else {}
+    if base is not None:
+        config = dict(BASE_DEFAULTS)
+        config.update(base)
+    else:
+        arch = cli.get("arch") or from_file.get("arch")
+        if not arch:
+            from paddle_palm.models import list_models
+
+            raise ConfigError("no architecture given: use --arch NAME (one of " + ", ".join(list_models()) + ")")
+        config = recipe(arch)
+    explicit = {}
+    explicit.update(from_file)
+    explicit.update(cli)
+    if base is None and "loss" in explicit and "num_classes" not in explicit:
+        config["num_classes"] = None  # follows the newly chosen loss
+    config.update(explicit)
+    return finalize(config)
+
+
+def finalize(config):
+    """Fill the derived values (``num_classes``, ``classes``) and check their consistency."""
+    config = validate(config)
+    loss, num_classes = config["loss"], config.get("num_classes")
+    if config["dataset"] == "palm":
+        if num_classes is None:
+            num_classes = 1 if loss == "bce" else 2
+        if loss == "bce" and num_classes != 1:
+            raise ConfigError(f"loss bce trains one logit, but num_classes = {num_classes}; use --loss ce for {num_classes} classes")
+        if loss == "ce" and num_classes != 2:
+            raise ConfigError(f"loss ce on PALM needs num_classes = 2 (normal, pathologic myopia), got {num_classes}")
+        config["classes"] = list(PALM_CLASSES)
+        config["classes_zh"] = list(PALM_CLASSES_ZH)
+    else:
+        if loss != "ce":
+            raise ConfigError(f"dataset {config['dataset']} has 10 classes: it needs --loss ce, got {loss}")
+        num_classes = num_classes or 10
+        config["classes"] = list(DATASET_CLASSES[config["dataset"]])
+        config.pop("classes_zh", None)
+    config["num_classes"] = int(num_classes)
+    _check_input_size(config)
+    if config["lr_schedule"] == "multistep" and not config["milestones"]:
+        raise ConfigError("lr_schedule multistep needs milestones (epochs at which the rate is multiplied by gamma)")
+    return config
+
+
+def _check_input_size(config):
+    """The image size must suit the architecture (SENet18's head is sized for 224 px, SPEC 2.1)."""
+    from paddle_palm.models import model_spec
+
+    spec = model_spec(config["arch"])
+    size = config["image_size"]
+    if getattr(spec, "fixed_input_size", False) and size != spec.input_size:
+        raise ConfigError(f"{config['arch']} takes images of exactly {spec.input_size} px (its head is sized for it), "
+                          f"got image_size {size}")
+    if size < spec.min_input_size:
+        raise ConfigError(f"image_size {size} is below the smallest input {config['arch']} accepts "
+                          f"({spec.min_input_size} px)")
+
+
+DATASET_CLASSES = {
+    "mnist": [str(i) for i in range(10)],
+    # SPEC 1.5 (seed 003).
+    "cifar10": ["plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+}
+
+
+def to_yaml(config):
+    """The configuration as YAML text, grouped by :data:`SECTIONS` with a comment per group."""
+    import yaml
+
+    lines = ["# Resolved training configuration (paddle_palm tools/train.py).",
+             "# Every key is a train.py option; python tools/train.py --config THIS_FILE repeats the run."]
+    for section, keys in SECTIONS.items():
+        part = {k: config.get(k) for k in keys}
+        if section == "model":
+            part["classes"] = config.get("classes")
+            if config.get("classes_zh"):
+                part["classes_zh"] = config["classes_zh"]
+        lines.append(f"{section}:")
+        text = yaml.safe_dump(part, sort_keys=False, allow_unicode=True, default_flow_style=None)
+        lines.extend("  " + line for line in text.rstrip("\n").split("\n"))
+    return "\n".join(lines) + "\n"
+
+
+def save_run_config(config, run_dir):
+    """Write ``config.yaml`` (atomically) into ``run_dir``; return its path."""
+    from paddle_palm.fileio import write_text_atomic
+
+    path = os.path.join(os.fspath(run_dir), CONFIG_NAME)
+    write_text_atomic(path, to_yaml(config))
+    return path
+
+
+def find_run_config(path):
+    """The ``config.yaml`` that belongs to ``path`` (a run folder or a file inside one), or None."""
+    path = os.fspath(path)
+    folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    candidate = os.path.join(folder, CONFIG_NAME)
+    return candidate if os.path.isfile(candidate) else None
+
+
+def load_run_config(path, required=True):
+    """Read the run configuration beside a weights file or inside a run folder.
+
+    This is how evaluation, prediction and export rebuild the trained network
+    (SPEC 5: they read ``config.yaml`` beside the weights and let flags override it).
+
+    Args:
+        path: a run folder, a weights file (``runs/x/best_model.pdparams``) or any
+            file inside a run folder, or a ``config.yaml`` itself.
+        required: when False, a missing ``config.yaml`` gives ``{}`` instead of an error.
+
+    Returns:
+        dict: the flat configuration, with at least ``arch``, ``num_classes``,
+        ``image_size``, ``preprocess``, ``loss`` and ``classes`` (plus
+        ``classes_zh`` for PALM and every other training setting).
+
+    Raises:
+        MissingFileError: there is no ``config.yaml`` there (and ``required``).
+        ConfigError: the file is not valid YAML, names no architecture, or holds bad values.
+    """
+    path = os.fspath(path)
+    if os.path.isfile(path) and os.path.basename(path).endswith((".yaml", ".yml")):
+        found = path
+    else:
+        found = find_run_config(path)
+    if found is None:
+        if not required:
+            return {}
+        folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+        raise MissingFileError(f"no {CONFIG_NAME} in {folder} (expected the run folder written by tools/train.py)")
+    data = read_yaml(found)
+    if not data.get("arch"):
+        raise ConfigError(f"{found} names no architecture (key 'arch')")
+    config = dict(BASE_DEFAULTS)
+    config.update(RECIPES.get(data["arch"], {}))
+    config.update(data)
+    if "num_classes" not in data and "loss" in data:
+        config["num_classes"] = None
+    return finalize(config)
+
+
+def resolve_resume(run_dir, cli=None, config_file=None):
+    """The configuration of a resumed run: its saved ``config.yaml`` < ``config_file`` < ``cli``.
+
+    Only settings that cannot change the computation already done may differ
+    (``epochs``, ``early_stop``, ``num_workers``, ``device``, ...); changing one of
+    :data:`RESUME_FIXED` is refused, because the saved checkpoint would not fit or the
+    continued run could no longer equal an uninterrupted one.
+
+    Raises:
+        MissingFileError: ``run_dir`` has no ``config.yaml``.
+        ConfigError: a fixed setting was changed.
+    """
+    from paddle_palm.errors import CheckpointError
+
+    run_dir = os.fspath(run_dir)
+    if not os.path.isdir(run_dir):
+        raise MissingFileError(f"--resume folder not found: {run_dir}")
+    if not os.path.isfile(os.path.join(run_dir, CONFIG_NAME)):
+        raise CheckpointError(f"nothing to resume in {run_dir}: no {CONFIG_NAME} "
+                              "(expected a run folder written by tools/train.py)")
+    saved = load_run_config(run_dir)
+    config = resolve(cli, config_file, base=saved)
+    for key in RESUME_FIXED:
+        if config.get(key) != saved.get(key):
+            raise ConfigError(f"{key} cannot change when resuming {run_dir}: the run used {saved.get(key)!r}, "
+                              f"got {config.get(key)!r}")
+    config["output_dir"] = run_dir
+    return config

@@ -1,0 +1,231 @@
+"""Export a trained network as a Paddle Inference model with its preprocessing recorded beside it.
+
+What ``tools/export.py`` writes into the output folder (SPEC 5, the PaddleClas
+way: the probability layer is part of the exported graph):
+
+* ``inference.json`` + ``inference.pdiparams``: ``paddle.jit.save`` of the
+  network wrapped by :class:`PMProbabilityModel`, input ``image`` of shape
+  ``[None, C, S, S]`` float32, output ``pm_probability`` ``[N, 1]`` (sigmoid of
+  the one logit, or softmax class 1 of two logits).  Paddle 3 saves the
+  program in the PIR format (``.json``); older versions write ``.pdmodel``.
+  Both load with ``paddle.inference.Config(model_file, params_file)``.
+* ``preprocess.json``: how to turn an image file into that input (method A or
+  B, image size, channel order, scale, mean, std), the architecture, class
+  names (English and Chinese), the decision threshold, the source weights and
+  their SHA-256, the Paddle version, and the check made at export: the largest
+  difference between the exported model (Paddle Inference, oneDNN) and the
+  checkpoint in dynamic mode on random input.
+
+The files are written into a temporary folder first and moved in place one by
+one, ``preprocess.json`` last, so an interrupted export never leaves a record
+that describes other model files.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from paddle_palm.engine.inference import MODEL_PREFIX, PREPROCESS_FILE, load_trained_model, resolve_model_settings
+from paddle_palm.errors import ConfigError
+
+#: Version of the ``preprocess.json`` layout.
+EXPORT_FORMAT = 1
+
+#: Largest accepted difference between exported and dynamic-mode probabilities (fp32, oneDNN).
+EXPORT_TOLERANCE = 1e-4
+
+__all__ = ["EXPORT_TOLERANCE", "PMProbabilityModel", "export_checkpoint", "export_model", "preprocess_record"]
+
+
+def _pm_wrapper_class():
+    import paddle
+    import paddle.nn.functional as F
+
+    class PMProbabilityModel(paddle.nn.Layer):
+        """A classifier with its probability layer: outputs the PM probability ``[N, 1]``.
+
+        One logit -> sigmoid; two logits -> softmax, class 1 (PM); more than
+        two -> the softmax over all classes ``[N, C]``.
+
+        Args:
+            network: the trained ``paddle.nn.Layer``.
+            num_classes: its number of outputs.
+        """
+
+        def __init__(self, network, num_classes):
+            super().__init__()
+            self.network = network
+            self.num_classes = int(num_classes)
+
+        def forward(self, image):
+            logits = self.network(image)
+            if self.num_classes == 1:
+                return F.sigmoid(logits)
+            probs = F.softmax(logits, axis=1)
+            if self.num_classes == 2:
+                return probs[:, 1:2]
+            return probs
+
+    return PMProbabilityModel
+
+
+def __getattr__(name):
+    # Defined lazily so that importing this module does not import Paddle.
+    if name == "PMProbabilityModel":
+        return _pm_wrapper_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def preprocess_record(method, image_size):
+    """The description of preprocessing ``method`` at ``image_size`` stored in ``preprocess.json``."""
+    method = str(method).upper()
+    if method == "A":
+        return {
+            "method": "A",
+            "image_size": int(image_size),
+            "spec": "SPEC 1.3 (seeds 000, 001)",
+            "channel_order": "BGR",
+            "resize": f"cv2.resize to {image_size}x{image_size}, bilinear (aspect ratio not kept)",
+            "scale": 1.0 / 255.0,
+            "mean": [0.5, 0.5, 0.5],
+            "std": [0.5, 0.5, 0.5],
+            "formula": "x = (pixel / 255 - 0.5) / 0.5, i.e. pixel / 255 * 2 - 1, in [-1, 1]",
+            "layout": "NCHW",
+        }
+    if method == "B":
+        return {
+            "method": "B",
+            "image_size": int(image_size),
+            "spec": "SPEC 1.4 (seed 004)",
+            "channel_order": "RGB",
+            "resize": f"padding_black: longer side scaled to {image_size}, aspect ratio kept, centred on black",
+            "scale": 1.0 / 255.0,
+            "mean": [0.5, 0.5, 0.5],
+            "std": [0.5, 0.5, 0.5],
+            "formula": "x = (pixel / 255 - 0.5) / 0.5, in [-1, 1]",
+            "layout": "NCHW",
+        }
+    raise ConfigError(f"preprocess must be A or B, got {method!r}")
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def export_model(model, output_dir, settings, verify=True):
+    """Save ``model`` (with its probability layer) and its preprocessing record into ``output_dir``.
+
+    Args:
+        model: the trained network (``paddle.nn.Layer``).
+        output_dir: the folder to write (created; our files in it are replaced).
+        settings: a :class:`paddle_palm.engine.inference.ModelSettings` (arch,
+            num_classes, image_size, preprocess, in_channels, threshold, classes).
+        verify: load the exported model with Paddle Inference (oneDNN) and
+            record its largest difference from ``model`` on random input.
+
+    Returns:
+        dict: the record written to ``preprocess.json``.
+    """
+    import paddle
+
+    from paddle_palm import __version__
+    from paddle_palm.engine.inference import ExportedPredictor
+
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ConfigError(f"--output must be a folder, but {output_dir} is a file")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    size, channels = int(settings.image_size), int(settings.in_channels)
+
+    model.eval()
+    wrapped = _pm_wrapper_class()(model, settings.num_classes)
+    wrapped.eval()
+    spec = paddle.static.InputSpec([None, channels, size, size], "float32", "image")
+
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=output_dir))
+    try:
+        paddle.jit.save(wrapped, os.fspath(staging / MODEL_PREFIX), input_spec=[spec])
+        produced = sorted(p.name for p in staging.iterdir())
+        model_file = next((n for n in (MODEL_PREFIX + ".json", MODEL_PREFIX + ".pdmodel") if n in produced), None)
+        params_file = MODEL_PREFIX + ".pdiparams"
+        if model_file is None or params_file not in produced:
+            raise RuntimeError(f"paddle.jit.save wrote unexpected files: {produced}")
+        record = {
+            "format": EXPORT_FORMAT,
+            "arch": settings.arch,
+            "num_classes": int(settings.num_classes),
+            "loss": settings.loss,
+            "output": "pm_probability" if settings.num_classes <= 2 else "class_probabilities",
+            "input": {"name": "image", "shape": [None, channels, size, size], "dtype": "float32", "layout": "NCHW"},
+            "preprocess": preprocess_record(settings.preprocess, size),
+            "threshold": float(settings.threshold),
+            "classes": list(settings.classes),
+            "classes_zh": list(settings.classes_zh),
+            "files": {"model": model_file, "params": params_file},
+            "weights": os.fspath(settings.weights) if settings.weights else None,
+            "weights_sha256": _sha256(settings.weights) if settings.weights and os.path.isfile(settings.weights) else None,
+            "paddle_version": paddle.__version__,
+            "paddle_palm_version": __version__,
+        }
+        (staging / PREPROCESS_FILE).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+        if verify and settings.num_classes <= 2:
+            rng = np.random.default_rng(0)
+            x = rng.uniform(-1, 1, (2, channels, size, size)).astype(np.float32)
+            with paddle.no_grad():
+                reference = wrapped(paddle.to_tensor(x)).numpy().reshape(2, -1)[:, 0]
+            exported = ExportedPredictor(staging, onednn=True).pm_probability(x)
+            record["verification"] = {
+                "input": "2 random images, uniform in [-1, 1]",
+                "backend": "Paddle Inference, oneDNN fp32",
+                "max_abs_diff": float(np.max(np.abs(exported - reference))),
+                "tolerance": EXPORT_TOLERANCE,
+            }
+            text = json.dumps(record, indent=2, ensure_ascii=False) + "\n"
+            (staging / PREPROCESS_FILE).write_text(text, encoding="utf-8")
+
+        # Move in place: the old record first out of the way, the model files, the new record last.
+        old_record = output_dir / PREPROCESS_FILE
+        if old_record.exists():
+            old_record.unlink()
+        for name in produced:
+            os.replace(staging / name, output_dir / name)
+        for stale in {MODEL_PREFIX + ".json", MODEL_PREFIX + ".pdmodel"} - set(produced):
+            if (output_dir / stale).exists():
+                (output_dir / stale).unlink()
+        os.replace(staging / PREPROCESS_FILE, output_dir / PREPROCESS_FILE)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return record
+
+
+def export_checkpoint(weights, output_dir, arch=None, num_classes=None, image_size=None, preprocess=None,
+                      threshold=None, verify=True):
+    """Rebuild a trained network from ``weights`` (and its ``config.yaml``) and export it.
+
+    Args:
+        weights: a ``.pdparams`` file (or prefix, or run folder).
+        output_dir: the folder to write.
+        arch, num_classes, image_size, preprocess, threshold: override the run's
+            settings (see :func:`paddle_palm.engine.inference.resolve_model_settings`).
+        verify: check the exported model against the checkpoint (see :func:`export_model`).
+
+    Returns:
+        dict: the ``preprocess.json`` record.
+
+    Raises:
+        CheckpointError: missing, damaged or other-architecture weights.
+        ConfigError: bad settings.
+    """
+    settings = resolve_model_settings(weights, arch, num_classes, image_size, preprocess, threshold)
+    model = load_trained_model(settings)
+    return export_model(model, output_dir, settings, verify=verify)

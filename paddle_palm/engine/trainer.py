@@ -1,0 +1,807 @@
+"""The training loop behind ``tools/train.py`` (SPEC 5, issue 5).
+
+:func:`train` takes a resolved configuration (:mod:`paddle_palm.engine.config`)
+and runs it: it locks the output folder, builds the data, the network, the
+optimizer and the schedule, trains with a progress bar per epoch, validates after
+every epoch and writes the run folder:
+
+====================  =====================================================================
+``train.log``         everything printed, with times
+``config.yaml``       the resolved settings (``--config`` repeats the run)
+``latest.*``          ``.pdparams``, ``.pdopt``, ``.pdstates`` (+ ``.pdema``) after every epoch
+``best_model.*``      the weights with the best validation metric (``.pdparams``, ``.pdstates``)
+``history.csv``       one row per epoch: ``epoch,train_loss,val_loss,val_acc,val_auc,lr,seconds,...``
+``loss.csv``          the training loss every ``log_interval`` (10) iterations, seed 001's record
+``loss.png``          seed 001's plot of it ("train loss" against "iter")
+``history.png``       loss, accuracy and AUC per epoch
+``vdl/``              VisualDL logs, when ``visualdl`` is installed
+====================  =====================================================================
+
+Exact resume: every random draw of epoch ``e`` (the shuffle, the flips, dropout)
+comes from generators seeded by ``(seed, e)`` at the start of the epoch, never from a
+state carried over from earlier epochs.  Together with the optimizer state, the
+plateau state and the EMA saved in ``latest.*``, a run resumed after epoch ``k``
+performs exactly the computations of an uninterrupted run, so it ends with the same
+weights bit for bit (on the same machine and thread count).
+
+Data parallel: under ``python -m paddle.distributed.launch`` every process trains
+on its own shard of each epoch's shuffled order (a distributed batch sampler), the
+network is wrapped in ``paddle.DataParallel``, every process validates on the whole
+validation set (so all take the same early-stopping decision) and only rank 0
+writes files.
+"""
+
+import csv
+import math
+import os
+import random
+import socket
+import sys
+import time
+
+import numpy as np
+
+from paddle_palm.engine import checkpoint as ckpt
+from paddle_palm.engine import config as cfg
+from paddle_palm.engine.optim import LearningRateSchedule, ModelEMA, build_optimizer
+from paddle_palm.errors import ConfigError, DataError, MissingFileError, TrainingError
+
+HISTORY_FIELDS = [
+    "epoch", "train_loss", "val_loss", "val_acc", "val_auc", "lr", "seconds",
+    "train_acc", "val_sensitivity", "val_specificity", "images_per_second", "best",
+]
+LOCK_NAME = "train.lock"
+
+#: Which way each ``--metric`` improves.
+METRIC_MODES = {"val_acc": "max", "val_auc": "max", "val_loss": "min"}
+
+
+# --------------------------------------------------------------------------- output folder lock
+
+
+class OutputLock:
+    """An exclusive claim on a run folder, so two trainings never write into the same one.
+
+    The lock is a file ``train.lock`` holding ``pid host``, created with ``O_EXCL``.
+    A lock left by a process that no longer exists (a crash, SIGKILL) on this host
+    is taken over; a live one makes :meth:`acquire` raise :class:`TrainingError`.
+    """
+
+    def __init__(self, run_dir):
+        self.path = os.path.join(os.fspath(run_dir), LOCK_NAME)
+        self.held = False
+
+    @staticmethod
+    def _alive(pid):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def acquire(self):
+        """Take the lock (or a stale one); raise TrainingError if a live training holds it."""
+        me = f"{os.getpid()} {socket.gethostname()}\n"
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    with open(self.path, encoding="utf-8") as fh:
+                        parts = fh.read().split()
+                except FileNotFoundError:
+                    continue
+                pid = int(parts[0]) if parts and parts[0].isdigit() else None
+                host = parts[1] if len(parts) > 1 else socket.gethostname()
+                if pid is not None and pid != os.getpid() and (host != socket.gethostname() or self._alive(pid)):
+                    raise TrainingError(
+                        f"output folder {os.path.dirname(self.path)} is in use by another training "
+                        f"(pid {pid} on {host}, lock file {self.path}); choose another --output-dir "
+                        "or wait for it to finish"
+                    ) from None
+                # Stale: its owner is gone.  Remove and retry the exclusive create.
+                try:
+                    os.remove(self.path)
+                except FileNotFoundError:
+                    pass
+                continue
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(me)
+            self.held = True
+            return self
+        raise TrainingError(f"could not take the lock {self.path}")
+
+    def release(self):
+        """Remove the lock file if this process holds it."""
+        if self.held:
+            try:
+                os.remove(self.path)
+            except FileNotFoundError:
+                pass
+            self.held = False
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+# --------------------------------------------------------------------------- reproducible sampling
+
+
+def epoch_seed(seed, epoch, stream=0):
+    """A 31-bit seed derived from (``seed``, ``epoch``, ``stream``): independent per epoch and use."""
+    return int(np.random.SeedSequence([int(seed), int(epoch), int(stream)]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def _batch_sampler_base():
+    import paddle
+
+    return paddle.io.BatchSampler
+
+
+class EpochBatchSampler(_batch_sampler_base()):
+    """Batches of indices whose order depends only on (seed, epoch): resumable and shardable.
+
+    Args:
+        size: number of samples.
+        batch_size: samples per batch (per process when distributed).
+        seed: the run's seed.
+        shuffle: shuffle every epoch (training) or keep the order (validation).
+        rank, world_size: this process's shard of every epoch (``indices[rank::world]``,
+            the order padded by wrapping so that every process gets as many batches).
+        drop_last: drop a last partial batch (the course keeps it: SPEC 1.3).
+    """
+
+    def __init__(self, size, batch_size, seed=0, shuffle=True, rank=0, world_size=1, drop_last=False):
+        self.size, self.batch_size, self.seed = int(size), int(batch_size), int(seed)
+        self.shuffle, self.rank, self.world_size, self.drop_last = shuffle, int(rank), int(world_size), drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        """Select the epoch whose order :meth:`__iter__` yields."""
+        self.epoch = int(epoch)
+
+    def indices(self):
+        """This process's sample indices for the current epoch, in order."""
+        order = np.arange(self.size)
+        if self.shuffle:
+            order = np.random.default_rng(epoch_seed(self.seed, self.epoch, 1)).permutation(self.size)
+        if self.world_size > 1:
+            per_rank = math.ceil(self.size / self.world_size)
+            order = np.resize(order, per_rank * self.world_size)[self.rank::self.world_size]
+        return order.tolist()
+
+    def __iter__(self):
+        order = self.indices()
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start:start + self.batch_size]
+            if len(batch) < self.batch_size and self.drop_last:
+                return
+            yield batch
+
+    def __len__(self):
+        n = math.ceil(self.size / self.world_size) if self.world_size > 1 else self.size
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+
+# --------------------------------------------------------------------------- loss and the train step
+
+
+def compute_loss(logits, labels, loss):
+    """Mean training loss: sigmoid cross-entropy on one logit (``bce``) or softmax CE (``ce``).
+
+    Args:
+        logits: ``[N, 1]`` or ``[N, C]``.
+        labels: int64 ``[N]`` (or any shape with N elements).
+        loss: ``"bce"`` or ``"ce"``.
+    """
+    import paddle.nn.functional as F
+
+    labels = labels.reshape([-1])
+    if loss == "bce":
+        return F.binary_cross_entropy_with_logits(logits.reshape([-1, 1]).astype("float32"),
+                                                  labels.astype("float32").reshape([-1, 1]))
+    return F.cross_entropy(logits.astype("float32"), labels.astype("int64"))
+
+
+def count_correct(logits, labels, loss):
+    """Number of right answers in a batch (threshold 0.5 on the sigmoid, or the arg-max)."""
+    out = logits.numpy()
+    y = labels.numpy().reshape(-1)
+    pred = (out.reshape(-1) > 0).astype(np.int64) if loss == "bce" else out.argmax(axis=1)
+    return int((pred == y).sum())
+
+
+def make_train_step(model, loss, amp=None):
+    """The forward pass and loss of one batch: ``step(images, labels) -> (loss, logits)``.
+
+    Kept as one small function so an execution path (``paddle.jit.to_static``,
+    mixed precision) can wrap it (:func:`paddle_palm.runtime` may provide
+    ``compile_train_step(step, model)``).
+
+    Args:
+        model: the network (in train mode).
+        loss: ``"bce"`` or ``"ce"``.
+        amp: None, or ``"bfloat16"`` / ``"float16"`` for mixed precision (O1 auto-cast).
+    """
+    import paddle
+
+    def step(images, labels):
+        if amp:
+            with paddle.amp.auto_cast(enable=True, dtype=amp, level="O1"):
+                logits = model(images)
+        else:
+            logits = model(images)
+        return compute_loss(logits, labels, loss), logits
+
+    return step
+
+
+# --------------------------------------------------------------------------- run log
+
+
+class RunLog:
+    """Messages to the console (through tqdm, so progress bars stay intact) and to ``train.log``."""
+
+    def __init__(self, path=None, echo=True):
+        self.path = path
+        self.echo = echo
+        self._fh = open(path, "a", encoding="utf-8", buffering=1) if path else None
+
+    def __call__(self, message):
+        if self.echo:
+            from tqdm import tqdm
+
+            tqdm.write(message, file=sys.stdout)
+        if self._fh:
+            self._fh.write(time.strftime("%Y-%m-%d %H:%M:%S ") + message + "\n")
+
+    def close(self):
+        if self._fh:
+            self._fh.close()
+            self._fh = None
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _is_ready_palm_folder(path):
+    return os.path.isdir(os.path.join(path, "PALM-Training400"))
+
+
+def augmentation(augment):
+    """The ``augment`` setting as :class:`~paddle_palm.data.PalmDataset` takes it.
+
+    ``"none"`` -> False; ``"flip"`` -> True (seed 004's random horizontal and vertical
+    flips, SPEC 1.4); a mapping (from a YAML file) -> the fields of
+    :class:`paddle_palm.data.transforms.Augmentation` (``hflip``, ``vflip``,
+    ``max_rotation``, ``brightness``, ``contrast``).
+    """
+    if isinstance(augment, dict):
+        return dict(augment)
+    return augment == "flip"
+
+
+def build_datasets(config, run_dir, log):
+    """The training and validation datasets a configuration asks for.
+
+    Without ``data_dir`` the small synthetic fundus-like data set is generated
+    (idempotently) in ``<run_dir>/synthetic-data`` and used; the log says so.
+
+    Returns:
+        (train_set, valid_set, data_dir)
+    """
+    if config["dataset"] != "palm":
+        from paddle_palm.engine.datasets import build_seed_datasets
+
+        return build_seed_datasets(config, log)
+    from paddle_palm.data import PalmDataset
+
+    data_dir = config.get("data_dir")
+    if not data_dir:
+        from paddle_palm.data.synthetic import make_synthetic_palm
+
+        target = os.path.join(run_dir, "synthetic-data")
+        data_dir = os.fspath(make_synthetic_palm(target))
+        log(f"no --data-dir given: training on the synthetic fundus-like data set generated in {data_dir} "
+            "(pass --data-dir DIR for the real PALM data; see tools/prepare_data.py)")
+    elif not os.path.isdir(data_dir):
+        raise MissingFileError(f"data folder not found: {data_dir} (expected the folder written by tools/prepare_data.py)")
+    common = dict(image_size=config["image_size"], preprocess=config["preprocess"], cache=config["cache"])
+    train_set = PalmDataset(data_dir, "train", augment=augmentation(config["augment"]), seed=config["seed"], **common)
+    valid_set = PalmDataset(data_dir, "valid", augment=False, labels_file=config.get("labels_file"), **common)
+    if config["cache"]:
+        train_set.warm_cache(progress=config["progress"])
+        valid_set.warm_cache(progress=config["progress"])
+    if len(train_set) == 0:
+        raise DataError(f"no training images in {data_dir}")
+    if len(valid_set) == 0:
+        raise DataError(f"no validation images in {data_dir}")
+    return train_set, valid_set, data_dir
+
+
+# --------------------------------------------------------------------------- CSV helpers
+
+
+def _read_csv(path):
+    if not os.path.isfile(path):
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _write_csv(path, fields, rows):
+    from paddle_palm.fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+def _fmt(value):
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return value
+
+
+# --------------------------------------------------------------------------- the trainer
+
+
+class Trainer:
+    """One training run of a resolved configuration.
+
+    Use :func:`train` (which also takes the lock and closes the log); the methods
+    below are the steps of :meth:`fit`, each small enough to read on its own.
+
+    Args:
+        config: a resolved configuration (:func:`paddle_palm.engine.config.resolve`).
+        run_dir: the output folder (created by :func:`train`).
+        log: a callable taking one message.
+        resume: when True, continue from ``run_dir/latest.*``.
+    """
+
+    def __init__(self, config, run_dir, log, resume=False):
+        self.config = config
+        self.run_dir = run_dir
+        self.log = log
+        self.resume = resume
+        self.rank, self.world_size = _distributed_rank_and_size()
+        self.is_writer = self.rank == 0
+        self.history = []
+        self.loss_rows = []
+        self.start_epoch = 0
+        self.global_step = 0
+        self.best = {"metric": config["metric"], "value": None, "epoch": None}
+        self.epochs_without_improvement = 0
+        self.vdl = None
+        self._last_logits = None
+
+    # ---- setup -------------------------------------------------------------------------------
+
+    def setup(self):
+        """Runtime, data, network, optimizer, schedule, EMA; then the saved state when resuming."""
+        import paddle
+
+        from paddle_palm import runtime
+
+        c = self.config
+        self.runtime = runtime.setup_runtime(device=c["device"], fast=c["fast"], threads=c["threads"])
+        self.device = self.runtime.get("device", "cpu") if isinstance(self.runtime, dict) else "cpu"
+        self.train_set, self.valid_set, c["data_dir"] = build_datasets(c, self.run_dir, self.log)
+        self._seed_everything(c["seed"])
+        self.model = self._build_model()
+        self.train_sampler = EpochBatchSampler(len(self.train_set), c["batch_size"], seed=c["seed"], shuffle=True,
+                                               rank=self.rank, world_size=self.world_size)
+        self.train_loader = self._loader(self.train_set, self.train_sampler)
+        self.valid_loader = self._loader(self.valid_set, EpochBatchSampler(len(self.valid_set), c["batch_size"], shuffle=False))
+        self.optimizer = build_optimizer(c, self.model.parameters())
+        self.schedule = LearningRateSchedule.from_config(c, steps_per_epoch=len(self.train_sampler))
+        self.ema = ModelEMA(self.model, c["ema_decay"]) if c["ema"] else None
+        self.amp = _amp_dtype(c["amp"], self.device)
+        self.scaler = paddle.amp.GradScaler() if self.amp == "float16" else None
+        if self.resume:
+            self._restore()
+        if self.world_size > 1:
+            self.net = paddle.DataParallel(self.model)
+        else:
+            self.net = self.model
+        step = make_train_step(self.net, c["loss"], amp=self.amp)
+        compile_step = getattr(runtime, "compile_train_step", None)
+        self.train_step = compile_step(step, self.net) if (compile_step and c["fast"]) else step
+        self._open_visualdl()
+
+    def _seed_everything(self, seed):
+        import paddle
+
+        random.seed(seed)
+        np.random.seed(seed)
+        paddle.seed(seed)
+
+    def _build_model(self):
+        from paddle_palm.models import build_model
+
+        c = self.config
+        return build_model(c["arch"], num_classes=c["num_classes"])
+
+    def _loader(self, dataset, sampler):
+        import paddle
+
+        return paddle.io.DataLoader(dataset, batch_sampler=sampler, num_workers=self.config["num_workers"],
+                                    use_shared_memory=False)
+
+    def _open_visualdl(self):
+        if not (self.is_writer and self.config["visualdl"]):
+            return
+        try:
+            from visualdl import LogWriter
+        except Exception:  # not installed (optional)
+            return
+        self.vdl = LogWriter(logdir=os.path.join(self.run_dir, "vdl"))
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+
+    def _states(self, epoch):
+        return {
+            "epoch": epoch,
+            "global_step": self.global_step,
+            "arch": self.config["arch"],
+            "best": dict(self.best),
+            "epochs_without_improvement": self.epochs_without_improvement,
+            "schedule": self.schedule.state_dict(),
+            "rng": {
+                # Every draw of epoch e uses generators seeded from (seed, e): the states of the
+                # next epoch are fully given by these two numbers (see the module docstring).
+                "seed": self.config["seed"],
+                "next_epoch": epoch,
+                "scheme": "per-epoch seeds: numpy SeedSequence([seed, epoch, stream])",
+                "python": _python_rng_state(),
+                "numpy": _numpy_rng_state(),
+            },
+            "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+
+    def save_latest(self, epoch):
+        """Write ``latest.*`` (weights, optimizer, states, EMA) crash-safely."""
+        extra = {".pdema": self.ema.state_dict()} if self.ema else None
+        ckpt.save_checkpoint(self.run_dir, "latest", self.model, self.optimizer, self._states(epoch), extra=extra)
+
+    def save_best(self, epoch):
+        """Write ``best_model.pdparams`` (the EMA weights when ``--ema``) and its states."""
+        states = {"epoch": epoch, "arch": self.config["arch"], "best": dict(self.best)}
+        if self.ema:
+            with self.ema.swapped_into(self.model):
+                ckpt.save_checkpoint(self.run_dir, "best_model", self.model, None, states)
+        else:
+            ckpt.save_checkpoint(self.run_dir, "best_model", self.model, None, states)
+
+    def _restore(self):
+        states = ckpt.verify_checkpoint(self.run_dir, "latest")
+        if states.get("arch") not in (None, self.config["arch"]):
+            raise ConfigError(f"{self.run_dir} holds a {states.get('arch')} run, not {self.config['arch']}")
+        ckpt.load_weights(self.model, os.path.join(self.run_dir, "latest.pdparams"), arch=self.config["arch"])
+        opt_state = ckpt.load_state_file(os.path.join(self.run_dir, "latest.pdopt"), what="optimizer state")
+        ckpt.restore_optimizer_state(self.model, self.optimizer, opt_state)
+        if self.ema:
+            ema_path = os.path.join(self.run_dir, "latest.pdema")
+            if not os.path.isfile(ema_path):
+                raise ConfigError(f"{self.run_dir} was trained without --ema; resume it without --ema")
+            self.ema.set_state_dict(ckpt.load_state_file(ema_path, what="EMA state"))
+        self.start_epoch = int(states["epoch"])
+        self.global_step = int(states["global_step"])
+        self.best = dict(states["best"])
+        if self.best.get("metric") != self.config["metric"]:
+            self.log(f"best model now chosen by {self.config['metric']} (was {self.best.get('metric')}): "
+                     "the next epoch starts a new best")
+            self.best = {"metric": self.config["metric"], "value": None, "epoch": None}
+        self.epochs_without_improvement = int(states.get("epochs_without_improvement", 0))
+        self.schedule.set_state_dict(states.get("schedule", {}))
+        rng = states.get("rng", {})
+        _set_python_rng_state(rng.get("python"))
+        _set_numpy_rng_state(rng.get("numpy"))
+        # Rows written after the checkpoint (a crash mid-epoch) are dropped: they will be redone.
+        self.history = [r for r in _read_csv(os.path.join(self.run_dir, "history.csv")) if int(r["epoch"]) <= self.start_epoch]
+        self.loss_rows = [r for r in _read_csv(os.path.join(self.run_dir, "loss.csv")) if int(r["iter"]) <= self.global_step]
+        self.log(f"resuming {self.run_dir} after epoch {self.start_epoch} (global step {self.global_step}); "
+                 f"training to epoch {self.config['epochs']}")
+
+    # ---- the loop --------------------------------------------------------------------------------
+
+    def fit(self):
+        """Train every remaining epoch; return a summary dict (best metric, epochs run, run folder)."""
+        c = self.config
+        if self.start_epoch >= c["epochs"]:
+            raise ConfigError(f"{self.run_dir} has already trained {self.start_epoch} epochs; "
+                              f"give --epochs N with N > {self.start_epoch} to continue it")
+        self._describe()
+        stopped_early = False
+        epoch = self.start_epoch
+        for epoch in range(self.start_epoch + 1, c["epochs"] + 1):
+            started = time.perf_counter()
+            train_stats = self.train_one_epoch(epoch)
+            val = self.validate()
+            self.schedule.end_epoch(val["loss"])
+            improved = self._update_best(val, epoch)
+            row = self._history_row(epoch, train_stats, val, time.perf_counter() - started, improved)
+            self.history.append(row)
+            if self.is_writer:
+                if improved:
+                    self.save_best(epoch)
+                self.save_latest(epoch)
+                self._write_records()
+            self._report_epoch(row, val)
+            if c["early_stop"] and self.epochs_without_improvement >= c["early_stop"]:
+                self.log(f"early stop: {c['metric']} has not improved for {c['early_stop']} epochs "
+                         f"(best {self.best['value']:.4f} at epoch {self.best['epoch']})")
+                stopped_early = True
+                break
+        return {
+            "run_dir": self.run_dir,
+            "epochs": epoch,
+            "stopped_early": stopped_early,
+            "best_metric": self.best["metric"],
+            "best_value": self.best["value"],
+            "best_epoch": self.best["epoch"],
+            "history": self.history,
+        }
+
+    def train_one_epoch(self, epoch):
+        """One pass over this process's shard of the shuffled training set."""
+        import paddle
+        from tqdm import tqdm
+
+        c = self.config
+        self.model.train()
+        paddle.seed(epoch_seed(c["seed"], epoch - 1, 2))  # dropout and any other paddle draw of this epoch
+        self.train_sampler.set_epoch(epoch - 1)
+        if hasattr(self.train_set, "set_epoch"):
+            self.train_set.set_epoch(epoch - 1)  # the augmentation of item i is seeded by (seed, epoch, i)
+        loss_sum, correct, seen, started = 0.0, 0, 0, time.perf_counter()
+        bar = tqdm(self.train_loader, total=len(self.train_sampler), desc=f"epoch {epoch}/{c['epochs']}",
+                   disable=not (c["progress"] and self.is_writer), leave=False, dynamic_ncols=True, file=sys.stderr)
+        for batch_index, (images, labels) in enumerate(bar):
+            lr = self.schedule.lr(self.global_step)
+            self.optimizer.set_lr(lr)
+            loss = self._update(images, labels)
+            value = self._loss_value(loss)
+            if not math.isfinite(value):
+                raise TrainingError(
+                    f"the training loss became {value} at epoch {epoch}, iteration {batch_index + 1} "
+                    f"(learning rate {lr:g}); training stopped. The last good checkpoint is "
+                    f"{os.path.join(self.run_dir, 'latest.pdparams')}"
+                    + (f" (epoch {self.last_saved_epoch()})" if self.last_saved_epoch() else " (none was saved yet)")
+                    + "; try a smaller --lr"
+                )
+            n = int(labels.shape[0])
+            correct += count_correct(self._last_logits, labels, c["loss"])
+            loss_sum += value * n
+            seen += n
+            self.global_step += 1
+            if self.global_step % c["log_interval"] == 0:
+                self.loss_rows.append({"iter": self.global_step, "loss": f"{value:.6g}", "epoch": epoch})
+                if self.vdl:
+                    self.vdl.add_scalar("train/loss", value, self.global_step)
+            ips = seen * self.world_size / max(time.perf_counter() - started, 1e-9)
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}", img_s=f"{ips:.1f}", lr=f"{lr:.2e}")
+        bar.close()
+        seconds = time.perf_counter() - started
+        return {"loss": loss_sum / max(seen, 1), "acc": correct / max(seen, 1),
+                "images_per_second": seen * self.world_size / max(seconds, 1e-9), "lr": lr}
+
+    def last_saved_epoch(self):
+        """The last epoch with a checkpoint on disk (0 when none)."""
+        return int(self.history[-1]["epoch"]) if self.history else 0
+
+    def _update(self, images, labels):
+        """Forward, backward and the optimizer update of one batch; returns the loss tensor."""
+        loss, logits = self.train_step(images, labels)
+        self._last_logits = logits.detach()
+        if self.scaler is not None:
+            scaled = self.scaler.scale(loss)
+            scaled.backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        self.optimizer.clear_grad()
+        if self.ema:
+            self.ema.update(self.model)
+        return loss
+
+    def _loss_value(self, loss):
+        """The batch loss as a float (averaged over the processes when distributed)."""
+        if self.world_size > 1:
+            import paddle.distributed as dist
+
+            total = loss.detach().clone()
+            dist.all_reduce(total)
+            return float(total) / self.world_size
+        return float(loss)
+
+    def validate(self):
+        """Validation metrics (with the EMA weights when ``--ema``)."""
+        from paddle_palm.engine.evaluate import evaluate
+
+        c = self.config
+        if self.ema:
+            with self.ema.swapped_into(self.model):
+                return evaluate(self.model, self.valid_loader, loss=c["loss"], threshold=c["threshold"])
+        return evaluate(self.model, self.valid_loader, loss=c["loss"], threshold=c["threshold"])
+
+    def _update_best(self, val, epoch):
+        key = {"val_acc": "accuracy", "val_auc": "auc", "val_loss": "loss"}[self.config["metric"]]
+        value = float(val[key])
+        best = self.best["value"]
+        if METRIC_MODES[self.config["metric"]] == "max":
+            better = best is None or (math.isfinite(value) and (not math.isfinite(best) or value > best))
+        else:
+            better = best is None or (math.isfinite(value) and (not math.isfinite(best) or value < best))
+        if better:
+            self.best.update(value=value, epoch=epoch)
+            self.epochs_without_improvement = 0
+        else:
+            self.epochs_without_improvement += 1
+        return better
+
+    def _history_row(self, epoch, train, val, seconds, improved):
+        return {
+            "epoch": epoch, "train_loss": _fmt(train["loss"]), "val_loss": _fmt(float(val["loss"])),
+            "val_acc": _fmt(float(val["accuracy"])), "val_auc": _fmt(float(val["auc"])), "lr": _fmt(train["lr"]),
+            "seconds": f"{seconds:.2f}", "train_acc": _fmt(train["acc"]),
+            "val_sensitivity": _fmt(float(val["sensitivity"])), "val_specificity": _fmt(float(val["specificity"])),
+            "images_per_second": f"{train['images_per_second']:.2f}", "best": int(bool(improved)),
+        }
+
+    def _write_records(self):
+        from paddle_palm.viz.plots import plot_history, plot_loss_curve
+
+        _write_csv(os.path.join(self.run_dir, "history.csv"), HISTORY_FIELDS, self.history)
+        _write_csv(os.path.join(self.run_dir, "loss.csv"), ["iter", "loss", "epoch"], self.loss_rows)
+        iters = [int(r["iter"]) for r in self.loss_rows]
+        losses = [float(r["loss"]) for r in self.loss_rows]
+        plot_loss_curve(iters, losses, os.path.join(self.run_dir, "loss.png"))
+        plot_history(self.history, os.path.join(self.run_dir, "history.png"))
+        if self.vdl:
+            last = self.history[-1]
+            for key in ("val_loss", "val_acc", "val_auc", "train_loss", "lr"):
+                self.vdl.add_scalar(f"epoch/{key}", float(last[key]), int(last["epoch"]))
+
+    def _describe(self):
+        c = self.config
+        n_params = sum(int(np.prod(p.shape)) for p in self.model.parameters())
+        self.log(f"training {c['arch']} ({n_params:,} parameters, {c['num_classes']} output(s), loss {c['loss']}) "
+                 f"on {len(self.train_set)} training / {len(self.valid_set)} validation images from {c['data_dir']}")
+        sched = c["lr_schedule"] + (f" to {c['end_lr']:g}" if c["lr_schedule"] in ("polynomial", "cosine") else "")
+        self.log(f"{c['optimizer']} lr {c['lr']:g} ({sched}), batch {c['batch_size']}, {c['epochs']} epochs, "
+                 f"{c['image_size']} px, preprocessing {c['preprocess']}, augment {c['augment']}, seed {c['seed']}, "
+                 f"device {self.device}" + (f", {self.world_size} processes" if self.world_size > 1 else "")
+                 + (f", amp {self.amp}" if self.amp else "") + (", EMA" if self.ema else ""))
+        self.log(f"outputs in {self.run_dir}")
+
+    def _report_epoch(self, row, val):
+        mark = " *best*" if row["best"] else ""
+        self.log(f"epoch {row['epoch']}/{self.config['epochs']}: train loss {float(row['train_loss']):.4f} "
+                 f"acc {float(row['train_acc']):.3f} | val loss {float(row['val_loss']):.4f} "
+                 f"acc {float(row['val_acc']):.4f} auc {float(row['val_auc']):.4f} "
+                 f"sens {float(row['val_sensitivity']):.3f} spec {float(row['val_specificity']):.3f} | "
+                 f"lr {float(row['lr']):.3g} | {float(row['images_per_second']):.1f} img/s, {row['seconds']} s{mark}")
+
+    def close(self):
+        if self.vdl:
+            self.vdl.close()
+            self.vdl = None
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def default_output_dir(arch):
+    """``runs/<arch>-<YYYYmmdd-HHMMSS>`` (relative to the working folder)."""
+    return os.path.join("runs", f"{arch}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def train(config, resume_dir=None, echo=True):
+    """Run a training configuration end to end and return its summary.
+
+    Args:
+        config: a resolved configuration (:func:`paddle_palm.engine.config.resolve`).
+        resume_dir: continue the run in this folder (its ``latest.*`` checkpoint).
+        echo: print the log to the console as well as to ``train.log``.
+
+    Returns:
+        dict: ``run_dir``, ``epochs`` (the last epoch trained), ``stopped_early``,
+        ``best_metric``, ``best_value``, ``best_epoch`` and ``history`` (rows of ``history.csv``).
+
+    Raises:
+        TrainingError: the folder is locked by another training, or the loss became NaN
+            (the checkpoints of the last finished epoch are kept).
+        ConfigError, DataError, MissingFileError, CheckpointError: bad settings or inputs.
+    """
+    config = dict(config)
+    run_dir = os.fspath(resume_dir or config.get("output_dir") or default_output_dir(config["arch"]))
+    config["output_dir"] = run_dir
+    rank, _ = _distributed_rank_and_size()
+    if resume_dir:
+        ckpt.verify_checkpoint(run_dir, "latest")  # before anything else: fail fast on an empty/foreign folder
+    if rank == 0:
+        try:
+            os.makedirs(run_dir, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the output folder {run_dir}: {exc.strerror}") from None
+        if not os.access(run_dir, os.W_OK):
+            raise ConfigError(f"output folder {run_dir} is not writable")
+    lock = OutputLock(run_dir) if rank == 0 else None
+    if lock:
+        lock.acquire()
+    log = RunLog(os.path.join(run_dir, "train.log") if rank == 0 else None, echo=echo and rank == 0)
+    trainer = None
+    try:
+        if rank == 0 and not resume_dir and ckpt.checkpoint_exists(run_dir, "latest"):
+            raise ConfigError(f"{run_dir} already holds a training run (latest.pdstates); "
+                              "continue it with --resume DIR or choose another --output-dir")
+        trainer = Trainer(config, run_dir, log, resume=bool(resume_dir))
+        trainer.setup()
+        if rank == 0:
+            cfg.save_run_config(trainer.config, run_dir)
+        summary = trainer.fit()
+        log(f"done: best {summary['best_metric']} {summary['best_value']:.4f} at epoch {summary['best_epoch']}; "
+            f"weights in {os.path.join(run_dir, 'best_model.pdparams')}")
+        return summary
+    finally:
+        if trainer is not None:
+            trainer.close()
+        log.close()
+        if lock:
+            lock.release()
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def _distributed_rank_and_size():
+    world = int(os.environ.get("PADDLE_TRAINERS_NUM", "1") or 1)
+    if world <= 1:
+        return 0, 1
+    import paddle.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_parallel_env()
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _amp_dtype(amp, device):
+    """``bfloat16`` on CPU, ``float16`` on GPU, None when off."""
+    if not amp:
+        return None
+    return "float16" if str(device).startswith("gpu") else "bfloat16"
+
+
+def _python_rng_state():
+    version, state, gauss = random.getstate()
+    return [version, list(state), gauss]
+
+
+def _set_python_rng_state(state):
+    if state:
+        random.setstate((state[0], tuple(state[1]), state[2]))
+
+
+def _numpy_rng_state():
+    import base64
+
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return [name, base64.b64encode(keys.astype("<u4").tobytes()).decode("ascii"), int(pos), int(has_gauss), float(cached)]
+
+
+def _set_numpy_rng_state(state):
+    import base64
+
+    if state:
+        keys = np.frombuffer(base64.b64decode(state[1]), dtype="<u4").astype(np.uint32)
+        np.random.set_state((state[0], keys, state[2], state[3], state[4]))

@@ -1,0 +1,469 @@
+"""Screening metrics for pathologic-myopia classifiers, in plain numpy.
+
+PaddleClas and ``paddle.metric`` stop at top-1 accuracy; a screening tool is
+judged by more than that (issue 5): how many PM eyes it finds (sensitivity),
+how many healthy eyes it leaves alone (specificity), how well its scores rank
+the two groups (ROC AUC), and at which threshold it should be used.  Every
+function here takes plain sequences or numpy arrays, so the same code scores a
+training run, a notebook and an exported model.
+
+Conventions (the same as scikit-learn, so results can be compared directly):
+
+* ``labels`` are the true classes, 1 = pathologic myopia (PM), 0 = not PM
+  (SPEC 1.2).  ``probs`` are PM probabilities (``pm_probability``).
+* An image is predicted PM when ``prob >= threshold``.  The course's readers
+  (SPEC 2.1) take the top-1 of ``[1 - p, p]``, which calls ``p == 0.5`` "not
+  PM"; the two rules differ only for a probability of exactly the threshold.
+* A confusion matrix has the true class on the rows and the predicted class on
+  the columns: for two classes ``[[TN, FP], [FN, TP]]``.
+* A ratio whose denominator is zero is undefined and returned as ``nan``
+  (never a silent 0): sensitivity without PM images, specificity without
+  non-PM images, precision without PM predictions, F1 without any PM image or
+  prediction, and ROC AUC when only one class is present (scikit-learn raises
+  ``ValueError`` there; a validation split with one class is a legitimate
+  situation on tiny data, and ``nan`` becomes ``null`` in JSON).
+* Bad input (different lengths, no samples, a label outside {0, 1}, a
+  probability outside [0, 1] or NaN) raises :class:`paddle_palm.errors.DataError`
+  naming the bad value.
+"""
+
+import math
+
+import numpy as np
+
+from paddle_palm.errors import ConfigError, DataError
+
+#: Class names used everywhere a class is shown to a person: index 0 / 1 (seed 004).
+CLASS_NAMES_ZH = ("非病理性近视", "病理性近视")
+CLASS_NAMES_EN = ("non-pathologic myopia", "pathologic myopia")
+
+__all__ = [
+    "CLASS_NAMES_EN",
+    "CLASS_NAMES_ZH",
+    "accuracy",
+    "binary_counts",
+    "binary_metrics",
+    "confusion_matrix",
+    "f1_score",
+    "majority_class_baseline",
+    "per_class_accuracy",
+    "precision",
+    "predict_labels",
+    "roc_auc",
+    "roc_curve",
+    "sensitivity",
+    "specificity",
+    "threshold_for_sensitivity",
+    "threshold_for_specificity",
+    "youden_threshold",
+]
+
+
+# ----------------------------------------------------------------------------- input checks
+
+
+def _labels(labels, name="labels", num_classes=None):
+    """``labels`` as a 1-D int64 array of class indices, checked."""
+    arr = np.asarray(labels)
+    if arr.ndim == 2 and arr.shape[1] == 1:  # the course readers give labels as [N, 1]
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise DataError(f"{name} must be a 1-D sequence of class indices, got shape {arr.shape}")
+    if arr.size == 0:
+        raise DataError(f"{name} is empty: at least one sample is needed")
+    if arr.dtype.kind == "b":
+        arr = arr.astype(np.int64)
+    if arr.dtype.kind not in "iuf":
+        raise DataError(f"{name} must be integers, got dtype {arr.dtype}")
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+            bad = arr[~np.isfinite(arr) | (arr != np.round(arr))][0]
+            raise DataError(f"{name} must be whole class indices, got {bad!r}")
+    arr = arr.astype(np.int64)
+    if np.any(arr < 0):
+        raise DataError(f"{name} must be class indices >= 0, got {int(arr[arr < 0][0])}")
+    if num_classes is not None and np.any(arr >= num_classes):
+        raise DataError(f"{name} must be class indices < {num_classes}, got {int(arr[arr >= num_classes][0])}")
+    return arr
+
+
+def _binary_labels(labels, name="labels"):
+    return _labels(labels, name=name, num_classes=2)
+
+
+def _probs(probs, n, name="probs"):
+    """``probs`` as a 1-D float64 array of length ``n`` with values in [0, 1]."""
+    arr = np.asarray(probs, dtype=np.float64)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise DataError(f"{name} must be a 1-D sequence of PM probabilities, got shape {arr.shape}")
+    if arr.shape[0] != n:
+        raise DataError(f"{name} has {arr.shape[0]} values but there are {n} labels")
+    if not np.all(np.isfinite(arr)):
+        raise DataError(f"{name} contains a non-finite value ({arr[~np.isfinite(arr)][0]}); expected values in [0, 1]")
+    if np.any((arr < 0) | (arr > 1)):
+        raise DataError(f"{name} must lie in [0, 1], got {arr[(arr < 0) | (arr > 1)][0]}")
+    return arr
+
+
+def _scores(scores, n, name="probs"):
+    """Like :func:`_probs` but any finite real score is allowed (ROC needs only the order)."""
+    arr = np.asarray(scores, dtype=np.float64)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise DataError(f"{name} must be a 1-D sequence of scores, got shape {arr.shape}")
+    if arr.shape[0] != n:
+        raise DataError(f"{name} has {arr.shape[0]} values but there are {n} labels")
+    if not np.all(np.isfinite(arr)):
+        raise DataError(f"{name} contains a non-finite value ({arr[~np.isfinite(arr)][0]})")
+    return arr
+
+
+def _same_length(labels, preds):
+    if labels.shape[0] != preds.shape[0]:
+        raise DataError(f"predictions has {preds.shape[0]} values but there are {labels.shape[0]} labels")
+
+
+def _ratio(num, den):
+    return float(num) / float(den) if den else float("nan")
+
+
+def _check_threshold(threshold):
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        raise ConfigError(f"threshold must be a number in [0, 1], got {threshold!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"threshold must be a number in [0, 1], got {threshold!r}")
+    return value
+
+
+# ----------------------------------------------------------------------------- hard predictions
+
+
+def predict_labels(probs, threshold=0.5):
+    """Hard PM predictions from PM probabilities: 1 where ``prob >= threshold``.
+
+    Args:
+        probs: PM probabilities in [0, 1].
+        threshold: decision threshold in [0, 1] (0.5 by default, SPEC 2.1).
+
+    Returns:
+        np.ndarray: int64 array of 0/1.
+    """
+    threshold = _check_threshold(threshold)
+    flat = np.asarray(probs, dtype=np.float64).reshape(-1)
+    arr = _probs(flat, flat.size)
+    return (arr >= threshold).astype(np.int64)
+
+
+def accuracy(labels, preds):
+    """Fraction of samples whose predicted class equals the true class.
+
+    Args:
+        labels: true class indices.
+        preds: predicted class indices (any number of classes).
+
+    Returns:
+        float in [0, 1].
+    """
+    y = _labels(labels)
+    p = _labels(preds, name="predictions")
+    _same_length(y, p)
+    return float(np.mean(y == p))
+
+
+def confusion_matrix(labels, preds, num_classes=None):
+    """Counts of (true class, predicted class) pairs.
+
+    Args:
+        labels: true class indices.
+        preds: predicted class indices.
+        num_classes: size of the matrix; default ``max(label, pred) + 1`` but at
+            least 2, so a binary matrix is always 2x2 even when one class is absent.
+
+    Returns:
+        np.ndarray: int64 ``[num_classes, num_classes]``, rows = true, columns =
+        predicted; for two classes ``[[TN, FP], [FN, TP]]``.
+    """
+    y = _labels(labels, num_classes=num_classes)
+    p = _labels(preds, name="predictions", num_classes=num_classes)
+    _same_length(y, p)
+    if num_classes is None:
+        num_classes = max(2, int(max(y.max(), p.max())) + 1)
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(cm, (y, p), 1)
+    return cm
+
+
+def binary_counts(labels, preds):
+    """``(tn, fp, fn, tp)`` of binary labels and predictions (1 = PM)."""
+    cm = confusion_matrix(_binary_labels(labels), _binary_labels(preds, name="predictions"), num_classes=2)
+    return int(cm[0, 0]), int(cm[0, 1]), int(cm[1, 0]), int(cm[1, 1])
+
+
+def sensitivity(labels, preds):
+    """Recall of the PM class, TP / (TP + FN); ``nan`` when there is no PM image."""
+    tn, fp, fn, tp = binary_counts(labels, preds)
+    return _ratio(tp, tp + fn)
+
+
+def specificity(labels, preds):
+    """Recall of the non-PM class, TN / (TN + FP); ``nan`` when there is no non-PM image."""
+    tn, fp, fn, tp = binary_counts(labels, preds)
+    return _ratio(tn, tn + fp)
+
+
+def precision(labels, preds):
+    """Positive predictive value, TP / (TP + FP); ``nan`` when nothing is predicted PM."""
+    tn, fp, fn, tp = binary_counts(labels, preds)
+    return _ratio(tp, tp + fp)
+
+
+def f1_score(labels, preds):
+    """Harmonic mean of precision and sensitivity, 2TP / (2TP + FP + FN).
+
+    ``nan`` when there is no PM image and no PM prediction (2TP + FP + FN = 0).
+    """
+    tn, fp, fn, tp = binary_counts(labels, preds)
+    return _ratio(2 * tp, 2 * tp + fp + fn)
+
+
+def per_class_accuracy(labels, preds, num_classes=None):
+    """Accuracy within each true class (the recall of each class, seed 003's table).
+
+    Args:
+        labels: true class indices.
+        preds: predicted class indices.
+        num_classes: number of classes (default: as in :func:`confusion_matrix`).
+
+    Returns:
+        np.ndarray: float64 ``[num_classes]``; ``nan`` for a class with no sample.
+    """
+    cm = confusion_matrix(labels, preds, num_classes=num_classes)
+    totals = cm.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(totals > 0, np.diag(cm) / np.maximum(totals, 1), np.nan)
+
+
+def majority_class_baseline(labels, num_classes=None):
+    """What always answering the most frequent class would score: the floor any model must beat.
+
+    Args:
+        labels: true class indices.
+        num_classes: number of classes (default: as in :func:`confusion_matrix`).
+
+    Returns:
+        dict: ``class`` (the majority class; the smaller index on a tie),
+        ``accuracy`` (its share of the samples), ``sensitivity`` and
+        ``specificity`` of that constant answer for binary labels, and ``auc``
+        0.5 (a constant score does not rank; ``nan`` if one class only).
+    """
+    y = _labels(labels, num_classes=num_classes)
+    counts = np.bincount(y, minlength=num_classes or 2)
+    majority = int(np.argmax(counts))
+    result = {"class": majority, "accuracy": float(counts[majority] / y.size)}
+    if counts.size == 2:
+        constant = np.full_like(y, majority)
+        result["sensitivity"] = sensitivity(y, constant)
+        result["specificity"] = specificity(y, constant)
+        result["auc"] = 0.5 if np.all(counts > 0) else float("nan")
+    return result
+
+
+# ----------------------------------------------------------------------------- ranking metrics
+
+
+def _rankdata_average(x):
+    """Ranks 1..n of ``x`` with ties given their average rank (scipy's ``rankdata`` 'average')."""
+    order = np.argsort(x, kind="mergesort")
+    sorted_x = x[order]
+    # Start of each run of equal values in sorted order.
+    starts = np.r_[True, sorted_x[1:] != sorted_x[:-1]]
+    run_id = np.cumsum(starts) - 1
+    run_start = np.flatnonzero(starts)
+    run_end = np.r_[run_start[1:], x.size]  # exclusive
+    avg = (run_start + run_end + 1) / 2.0  # mean of ranks start+1 .. end
+    ranks = np.empty(x.size, dtype=np.float64)
+    ranks[order] = avg[run_id]
+    return ranks
+
+
+def roc_auc(labels, probs):
+    """Area under the ROC curve of PM scores.
+
+    Computed as the Mann-Whitney U statistic with average ranks, so a tie
+    between a PM and a non-PM score counts one half: exactly the trapezoidal
+    area scikit-learn's ``roc_auc_score`` gives.
+
+    Args:
+        labels: true binary labels (1 = PM).
+        probs: PM scores (probabilities, or any finite real scores).
+
+    Returns:
+        float in [0, 1]; ``nan`` when only one class is present (undefined).
+    """
+    y = _binary_labels(labels)
+    s = _scores(probs, y.size)
+    n_pos = int(y.sum())
+    n_neg = y.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = _rankdata_average(s)
+    u = ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
+
+
+def roc_curve(labels, probs):
+    """Points of the ROC curve, one per distinct score (no points dropped).
+
+    Args:
+        labels: true binary labels (1 = PM).
+        probs: PM scores.
+
+    Returns:
+        (fpr, tpr, thresholds): float64 arrays.  ``thresholds`` are the distinct
+        scores in decreasing order preceded by ``inf`` (nothing predicted PM);
+        point ``i`` is the rate obtained by predicting PM for ``score >=
+        thresholds[i]`` (scikit-learn's ``roc_curve(..., drop_intermediate=False)``).
+        A rate whose class is absent is ``nan``.
+    """
+    y = _binary_labels(labels)
+    s = _scores(probs, y.size)
+    order = np.argsort(-s, kind="mergesort")
+    s_sorted, y_sorted = s[order], y[order]
+    last_of_run = np.r_[s_sorted[1:] != s_sorted[:-1], True]
+    tps = np.cumsum(y_sorted)[last_of_run]
+    fps = np.cumsum(1 - y_sorted)[last_of_run]
+    tps = np.r_[0, tps].astype(np.float64)
+    fps = np.r_[0, fps].astype(np.float64)
+    thresholds = np.r_[np.inf, s_sorted[last_of_run]]
+    n_pos, n_neg = tps[-1], fps[-1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpr = tps / n_pos if n_pos else np.full_like(tps, np.nan)
+        fpr = fps / n_neg if n_neg else np.full_like(fps, np.nan)
+    return fpr, tpr, thresholds
+
+
+def _check_target(target, what):
+    try:
+        value = float(target)
+    except (TypeError, ValueError):
+        raise ConfigError(f"target {what} must be a number in (0, 1], got {target!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise ConfigError(f"target {what} must be a number in (0, 1], got {target!r}")
+    return value
+
+
+def threshold_for_sensitivity(labels, probs, target):
+    """The highest threshold whose sensitivity is at least ``target``.
+
+    A screening programme usually fixes how many PM eyes it may miss (e.g.
+    sensitivity 0.95) and then wants as few false alarms as possible: the
+    highest such threshold gives the best specificity.
+
+    Args:
+        labels: true binary labels (1 = PM); at least one PM image is needed.
+        probs: PM probabilities.
+        target: wanted sensitivity in (0, 1].
+
+    Returns:
+        float: a threshold ``t`` (one of the PM images' probabilities) such that
+        predicting PM for ``prob >= t`` reaches the target on these data.
+
+    Raises:
+        DataError: no PM image in ``labels``; ConfigError: target out of range.
+    """
+    target = _check_target(target, "sensitivity")
+    y = _binary_labels(labels)
+    p = _probs(probs, y.size)
+    pos = np.sort(p[y == 1])[::-1]
+    if pos.size == 0:
+        raise DataError("threshold_for_sensitivity needs at least one PM image (label 1) in labels")
+    # Smallest number k of PM images to catch; the small epsilon keeps 0.9 * 10 from becoming 10.
+    k = max(1, math.ceil(target * pos.size - 1e-9))
+    return float(pos[k - 1])
+
+
+def threshold_for_specificity(labels, probs, target):
+    """The lowest threshold whose specificity is at least ``target`` (best sensitivity then).
+
+    Args:
+        labels: true binary labels; at least one non-PM image (label 0) is needed.
+        probs: PM probabilities.
+        target: wanted specificity in (0, 1].
+
+    Returns:
+        float: a threshold ``t`` such that predicting PM for ``prob >= t`` leaves
+        at least ``target`` of the non-PM images negative.  It is the smallest
+        probability above the non-PM images that would otherwise be flagged
+        (``np.nextafter`` of one of them), or 1.0 beyond every score.
+    """
+    target = _check_target(target, "specificity")
+    y = _binary_labels(labels)
+    p = _probs(probs, y.size)
+    neg = np.sort(p[y == 0])
+    if neg.size == 0:
+        raise DataError("threshold_for_specificity needs at least one non-PM image (label 0) in labels")
+    k = max(1, math.ceil(target * neg.size - 1e-9))  # non-PM images that must stay below t
+    # Everything up to neg[k-1] must be < t; ties above it may stay below too.
+    return float(min(1.0, np.nextafter(neg[k - 1], np.inf)))
+
+
+def youden_threshold(labels, probs):
+    """The threshold maximising Youden's J = sensitivity + specificity - 1.
+
+    Args:
+        labels: true binary labels with both classes present.
+        probs: PM probabilities.
+
+    Returns:
+        float: the best threshold among the observed probabilities (the highest
+        one when several tie).
+    """
+    y = _binary_labels(labels)
+    p = _probs(probs, y.size)
+    if y.min() == y.max():
+        raise DataError("youden_threshold needs both PM (1) and non-PM (0) images in labels")
+    fpr, tpr, thresholds = roc_curve(y, p)
+    j = tpr[1:] - fpr[1:]  # skip the 'inf' point
+    return float(thresholds[1:][int(np.argmax(j))])
+
+
+# ----------------------------------------------------------------------------- all at once
+
+
+def binary_metrics(labels, probs, threshold=0.5):
+    """Every screening figure of PM probabilities at one threshold.
+
+    Args:
+        labels: true binary labels (1 = PM).
+        probs: PM probabilities in [0, 1].
+        threshold: decision threshold (``prob >= threshold`` means PM).
+
+    Returns:
+        dict: ``n``, ``threshold``, ``accuracy``, ``auc``, ``sensitivity``,
+        ``specificity``, ``precision``, ``f1``, ``confusion_matrix`` (a list of
+        lists, ``[[TN, FP], [FN, TP]]``), ``per_class_accuracy`` (list) and
+        ``baseline`` (:func:`majority_class_baseline`).  Undefined ratios are ``nan``.
+    """
+    threshold = _check_threshold(threshold)
+    y = _binary_labels(labels)
+    p = _probs(probs, y.size)
+    pred = (p >= threshold).astype(np.int64)
+    cm = confusion_matrix(y, pred, num_classes=2)
+    return {
+        "n": int(y.size),
+        "threshold": threshold,
+        "accuracy": accuracy(y, pred),
+        "auc": roc_auc(y, p),
+        "sensitivity": sensitivity(y, pred),
+        "specificity": specificity(y, pred),
+        "precision": precision(y, pred),
+        "f1": f1_score(y, pred),
+        "confusion_matrix": cm.tolist(),
+        "per_class_accuracy": per_class_accuracy(y, pred, num_classes=2).tolist(),
+        "baseline": majority_class_baseline(y, num_classes=2),
+    }

@@ -1,0 +1,198 @@
+"""PalmDataset: splits, preprocessing A and B, augmentation, the cache, DataLoader workers, bad folders."""
+
+import pickle
+import shutil
+
+import cv2
+import numpy as np
+import paddle
+import paddle.vision.transforms as T
+import pytest
+from PIL import Image
+
+from paddle_palm.data import PalmDataset, read_image
+from paddle_palm.data.synthetic import make_synthetic_palm
+from paddle_palm.data.transforms import Augmentation, padding_black, preprocess_a, preprocess_image
+from paddle_palm.errors import ConfigError, DataError, LabelError, MissingFileError
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    return make_synthetic_palm(tmp_path_factory.mktemp("synthetic") / "palm", n_train=12, n_valid=8, image_size=96)
+
+
+def collect(dataset, num_workers, batch_size=5):
+    loader = paddle.io.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    xs, ys = [], []
+    for x, y in loader:
+        xs.append(x.numpy())
+        ys.append(y.numpy())
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def test_training_split(synthetic):
+    ds = PalmDataset(synthetic, "train", image_size=64)
+    names = [p.rsplit("/", 1)[-1] for p, _ in ds.samples]
+    assert names == sorted(names) and len(ds) == 12
+    assert [label for _, label in ds.samples] == [int(n[0] == "P") for n in names]
+    assert ds.augment and ds.class_counts() == {0: 6, 1: 6}
+    image, label = ds[0]
+    assert image.shape == (3, 64, 64) and image.dtype == np.float32
+    assert isinstance(label, np.int64) and label.shape == ()
+
+
+def test_validation_split_follows_the_sheet(synthetic):
+    ds = PalmDataset(synthetic, "valid", image_size=64)
+    assert not ds.augment
+    assert [p.rsplit("/", 1)[-1] for p, _ in ds.samples] == [f"V{i:04d}.jpg" for i in range(1, 9)]
+    sheet = (synthetic / "labels.csv").read_text().splitlines()[1:]
+    assert list(ds.labels) == [int(row.split(",")[2]) for row in sheet]
+    image, _ = ds[3]
+    path = ds.samples[3][0]
+    assert np.array_equal(image, preprocess_a(cv2.imread(path), 64))
+
+
+def test_labels_file_picks_the_rows(synthetic, tmp_path):
+    sheet = tmp_path / "subset.csv"
+    sheet.write_text("imgName,Label\nV0005.jpg,1\nV0002.jpg,0\n")
+    ds = PalmDataset(synthetic, "valid", labels_file=sheet)
+    assert [(p.rsplit("/", 1)[-1], label) for p, label in ds.samples] == [("V0005.jpg", 1), ("V0002.jpg", 0)]
+
+
+def test_real_data_splits(shared_palm):
+    train = PalmDataset(shared_palm, "train", augment=False)
+    assert len(train) == 400 and train.class_counts() == {0: 187, 1: 213}
+    image, label = train[0]
+    assert np.array_equal(image, preprocess_a(cv2.imread(train.samples[0][0]), 224))
+    valid = PalmDataset(shared_palm, "valid")
+    assert len(valid) == 100 and valid.samples[0][0].endswith("V0001.jpg")
+
+
+def test_preprocessing_b_matches_paddle_transforms(synthetic):
+    ds = PalmDataset(synthetic, "valid", image_size=80, preprocess="b")
+    image, _ = ds[2]
+    with Image.open(ds.samples[2][0]) as img:
+        padded = padding_black(img.convert("RGB"), 80)
+    reference = T.Compose([T.ToTensor(), T.Normalize(mean=[0.5] * 3, std=[0.5] * 3)])(padded)
+    assert np.array_equal(image, np.asarray(reference))
+    assert np.array_equal(preprocess_image(read_image(ds.samples[2][0]), 80, "B"), image)
+
+
+def test_padding_black_keeps_the_aspect_ratio():
+    wide = Image.new("RGB", (400, 100), (255, 255, 255))
+    out = np.asarray(padding_black(wide, 224))
+    assert out.shape == (224, 224, 3)
+    rows = np.flatnonzero(out[:, 112, 0] > 0)
+    assert (rows[0], rows[-1]) == (84, 139)  # 56 rows of content, centred
+    assert out[0, 0].tolist() == [0, 0, 0]
+
+
+@pytest.mark.parametrize("preprocess", ["A", "B"])
+def test_workers_and_cache_give_identical_arrays(synthetic, preprocess):
+    plain = PalmDataset(synthetic, "train", image_size=48, preprocess=preprocess, augment=False)
+    cached = PalmDataset(synthetic, "train", image_size=48, preprocess=preprocess, augment=False, cache=True)
+    cached.warm_cache()
+    direct = (np.stack([plain[i][0] for i in range(len(plain))]), plain.labels)
+    for dataset, workers in ((plain, 2), (cached, 2), (cached, 0)):
+        images, labels = collect(dataset, workers)
+        assert np.array_equal(images, direct[0]) and np.array_equal(labels, direct[1])
+
+
+def test_lazy_cache_fills_on_first_use(synthetic, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(synthetic, copy)
+    ds = PalmDataset(copy, "valid", image_size=32, cache=True)
+    first = ds[1][0]
+    assert ds._cached.sum() == 1
+    (copy / "PALM-Validation400" / "V0002.jpg").unlink()  # later calls are served from memory
+    assert np.array_equal(ds[1][0], first)
+
+
+def test_seeded_augmentation_is_reproducible_across_workers_and_cache(synthetic):
+    def run(workers, cache, epoch):
+        ds = PalmDataset(synthetic, "train", image_size=40, seed=5, cache=cache)
+        ds.set_epoch(epoch)
+        return collect(ds, workers)[0]
+
+    reference = run(0, False, 0)
+    assert np.array_equal(run(2, False, 0), reference)
+    assert np.array_equal(run(2, True, 0), reference)
+    assert not np.array_equal(run(0, False, 1), reference)
+    plain = PalmDataset(synthetic, "train", image_size=40, augment=False)
+    flipped = [not np.array_equal(reference[i], plain[i][0]) for i in range(len(plain))]
+    assert 0 < sum(flipped) < len(plain)
+
+
+def test_augmentation_flips_and_options():
+    image = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
+    both = Augmentation(hflip=1.0, vflip=1.0)(image, np.random.default_rng(0))
+    assert np.array_equal(both, image[::-1, ::-1])
+    assert np.array_equal(Augmentation(hflip=0.0, vflip=0.0)(image, np.random.default_rng(0)), image)
+    busy = Augmentation(max_rotation=15, brightness=0.2, contrast=0.2)
+    a = busy(image, np.random.default_rng(3))
+    assert a.shape == image.shape and a.dtype == np.uint8
+    assert np.array_equal(a, busy(image, np.random.default_rng(3)))
+    busy(image, np.random.RandomState(1))  # a legacy RandomState works too
+    with pytest.raises(ConfigError):
+        Augmentation(hflip=2.0)
+
+
+def test_dataset_pickles(synthetic):
+    ds = PalmDataset(synthetic, "train", image_size=32, cache=True, seed=1).warm_cache()
+    copy = pickle.loads(pickle.dumps(ds))
+    assert np.array_equal(copy[3][0], ds[3][0])
+
+
+def test_course_nested_layout_is_accepted(synthetic, tmp_path):
+    nested = tmp_path / "palm" / "PALM-Training400" / "PALM-Training400"
+    shutil.copytree(synthetic / "PALM-Training400", nested)
+    (tmp_path / "palm" / "PALM-Training400" / "PALM-Training400-Annotation-D&F.zip").write_bytes(b"")
+    assert len(PalmDataset(tmp_path / "palm", "train")) == 12
+
+
+def test_bad_arguments(synthetic):
+    with pytest.raises(ConfigError, match="split"):
+        PalmDataset(synthetic, "test")
+    with pytest.raises(ConfigError, match="preprocessing"):
+        PalmDataset(synthetic, "train", preprocess="C")
+    with pytest.raises(ConfigError, match="image size"):
+        PalmDataset(synthetic, "train", image_size=0)
+    with pytest.raises(ConfigError, match="valid"):
+        PalmDataset(synthetic, "train", labels_file=synthetic / "labels.csv")
+    with pytest.raises(ConfigError, match="augment"):
+        PalmDataset(synthetic, "train", augment="yes")
+
+
+def test_bad_folders(tmp_path, synthetic):
+    with pytest.raises(MissingFileError, match="dataset folder not found"):
+        PalmDataset(tmp_path / "nowhere", "train")
+    (tmp_path / "empty" / "PALM-Training400").mkdir(parents=True)
+    with pytest.raises(DataError, match="no training images"):
+        PalmDataset(tmp_path / "empty", "train")
+    with pytest.raises(MissingFileError, match="validation folder not found"):
+        PalmDataset(tmp_path / "empty", "valid")
+    copy = tmp_path / "copy"
+    shutil.copytree(synthetic, copy)
+    (copy / "PALM-Validation400" / "V0004.jpg").unlink()
+    with pytest.raises(MissingFileError, match="V0004.jpg"):
+        PalmDataset(copy, "valid")
+    shutil.copy(copy / "PALM-Training400" / "P0001.jpg", copy / "PALM-Training400" / "Q0001.jpg")
+    with pytest.raises(LabelError, match="Q0001.jpg"):
+        PalmDataset(copy, "train")
+    for name in ("labels.csv", "PALM-Validation-GT"):
+        path = copy / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    with pytest.raises(MissingFileError, match="validation labels not found"):
+        PalmDataset(copy, "valid")
+
+
+def test_unreadable_image_fails_on_access(synthetic, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(synthetic, copy)
+    (copy / "PALM-Training400" / "N0001.jpg").write_bytes(b"\xff\xd8\xff truncated")
+    ds = PalmDataset(copy, "train", augment=False)
+    index = [p.endswith("N0001.jpg") for p, _ in ds.samples].index(True)
+    from paddle_palm.errors import ImageError
+
+    with pytest.raises(ImageError, match="N0001.jpg"):
+        ds[index]

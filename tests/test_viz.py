@@ -1,0 +1,105 @@
+"""Tests of paddle_palm.viz.plots: every plot writes a complete PNG atomically, titles follow seed 003."""
+
+import warnings
+
+import cv2
+import numpy as np
+import pytest
+
+from paddle_palm.errors import DataError
+from paddle_palm.viz import plots
+
+
+def _png_size(path):
+    """(width, height) of a PNG written by the plots, decoded for real."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None
+    return image.shape[1], image.shape[0]
+
+
+def _no_leftovers(folder):
+    return not [p for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_loss_curve_and_history(tmp_path):
+    out = plots.plot_loss_curve(range(0, 100, 10), np.linspace(1, 0.1, 10), tmp_path / "sub" / "loss.png")
+    assert out == tmp_path / "sub" / "loss.png" and _png_size(out)[0] > 100  # parent folder created
+    rows = [
+        {"epoch": 1, "train_loss": 0.7, "val_loss": 0.6, "val_acc": 0.55, "val_auc": 0.6},
+        {"epoch": "2", "train_loss": "0.5", "val_loss": "", "val_acc": None, "val_auc": "nan"},  # as read from csv
+        {"epoch": 3, "train_loss": 0.3},
+    ]
+    assert _png_size(plots.plot_history(rows, tmp_path / "history.png"))[0] > 100
+    assert _no_leftovers(tmp_path)
+    with pytest.raises(DataError):
+        plots.plot_loss_curve([1, 2], [0.5], tmp_path / "bad.png")
+
+
+def test_confusion_matrix_and_roc(tmp_path):
+    assert _png_size(plots.plot_confusion_matrix([[40, 5], [2, 53]], None, tmp_path / "cm.png"))[0] > 100
+    names = ["plane", "car", "bird"]
+    assert _png_size(plots.plot_confusion_matrix(np.eye(3, dtype=int) * 4, names, tmp_path / "cm3.png"))[0] > 100
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 50)
+    probs = np.clip(labels * 0.4 + rng.random(50) * 0.6, 0, 1)
+    assert _png_size(plots.plot_roc(labels, probs, tmp_path / "roc.png"))[0] > 100
+    # One class only: the curve is undefined, the figure says so instead of failing.
+    assert _png_size(plots.plot_roc([1, 1, 1], [0.2, 0.5, 0.9], tmp_path / "roc1.png"))[0] > 100
+    with pytest.raises(DataError, match="square"):
+        plots.plot_confusion_matrix([[1, 2, 3]], ["a"], tmp_path / "x.png")
+    with pytest.raises(DataError, match="class names"):
+        plots.plot_confusion_matrix([[1, 2], [3, 4]], ["a", "b", "c"], tmp_path / "x.png")
+    assert _no_leftovers(tmp_path)
+
+
+def test_grid_titles_green_right_red_wrong():
+    titles = plots.grid_titles(true=[1, 0, None, -1], pred=[1, 1, 0, 1], probs=[0.9, 0.6, 0.8, None],
+                               class_names=["normal", "PM"], titles=["a.jpg", "b.jpg", "c.jpg", "d.jpg"])
+    assert [c for _, c in titles] == ["green", "red", "black", "black"]
+    assert titles[0][0] == "a.jpg\nPM 0.90\n(true: PM)"
+    assert titles[1][0] == "b.jpg\nPM 0.60\n(true: normal)"
+    assert titles[3][0] == "d.jpg\nPM"
+
+
+def test_prediction_grid_accepts_bgr_and_chw_images(tmp_path):
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (40, 50, 3), dtype=np.uint8),  # BGR uint8 as read_image gives
+              rng.uniform(-1, 1, (3, 32, 32)).astype(np.float32),  # a preprocessed CHW tensor
+              rng.random((28, 28)).astype(np.float32)]  # a gray image
+    path = plots.plot_prediction_grid(images, [0, 1, None], [0, 0, 1], [0.8, 0.7, 0.9], tmp_path / "grid.png",
+                                      ncols=2)
+    w, h = _png_size(path)
+    assert w > 100 and h > 100
+    with pytest.raises(DataError):
+        plots.plot_prediction_grid(images, [0], [0, 1, 1], None, tmp_path / "bad.png")
+    with pytest.raises(DataError):
+        plots.plot_prediction_grid([], [], [], None, tmp_path / "bad.png")
+
+
+def test_chinese_names_fall_back_without_a_cjk_font(tmp_path, monkeypatch):
+    monkeypatch.setattr(plots, "cjk_font", lambda: None)
+    assert plots.display_class_names(None) == ["non-pathologic myopia", "pathologic myopia"]
+    assert plots.display_class_names(["病理性近视 (pathologic myopia)", "猫", "cat"]) == [
+        "pathologic myopia", "class 1", "cat"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a missing glyph would be a warning: none may appear
+        plots.plot_confusion_matrix([[1, 0], [0, 1]], ["非病理性近视", "病理性近视"], tmp_path / "cm.png")
+        plots.plot_prediction_grid([np.zeros((8, 8, 3), np.uint8)], [1], [1], [0.9], tmp_path / "g.png",
+                                   class_names=["非病理性近视", "病理性近视"])
+
+
+def test_chinese_names_kept_with_a_cjk_font(monkeypatch):
+    monkeypatch.setattr(plots, "cjk_font", lambda: "Noto Sans CJK SC")
+    assert plots.display_class_names(None) == ["非病理性近视", "病理性近视"]
+
+
+def test_a_failed_plot_leaves_the_old_file(tmp_path):
+    target = tmp_path / "roc.png"
+    target.write_bytes(b"old")
+    with pytest.raises(DataError):
+        plots.plot_roc([0, 1], [0.2, 1.7], target)  # rejected before drawing
+    with pytest.raises(Exception):
+        plots.plot_prediction_grid([np.zeros((2, 2, 2, 2))], [1], [1], None, target)  # fails while drawing
+    assert target.read_bytes() == b"old" and _no_leftovers(tmp_path)
