@@ -21,11 +21,12 @@ Importing this package does not import Paddle (the reference models also run on 
 real PaddlePaddle 1.8.5 under Python 3.7).
 """
 
+import contextlib
 import importlib
 import pkgutil
 import sys
 
-__all__ = ["install", "uninstall", "is_installed", "NotProvidedError"]
+__all__ = ["install", "uninstall", "is_installed", "installed", "provided_modules", "NotProvidedError"]
 
 _PREFIX = "paddle.fluid"
 _OWN = "legacy_fluid.fluid"
@@ -129,3 +130,29 @@ def uninstall():
     if finder is not None and finder in sys.meta_path:
         sys.meta_path.remove(finder)
     _STATE["finder"] = None
+
+
+@contextlib.contextmanager
+def installed():
+    """``with legacy_fluid.installed() as fluid:``: the 1.8 API for the block, then Paddle as before.
+
+    Restores on exit what 1.8 programs change globally: the tracer's train and grad flags
+    (``Layer.eval()`` switches gradients off, as in 1.8), Paddle's default dtype and
+    device, and uninstalls unless the API was installed before the block.  Tests use it
+    to run 1.8 code in the same process as modern Paddle code.
+    """
+    import paddle
+    from paddle.base import framework
+
+    was_installed = is_installed()
+    tracer = framework._dygraph_tracer()
+    saved = (tracer._train_mode, tracer._has_grad, paddle.get_default_dtype(), paddle.get_device())
+    try:
+        yield install()
+    finally:
+        tracer = framework._dygraph_tracer()
+        tracer._train_mode, tracer._has_grad = saved[0], saved[1]
+        paddle.set_default_dtype(saved[2])
+        paddle.set_device(saved[3])
+        if not was_installed:
+            uninstall()

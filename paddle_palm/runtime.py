@@ -1,14 +1,304 @@
-"""Execution settings for CPU and GPU runs (threads, oneDNN, numerics).
+"""Execution settings for CPU and GPU runs: math-library dispatch, threads, denormals.
 
-Placeholder interface; the measured fast path is filled in by the performance work.
+Why this module exists (measured figures and commands: ``docs/BENCHMARKS.md``).
+Paddle 3.3 on a CPU, used as is, leaves most of the machine idle:
+
+* **One thread.**  ``import paddle`` sets ``OMP_NUM_THREADS=1`` when it is unset
+  (``paddle/base/__init__.py``), so MKL (which does the convolutions' matrix
+  products in dynamic mode) runs on one core.  :func:`setup_runtime` calls
+  ``paddle.base.core.set_num_threads`` with the number of usable cores.
+* **The generic MKL code path on AMD CPUs.**  Paddle's wheels bundle an MKL
+  (``libmklml_intel.so``) that picks its kernels by CPU vendor: on an AMD CPU it
+  runs ``mkl_blas_def_sgemm_*`` (no AVX2/AVX-512) instead of
+  ``mkl_blas_avx2_sgemm_*``.  This MKL still honours ``MKL_DEBUG_CPU_TYPE=5``,
+  which selects the AVX2 kernels; it is read when MKL first dispatches, so
+  :func:`prepare_environment` must run before the first computation (setting
+  it after ``import paddle`` but before any tensor work is fine).
+* **Denormal numbers.**  Values below 1.2e-38 make x86 arithmetic much slower.
+  :func:`set_flush_denormal` turns on the SSE flush-to-zero (FTZ) and
+  denormals-are-zero (DAZ) bits of the calling thread (Intel OpenMP workers
+  copy them at each parallel region, ``KMP_INHERIT_FP_CONTROL``).  Results
+  change only for magnitudes below 1.2e-38.
+
+Not used, because measured slower or broken in Paddle 3.3.1 on CPU (details in
+``docs/BENCHMARKS.md``): ``FLAGS_use_mkldnn``/``FLAGS_use_onednn`` in dynamic mode
+(the dygraph kernel key stays ``CPU``: convolutions still run im2col + MKL),
+``paddle.jit.to_static`` with oneDNN (segmentation fault in
+``run_program_ad_func``), static-graph training with oneDNN (``pool2d_grad``
+raises ``dnnl::error``; with an average pool instead it runs, but batch norm and
+ReLU gradients fall back to oneDNN's reference kernels and training is slower),
+bf16 ``paddle.amp.auto_cast`` (a no-op on CPU: convolutions stay float32).
+
+Use::
+
+    from paddle_palm import runtime
+    info = runtime.setup_runtime(device="auto", fast=True, threads=None)
+    step = runtime.compile_train_step(step, model)   # the trainer's hook
 """
+
+import ctypes
+import ctypes.util
+import os
+import platform
+import warnings
+
+from paddle_palm.errors import ConfigError
+
+#: The SSE control-register bits: FTZ (flush-to-zero, bit 15) and DAZ (denormals-are-zero, bit 6).
+_MXCSR_FTZ = 0x8000
+_MXCSR_DAZ = 0x0040
+
+#: ``MKL_DEBUG_CPU_TYPE=5``: "AVX2 processor", the fastest code path the bundled MKL offers AMD CPUs.
+_MKL_AVX2_CPU_TYPE = "5"
+
+_DEVICES = ("auto", "cpu", "gpu")
+
+
+# --------------------------------------------------------------------------- the CPU
+
+
+def cpu_info(path="/proc/cpuinfo"):
+    """What the CPU is and which instruction sets it has.
+
+    Args:
+        path: the ``cpuinfo`` file to read (Linux); missing on other systems.
+
+    Returns:
+        dict: ``vendor`` (e.g. ``"AuthenticAMD"``, ``"GenuineIntel"``, ``""`` when unknown),
+        ``model`` (the model name), ``flags`` (a set of flag names), ``avx2``,
+        ``avx512`` (``avx512f``), ``avx512_bf16`` (booleans) and ``cores`` (usable cores,
+        :func:`usable_cores`).
+    """
+    vendor, model, flags = "", platform.processor(), set()
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "vendor_id" and not vendor:
+                    vendor = value.strip()
+                elif key == "model name" and value.strip():
+                    model = value.strip()
+                elif key == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    return {
+        "vendor": vendor,
+        "model": model,
+        "flags": flags,
+        "avx2": "avx2" in flags,
+        "avx512": "avx512f" in flags,
+        "avx512_bf16": "avx512_bf16" in flags,
+        "cores": usable_cores(),
+    }
+
+
+def usable_cores():
+    """Physical cores this process may run on (hyper-threads counted once).
+
+    Returns:
+        int: at least 1.
+    """
+    try:
+        allowed = os.sched_getaffinity(0)
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+    cores = set()
+    for cpu in allowed:
+        try:
+            with open(f"/sys/devices/system/cpu/cpu{cpu}/topology/core_id", encoding="ascii") as handle:
+                core = handle.read().strip()
+            with open(f"/sys/devices/system/cpu/cpu{cpu}/topology/physical_package_id", encoding="ascii") as handle:
+                package = handle.read().strip()
+            cores.add((package, core))
+        except OSError:
+            cores.add(("cpu", cpu))
+    return max(1, len(cores))
+
+
+def _check_threads(threads):
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ConfigError(f"threads must be a positive integer or None (all cores), got {threads!r}")
+    return threads
+
+
+# --------------------------------------------------------------------------- environment (before any computation)
+
+
+def prepare_environment(cpu=None):
+    """Set the environment variables that must be in place before the first computation.
+
+    Safe to call before or after ``import paddle``, but before any tensor work:
+    the bundled MKL reads ``MKL_DEBUG_CPU_TYPE`` once, at its first dispatch.
+    A value the user already set is kept.
+
+    Args:
+        cpu: the result of :func:`cpu_info` (read when None).
+
+    Returns:
+        dict: ``{"MKL_DEBUG_CPU_TYPE": value or None}``, what is now in force.
+    """
+    cpu = cpu_info() if cpu is None else cpu
+    if cpu["vendor"] == "AuthenticAMD" and cpu["avx2"]:
+        os.environ.setdefault("MKL_DEBUG_CPU_TYPE", _MKL_AVX2_CPU_TYPE)
+    return {"MKL_DEBUG_CPU_TYPE": os.environ.get("MKL_DEBUG_CPU_TYPE")}
+
+
+# --------------------------------------------------------------------------- denormals
+
+
+class _FloatingPointModes(ctypes.Structure):
+    """glibc's ``femode_t`` on x86-64: the x87 control word and the SSE MXCSR register."""
+
+    _fields_ = [("control_word", ctypes.c_ushort), ("reserved", ctypes.c_ushort), ("mxcsr", ctypes.c_uint)]
+
+
+def _libm():
+    if platform.machine().lower() not in ("x86_64", "amd64") or not platform.system() == "Linux":
+        return None
+    name = ctypes.util.find_library("m")
+    if not name:
+        return None
+    try:
+        lib = ctypes.CDLL(name)
+        lib.fegetmode, lib.fesetmode  # glibc >= 2.25
+    except (OSError, AttributeError):
+        return None
+    return lib
+
+
+def _mxcsr():
+    lib = _libm()
+    if lib is None:
+        return None
+    modes = _FloatingPointModes()
+    if lib.fegetmode(ctypes.byref(modes)) != 0:
+        return None
+    return modes.mxcsr
+
+
+def flush_denormal_enabled():
+    """True when both FTZ and DAZ are on for the calling thread (False where unsupported)."""
+    value = _mxcsr()
+    return value is not None and (value & (_MXCSR_FTZ | _MXCSR_DAZ)) == (_MXCSR_FTZ | _MXCSR_DAZ)
+
+
+def set_flush_denormal(enabled=True):
+    """Flush denormal floats to zero (FTZ + DAZ) on the calling thread, or stop doing so.
+
+    Uses glibc's ``fegetmode``/``fesetmode`` (x86-64 Linux).  Threads started later by
+    Intel OpenMP (MKL, oneDNN) copy the setting at each parallel region.
+
+    Args:
+        enabled: True to flush, False to restore IEEE gradual underflow.
+
+    Returns:
+        bool: True when the state asked for is now in force; False when this platform
+        offers no way to set it (nothing is changed then).
+    """
+    lib = _libm()
+    if lib is None:
+        return False
+    modes = _FloatingPointModes()
+    if lib.fegetmode(ctypes.byref(modes)) != 0:
+        return False
+    if enabled:
+        modes.mxcsr |= _MXCSR_FTZ | _MXCSR_DAZ
+    else:
+        modes.mxcsr &= ~(_MXCSR_FTZ | _MXCSR_DAZ) & 0xFFFFFFFF
+    if lib.fesetmode(ctypes.byref(modes)) != 0:
+        return False
+    return flush_denormal_enabled() == bool(enabled)
+
+
+# --------------------------------------------------------------------------- the runtime
+
+
+def _resolve_device(device):
+    import paddle
+
+    if not isinstance(device, str) or device.split(":")[0] not in _DEVICES:
+        raise ConfigError(f"device must be one of {', '.join(_DEVICES)} (or gpu:N), got {device!r}")
+    if device == "auto":
+        has_gpu = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+        return "gpu" if has_gpu else "cpu"
+    if device.startswith("gpu") and not paddle.device.is_compiled_with_cuda():
+        raise ConfigError(f"device {device!r} asked for, but this Paddle build has no CUDA support; use cpu")
+    return device
 
 
 def setup_runtime(device="auto", fast=True, threads=None):
-    """Choose the device and the fast CPU settings; return a dict describing them."""
+    """Choose the device and, on a CPU, the settings that make training fast.
+
+    With ``fast=True`` on a CPU: the MKL code path fix (:func:`prepare_environment`),
+    one math thread per usable core, and denormal flushing
+    (:func:`set_flush_denormal`).  With ``fast=False``: Paddle's own defaults
+    (one thread unless ``threads`` is given, gradual underflow), i.e. plain dygraph.
+    Call it once, at the start, before any tensor is computed.
+
+    Args:
+        device: ``"auto"`` (a GPU when Paddle has one, else the CPU), ``"cpu"``, ``"gpu"`` or ``"gpu:N"``.
+        fast: use the fast settings (the default); False gives plain Paddle dygraph.
+        threads: math threads on the CPU; None means every usable core (fast) or
+            Paddle's default of 1 (not fast).
+
+    Returns:
+        dict: ``device``, ``fast``, ``threads`` (in force, or None when untouched),
+        ``mkl_cpu_type`` (``MKL_DEBUG_CPU_TYPE`` in force or None), ``flush_denormal``,
+        ``train_step`` (what :func:`compile_train_step` does: ``"dygraph"``),
+        ``cpu`` (the model name), ``avx512_bf16``.
+
+    Raises:
+        ConfigError: an unknown device, a GPU without CUDA support, or a bad ``threads``.
+    """
+    threads = _check_threads(threads)
+    cpu = cpu_info()
+    env = prepare_environment(cpu) if fast else {"MKL_DEBUG_CPU_TYPE": os.environ.get("MKL_DEBUG_CPU_TYPE")}
     import paddle
 
-    if device == "auto":
-        device = "gpu" if paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0 else "cpu"
+    device = _resolve_device(device)
     paddle.set_device(device)
-    return {"device": device, "fast": bool(fast), "threads": threads}
+    info = {
+        "device": device,
+        "fast": bool(fast),
+        "threads": None,
+        "mkl_cpu_type": env["MKL_DEBUG_CPU_TYPE"],
+        "flush_denormal": False,
+        "train_step": "dygraph",
+        "cpu": cpu["model"],
+        "avx512_bf16": cpu["avx512_bf16"],
+    }
+    if device != "cpu":
+        return info
+    if fast or threads is not None:
+        count = threads if threads is not None else cpu["cores"]
+        paddle.base.core.set_num_threads(count)
+        info["threads"] = count
+    if fast:
+        info["flush_denormal"] = set_flush_denormal(True)
+        if not info["flush_denormal"]:
+            warnings.warn("could not turn on denormal flushing on this platform; training may run slower",
+                          RuntimeWarning, stacklevel=2)
+    return info
+
+
+def compile_train_step(step, model):
+    """The fastest correct way to run ``step(images, labels) -> (loss, logits)`` on this runtime.
+
+    On Paddle 3.3.1 CPUs that is the dynamic-graph step itself: ``paddle.jit.to_static``
+    training runs the same im2col + MKL kernels and measured no faster, and its oneDNN
+    variant crashes (``docs/BENCHMARKS.md``).  The function exists so that the
+    training loop has one place to ask; it returns ``step`` unchanged.
+
+    Args:
+        step: the train step (forward and loss; the caller runs backward and the update).
+        model: the network ``step`` uses.
+
+    Returns:
+        callable: a step with the same signature and results.
+    """
+    del model
+    return step

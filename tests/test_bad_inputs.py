@@ -49,7 +49,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
-CASE_TIMEOUT = 180
+CASE_TIMEOUT = 90
 
 
 # --------------------------------------------------------------------------- running a tool
@@ -122,16 +122,24 @@ def repo_outputs():
     return found
 
 
+def _text(data):
+    return (data or b"").decode("utf-8", errors="replace")
+
+
 def run_tool(tool, args, case_dir, out, timeout=CASE_TIMEOUT):
     """Run ``python tools/<tool> args`` from the repository root; snapshot around it."""
     argv = [PY, str(Path("tools") / tool), *map(str, args)]
     before = snapshot(case_dir)
     repo_before = repo_outputs()
     started = time.perf_counter()
-    proc = subprocess.run(argv, cwd=ROOT, env=tool_env(case_dir), capture_output=True, text=True,
-                          timeout=timeout, errors="replace")
+    try:
+        # Bytes, decoded here: text mode would turn the carriage returns of progress bars into newlines.
+        proc = subprocess.run(argv, cwd=ROOT, env=tool_env(case_dir), capture_output=True, timeout=timeout)
+        code, stdout, stderr = proc.returncode, _text(proc.stdout), _text(proc.stderr)
+    except subprocess.TimeoutExpired as exc:  # subprocess.run has killed it
+        code, stdout, stderr = None, _text(exc.stdout), _text(exc.stderr)
     seconds = time.perf_counter() - started
-    return Result(argv, proc.returncode, proc.stdout, proc.stderr, before, snapshot(case_dir), Path(out), case_dir,
+    return Result(argv, code, stdout, stderr, before, snapshot(case_dir), Path(out), case_dir,
                   repo_before, repo_outputs(), seconds)
 
 
@@ -142,8 +150,18 @@ def run_tool(tool, args, case_dir, out, timeout=CASE_TIMEOUT):
 _WARNING_LINE = re.compile(r"^\S.*:\d+: \w*Warning: ")
 
 
+def _render(line):
+    """What a terminal shows for one line: each carriage return starts overwriting from column 0."""
+    shown = []
+    for segment in line.split("\r"):
+        shown[: len(segment)] = segment
+    return "".join(shown)
+
+
 def stderr_lines(text):
-    lines = [line for chunk in text.split("\n") for line in chunk.split("\r")]
+    """The visible, non-empty lines of stderr, without Python warnings (progress bars that clear
+    themselves with a carriage return leave nothing, as on a terminal)."""
+    lines = [_render(line) for line in text.split("\n")]
     kept, skip_next = [], False
     for line in lines:
         if skip_next and line.startswith((" ", "\t")):
@@ -154,7 +172,7 @@ def stderr_lines(text):
             skip_next = True
             continue
         if line.strip():
-            kept.append(line)
+            kept.append(line.rstrip())
     return kept
 
 
@@ -193,6 +211,7 @@ def check_result(res, case):
     shown = f"\n--- command: {' '.join(res.argv)}\n--- exit {res.code}\n--- stderr:\n{res.stderr[-3000:]}" \
             f"\n--- stdout:\n{res.stdout[-1500:]}"
     # 1. exit code
+    assert res.code is not None, f"the tool hung: still running after {res.seconds:.0f} s, killed" + shown
     assert res.code != 0, "the tool succeeded on bad input" + shown
     if case.code is not None:
         assert res.code == case.code, f"exit code {res.code}, expected {case.code}" + shown
@@ -346,7 +365,8 @@ class World:
 
     root: Path
     data: Path  # a dataset folder (SPEC 5)
-    run: Path  # a finished one-epoch squeezenet1_1 run folder
+    run: Path  # a finished one-epoch squeezenet1_1 run folder (preprocessing B, two classes)
+    se_run: Path  # a finished one-epoch se_resnet18 run folder (preprocessing A, one logit)
     images: dict  # odd_images()
     train_images: dict  # name -> bytes, for archives
     valid_images: dict
@@ -374,8 +394,8 @@ class World:
         shutil.copytree(self.data, dest)
         return dest
 
-    def run_copy(self, dest):
-        shutil.copytree(self.run, dest)
+    def run_copy(self, dest, run=None):
+        shutil.copytree(run or self.run, dest)
         return dest
 
 
@@ -383,21 +403,30 @@ TRAIN_ARGS = ["--arch", "squeezenet1_1", "--image-size", "32", "--epochs", "1", 
               "--num-workers", "0", "--no-progress", "--no-visualdl", "--seed", "0"]
 
 
+def _train_fixture_run(arch, data, out):
+    args = list(TRAIN_ARGS)
+    args[args.index("--arch") + 1] = arch
+    proc = subprocess.run([PY, "tools/train.py", *args, "--data-dir", str(data), "--output-dir", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"the fixture training of {arch} failed:\n{proc.stderr[-3000:]}"
+    return out
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
+    from paddle_palm.data import read_labels
     from paddle_palm.data.synthetic import make_synthetic_palm
 
     root = tmp_path_factory.mktemp("world")
     data = Path(make_synthetic_palm(root / "data", n_train=12, n_valid=6, image_size=40, seed=0))
     train_dir, valid_dir = data / "PALM-Training400", data / "PALM-Validation400"
-    from paddle_palm.data import read_labels
-
     table = read_labels(data / "PALM-Validation-GT" / "labels.csv")
-    proc = subprocess.run([PY, "tools/train.py", *TRAIN_ARGS, "--data-dir", str(data), "--output-dir", str(root / "run")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"the fixture training failed:\n{proc.stderr[-3000:]}"
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        run = pool.submit(_train_fixture_run, "squeezenet1_1", data, root / "run")
+        se_run = pool.submit(_train_fixture_run, "se_resnet18", data, root / "se_run")
+        run, se_run = run.result(), se_run.result()
     return World(
-        root=root, data=data, run=root / "run", images=odd_images(),
+        root=root, data=data, run=run, se_run=se_run, images=odd_images(),
         train_images={p.name: p.read_bytes() for p in sorted(train_dir.iterdir())},
         valid_images={p.name: p.read_bytes() for p in sorted(valid_dir.iterdir())},
         valid_labels=list(zip(table["imgName"], table["Label"].astype(int))),
@@ -775,11 +804,20 @@ def _(w, d):
     return [*TRAIN_ARGS, "--data-dir", w.data, "--output-dir", d / "in" / "a-file" / "run"]
 
 
-@case("train-nan-loss-keeps-last-checkpoint", "train.py", [r"nan|inf", r"lr|learning rate"], quiet=False,
-      allow_new=True, allow_log_append=True)
+@case("train-nan-loss-keeps-last-checkpoint", "train.py", [r"\b(nan|inf)\b", r"lr|learning rate"], quiet=False,
+      allow_log_append=True)
 def _(w, d):
-    # Resume a good one-epoch run with an absurd learning rate: epoch 2 diverges and must stop
-    # with a clear message, leaving the epoch-1 checkpoint exactly as it was.
+    # Resume a good one-epoch se_resnet18 run with an absurd learning rate: epoch 2 diverges (the loss
+    # overflows) and must stop with a clear message, leaving the run folder as it was.
+    w.run_copy(d / "out", w.se_run)
+    return ["--resume", d / "out", "--epochs", "2", "--lr", "1e38", "--no-progress"]
+
+
+@case("train-diverged-weights-not-saved", "train.py", [r"\b(nan|inf)\b|finite|diverg"], quiet=False,
+      allow_log_append=True)
+def _(w, d):
+    # The same with squeezenet1_1: its weights become NaN, but its final ReLU turns NaN into 0, so the
+    # loss stays finite (ln 2).  Weights that are not finite must not be saved over the good checkpoint.
     w.run_copy(d / "out")
     return ["--resume", d / "out", "--epochs", "2", "--lr", "1e30", "--no-progress"]
 
@@ -839,8 +877,8 @@ def run_read_only(case, w, d):
                PY, "tools/train.py", *map(str, args)]
     before, repo_before = snapshot(d), repo_outputs()
     started = time.perf_counter()
-    proc = subprocess.run(wrapped, cwd=ROOT, env=tool_env(d), capture_output=True, text=True, timeout=CASE_TIMEOUT)
-    return Result(wrapped, proc.returncode, proc.stdout, proc.stderr, before, snapshot(d), d / "out", d,
+    proc = subprocess.run(wrapped, cwd=ROOT, env=tool_env(d), capture_output=True, timeout=CASE_TIMEOUT)
+    return Result(wrapped, proc.returncode, _text(proc.stdout), _text(proc.stderr), before, snapshot(d), d / "out", d,
                   repo_before, repo_outputs(), time.perf_counter() - started, "read-only bind mount")
 
 

@@ -74,11 +74,12 @@ def test_two_epochs_write_every_output(tiny_data, tmp_path):
 
 
 def test_resumed_run_ends_with_exactly_the_weights_of_an_uninterrupted_one(tiny_data, tmp_path):
-    # Dropout (SqueezeNet), random flips and the shuffle all draw random numbers: they must repeat exactly.
+    # Dropout (SqueezeNet), random flips and the shuffle all draw random numbers: they must repeat exactly,
+    # also when the resumed part loads its data in a worker process.
     straight, split = tmp_path / "straight", tmp_path / "split"
     train(tiny_config(tiny_data, straight, epochs=3, augment="flip"), echo=False)
     train(tiny_config(tiny_data, split, epochs=1, augment="flip"), echo=False)
-    resumed = cfg.resolve_resume(split, {"epochs": 3, "progress": False})
+    resumed = cfg.resolve_resume(split, {"epochs": 3, "progress": False, "num_workers": 1})
     train(resumed, resume_dir=split, echo=False)
     a, b = _weights(straight / "latest.pdparams"), _weights(split / "latest.pdparams")
     assert a.keys() == b.keys()
@@ -169,3 +170,26 @@ def test_a_finished_run_is_not_overwritten(tiny_data, tmp_path):
         train(tiny_config(tiny_data, out, epochs=1), echo=False)
     with pytest.raises(ConfigError, match="already trained 1 epochs"):
         train(cfg.resolve_resume(out, {"epochs": 1}), resume_dir=out, echo=False)
+
+
+@pytest.mark.parametrize("dataset, arch", [("mnist", "se_resnet18_mnist"), ("cifar10", "senet18_cifar")])
+def test_seed_data_sets_from_local_files(tmp_path, dataset, arch):
+    rng = np.random.default_rng(0)
+    if dataset == "mnist":
+        from paddle_palm.data.mnist import write_mnist_files
+
+        source = tmp_path / "mnist"
+        write_mnist_files(source, rng.integers(0, 255, (8, 28, 28), dtype=np.uint8), rng.integers(0, 10, 8), mode="train")
+        write_mnist_files(source, rng.integers(0, 255, (4, 28, 28), dtype=np.uint8), rng.integers(0, 10, 4), mode="test")
+    else:
+        from paddle_palm.data.cifar import write_cifar10_archive
+
+        source = tmp_path / "cifar-10-python.tar.gz"
+        write_cifar10_archive(source, rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 8),
+                              rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 4))
+    c = cfg.resolve({"arch": arch, "data_dir": str(source), "image_size": 32, "batch_size": 4, "epochs": 1,
+                     "output_dir": str(tmp_path / "run"), "progress": False, "visualdl": False})
+    assert (c["dataset"], c["loss"], c["num_classes"]) == (dataset, "ce", 10)
+    summary = train(c, echo=False)
+    assert summary["epochs"] == 1 and (tmp_path / "run" / "best_model.pdparams").is_file()
+    assert cfg.load_run_config(tmp_path / "run")["classes"] == cfg.DATASET_CLASSES[dataset]

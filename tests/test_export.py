@@ -27,7 +27,7 @@ TOLERANCE = 1e-4
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    """Synthetic data; squeezenet1_1 (2 classes, preprocessing B) and se_resnet18 (1 logit, A) weights."""
+    """Synthetic data; squeezenet1_1 weights with 2 classes (softmax) and with 1 logit (sigmoid)."""
     from paddle_palm.data.synthetic import make_synthetic_palm
     from paddle_palm.models import build_model
 
@@ -36,15 +36,15 @@ def setup(tmp_path_factory):
     paddle.seed(21)
     sq = root / "sq.pdparams"
     paddle.save(build_model("squeezenet1_1").state_dict(), str(sq))
-    se = root / "se.pdparams"
-    paddle.save(build_model("se_resnet18", num_classes=1).state_dict(), str(se))
+    one_logit = root / "one_logit.pdparams"
+    paddle.save(build_model("squeezenet1_1", num_classes=1).state_dict(), str(one_logit))
     exported = root / "sq-export"
     proc = subprocess.run(
         [sys.executable, "tools/export.py", "--arch", "squeezenet1_1", "--weights", str(sq), "--image-size", "64",
          "--output", str(exported)], capture_output=True, text=True, timeout=180, cwd=_repo(),
     )
     assert proc.returncode == 0, proc.stderr
-    return {"data": data, "sq": sq, "se": se, "exported": exported, "export_stdout": proc.stdout, "root": root}
+    return {"data": data, "sq": sq, "one_logit": one_logit, "exported": exported, "export_stdout": proc.stdout, "root": root}
 
 
 def _repo():
@@ -118,19 +118,25 @@ def test_exported_equals_checkpoint_on_images(setup, onednn):
 
 
 def test_one_logit_model_exports_with_sigmoid(setup, tmp_path):
-    record = export.export_checkpoint(setup["se"], tmp_path / "se", arch="se_resnet18", num_classes=1,
-                                      image_size=64)
+    record = export.export_checkpoint(setup["one_logit"], tmp_path / "one", arch="squeezenet1_1", num_classes=1,
+                                      image_size=64, preprocess="A")
     assert record["loss"] == "bce" and record["preprocess"]["method"] == "A"
+    assert record["preprocess"]["channel_order"] == "BGR"
     assert record["verification"]["max_abs_diff"] <= TOLERANCE
-    ckpt = inference.CheckpointPredictor(setup["se"], arch="se_resnet18", num_classes=1, image_size=64)
-    exp = inference.ExportedPredictor(tmp_path / "se")
+    ckpt = inference.CheckpointPredictor(setup["one_logit"], arch="squeezenet1_1", num_classes=1, image_size=64,
+                                         preprocess="A")
+    exp = inference.ExportedPredictor(tmp_path / "one")
+    assert (exp.preprocess, exp.image_size) == ("A", 64)
     x = np.random.default_rng(1).uniform(-1, 1, (4, 3, 64, 64)).astype("float32")
     np.testing.assert_allclose(exp.pm_probability(x), ckpt.pm_probability(x), atol=TOLERANCE)
+    paths = [setup["data"] / "PALM-Validation400"]
+    np.testing.assert_allclose([r["pm_probability"] for r in inference.predict_images(exp, paths)],
+                               [r["pm_probability"] for r in inference.predict_images(ckpt, paths)], atol=TOLERANCE)
     # Export again into the same folder: replaced, nothing left over.
-    export.export_checkpoint(setup["se"], tmp_path / "se", arch="se_resnet18", num_classes=1, image_size=64,
-                             threshold=0.3, verify=False)
-    assert inference.ExportedPredictor(tmp_path / "se").threshold == 0.3
-    assert not [p for p in (tmp_path / "se").iterdir() if p.name.startswith(".")]
+    export.export_checkpoint(setup["one_logit"], tmp_path / "one", arch="squeezenet1_1", num_classes=1,
+                             image_size=64, threshold=0.3, verify=False)
+    assert inference.ExportedPredictor(tmp_path / "one").threshold == 0.3
+    assert not [p for p in (tmp_path / "one").iterdir() if p.name.startswith(".")]
 
 
 def test_predict_cli_with_exported_model_equals_checkpoint(setup, tmp_path, capsys):
@@ -182,7 +188,8 @@ def test_bad_exports_and_exported_models(setup, tmp_path, capsys):
 def test_resnet50_exported_latency(tmp_path):
     """Issue 8: ResNet-50 at 224x224, batch 1, Paddle Inference with oneDNN on 2 cores: <= 25 ms per image.
 
-    Other processes may share the cores; the best median of three rounds of 20 runs is compared.
+    Other processes may share the cores: the best median of three rounds of 20 runs is compared, and
+    the figure is only meaningful on an otherwise idle machine.
     """
     from paddle_palm.models import build_model
 

@@ -176,7 +176,7 @@ def test_matches_sklearn_on_random_scores_with_ties():
         _compare_with_sklearn(labels, probs, float(rng.choice([0.3, 0.5, 0.7])))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     st.lists(
         st.tuples(st.integers(0, 1), st.sampled_from([0.0, 0.1, 0.25, 0.5, 0.5, 0.75, 0.9, 1.0]) | st.floats(0, 1)),

@@ -176,7 +176,8 @@ def test_forward_backward(arch):
     net = small_model(name, model)
     net.train()
     size = 32 if name == "senet18" else input_side(name)
-    x = paddle.to_tensor(np.random.RandomState(3).uniform(-1, 1, (2, model_spec(name).in_channels, size, size)).astype("float32"))
+    shape = (2, model_spec(name).in_channels, size, size)
+    x = paddle.to_tensor(np.random.RandomState(3).uniform(-1, 1, shape).astype("float32"))
     out = net(x)
     assert list(out.shape) == [2, model.num_classes]
     loss = (out * out).mean()
@@ -212,7 +213,7 @@ def test_golden_output(arch):
         GOLDEN_DIR.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, json.dumps(record, indent=1) + "\n")
     if not path.is_file():
-        pytest.fail(f"no golden reference {path}; create it with PALM_REFRESH_GOLDEN=1 (see tests/golden/models/README.md)")
+        pytest.fail(f"no golden reference {path}; write it with PALM_REFRESH_GOLDEN=1 (tests/golden/models/README.md)")
     ref = json.loads(path.read_text())
     assert ref["input_shape"] == list(x.shape)
     expected = np.asarray(ref["output"], dtype="float32")
@@ -222,14 +223,17 @@ def test_golden_output(arch):
 
 
 def test_export_to_static_and_reload(arch, tmp_path):
+    """``paddle.jit.save`` traces the network with ``to_static`` (full graph) for an ``InputSpec`` with a free batch."""
     name, model = arch
     spec = model_spec(name)
     net = small_model(name, model)
     net.eval()
     size = 32 if name == "senet18" else input_side(name)
     fixed = spec.fixed_input_size
-    input_spec = paddle.static.InputSpec([None, spec.in_channels, size if fixed else None, size if fixed else None], "float32", "image")
-    x = paddle.to_tensor(np.random.RandomState(4).uniform(-1, 1, (2, spec.in_channels, size, size)).astype("float32"))
+    side = size if fixed else None  # variable-size networks are exported with free height and width
+    input_spec = paddle.static.InputSpec([None, spec.in_channels, side, side], "float32", "image")
+    shape = (2, spec.in_channels, size, size)
+    x = paddle.to_tensor(np.random.RandomState(4).uniform(-1, 1, shape).astype("float32"))
     with paddle.no_grad():
         expected = net(x).numpy()
     path = str(tmp_path / name / "inference")
@@ -240,6 +244,19 @@ def test_export_to_static_and_reload(arch, tmp_path):
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(expected).max())))
     # The exported batch size is free.
     assert list(loaded(x[:1]).shape) == [1, model.num_classes]
+
+
+def test_smallest_accepted_input_works(arch):
+    name, model = arch
+    spec = model_spec(name)
+    if spec.fixed_input_size:
+        pytest.skip(f"{name} accepts only {spec.input_size}x{spec.input_size} (run by the other tests)")
+    model.eval()
+    side = spec.min_input_size
+    with paddle.no_grad():
+        square = model(paddle.zeros([1, spec.in_channels, side, side]))
+        oblong = model(paddle.zeros([1, spec.in_channels, side + 5, side + 3]))
+    assert list(square.shape) == list(oblong.shape) == [1, model.num_classes]
 
 
 def _conv_calls(model):

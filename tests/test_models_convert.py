@@ -105,7 +105,8 @@ def test_wrong_shapes_are_checkpoint_errors():
         wrong_depth = dict(vision.resnet50(num_classes=1).state_dict())
         small = dict(build_model("squeezenet1_1").state_dict())
     wrong_depth["layer3.1.conv2.weight"] = paddle.zeros([256, 256, 1, 1])
-    with pytest.raises(CheckpointError, match=r"'layer3\.1\.conv2\.weight' has shape \[256, 256, 1, 1\], expected \[256, 256, 3, 3\]"):
+    expected = r"'layer3\.1\.conv2\.weight' has shape \[256, 256, 1, 1\], expected \[256, 256, 3, 3\]"
+    with pytest.raises(CheckpointError, match=expected):
         from_paddle_vision("resnet50", wrong_depth)
     small["classifier.1.bias"] = paddle.zeros([5])
     with pytest.raises(CheckpointError, match="classifier.1.bias"):

@@ -202,7 +202,9 @@ def layer_rows(model, input_shape):
 
     def hook(layer, inputs, output):
         trainable = sum(
-            int(math.prod(p.shape)) for p in layer._parameters.values() if p is not None and p.trainable and not p.stop_gradient
+            int(math.prod(p.shape))
+            for p in layer._parameters.values()
+            if p is not None and p.trainable and not p.stop_gradient
         )
         rows.append((type(layer).__name__, list(output.shape), trainable))
 

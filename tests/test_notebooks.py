@@ -109,6 +109,25 @@ def test_notebooks_are_committed_without_outputs():
     )
 
 
+def test_strip_notebooks_removes_outputs_and_keeps_tags(tmp_path):
+    nb = nbformat.read(NOTEBOOKS[0], as_version=4)
+    cell = next(c for c in nb.cells if c.cell_type == "code" and "parameters" not in c.metadata.get("tags", []))
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="hello\n")]
+    cell.execution_count = 3
+    cell.metadata["execution"] = {"iopub.execute_input": "2024-01-01T00:00:00.000000Z"}
+    path = tmp_path / "executed.ipynb"
+    nbformat.write(nb, path)
+    tool = [sys.executable, str(ROOT / "tools" / "strip_notebooks.py")]
+
+    assert subprocess.run(tool + ["--check", str(path)], capture_output=True, timeout=120).returncode == 1
+    assert subprocess.run(tool + [str(path)], capture_output=True, timeout=120).returncode == 0
+    clean = nbformat.read(path, as_version=4)
+    assert all(c.outputs == [] and c.execution_count is None for c in clean.cells if c.cell_type == "code")
+    assert all("execution" not in c.metadata for c in clean.cells)
+    assert clean.cells[0].metadata["tags"] == ["parameters"]
+    assert subprocess.run(tool + ["--check", str(path)], capture_output=True, timeout=120).returncode == 0
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_in_smoke_mode(path, tmp_path, kernel_manager_factory):
     nb = nbformat.read(path, as_version=4)

@@ -106,21 +106,30 @@ def test_predict_records_and_true_labels(setup):
     np.testing.assert_allclose([r["pm_probability"] for r in records[:3]], expected, rtol=1e-5)
 
 
-def test_folder_policy_skips_undecodable_files_with_a_warning(setup):
+def test_folder_policy_unreadable_image_stops_unless_skipped(setup):
     _, weights, mixed = setup
     predictor = inference.CheckpointPredictor(weights, arch="squeezenet1_1", image_size=64)
-    warnings = []
-    records = inference.predict_images(predictor, [mixed], warn=warnings.append)
-    assert [r["file"].rsplit("/", 1)[-1] for r in records] == ["V0001.jpg", "V0002.jpg", "V0003.jpg"]
-    assert len(warnings) == 1 and "broken.jpg" in warnings[0]  # notes.txt is not an image name: ignored
     with pytest.raises(ImageError, match="broken.jpg"):
-        inference.predict_images(predictor, [mixed / "broken.jpg"])
+        inference.predict_images(predictor, [mixed])  # notes.txt is not an image name: ignored
+    warnings = []
+    records = inference.predict_images(predictor, [mixed], skip_bad=True, warn=warnings.append)
+    assert [r["file"].rsplit("/", 1)[-1] for r in records] == ["V0001.jpg", "V0002.jpg", "V0003.jpg"]
+    assert len(warnings) == 1 and "broken.jpg" in warnings[0]
     with pytest.raises(MissingFileError, match="nothing.jpg"):
         inference.predict_images(predictor, [mixed / "nothing.jpg"])
     empty = mixed.parent / "empty"
     empty.mkdir(exist_ok=True)
     with pytest.raises(DataError, match="no image files"):
         inference.predict_images(predictor, [empty])
+
+
+def test_skip_bad_images_flag(repo_root, setup, capsys, tmp_path):
+    _, weights, mixed = setup
+    code, out, err = _run_in_process(repo_root, ["--arch", "squeezenet1_1", "--weights", weights, "--image-size",
+                                                 "64", mixed, "--skip-bad-images", "--csv", tmp_path / "p.csv"], capsys)
+    assert code == 0, err
+    assert err.strip().startswith("warning: skipped") and "broken.jpg" in err
+    assert len((tmp_path / "p.csv").read_text(encoding="utf-8").splitlines()) == 1 + 3
 
 
 def test_single_image_prints_the_seed_sentence(repo_root, setup, capsys):
@@ -148,6 +157,7 @@ def test_predict_reads_config_yaml_beside_the_weights(setup, tmp_path):
     [
         (["--arch", "squeezenet1_1", "--weights", "{weights}", "{mixed}/notes.txt"], "notes.txt"),
         (["--arch", "squeezenet1_1", "--weights", "{weights}", "{mixed}/broken.jpg"], "broken.jpg"),
+        (["--arch", "squeezenet1_1", "--weights", "{weights}", "{mixed}"], "broken.jpg"),
         (["--arch", "squeezenet1_1", "--weights", "{mixed}/missing.pdparams", "{mixed}"], "missing.pdparams"),
         (["--arch", "resnet50", "--weights", "{weights}", "{mixed}"], "resnet50"),
         (["--arch", "squeezenet1_1", "--weights", "{mixed}/notes.txt", "{mixed}"], "notes.txt"),
@@ -155,7 +165,7 @@ def test_predict_reads_config_yaml_beside_the_weights(setup, tmp_path):
         (["--arch", "squeezenet1_1", "{mixed}"], "--weights"),
         (["--inference-model", "{mixed}", "{mixed}"], "preprocess.json"),
     ],
-    ids=["text-file", "truncated-jpeg", "missing-weights", "other-architecture", "not-a-checkpoint",
+    ids=["text-file", "truncated-jpeg", "folder-with-truncated-jpeg", "missing-weights", "other-architecture", "not-a-checkpoint",
          "no-arch-no-config", "no-model", "not-an-export"],
 )
 def test_predict_bad_input_is_one_line(repo_root, setup, args, message, capsys):

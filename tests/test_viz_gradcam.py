@@ -93,7 +93,8 @@ def test_model_state_is_left_as_found():
     assert all(p.grad is None for p in model.parameters()), "no gradient may be accumulated in the weights"
 
 
-@pytest.mark.parametrize("name", list_models())
+# resnet101 / resnet152 are the resnet50 class with more blocks (SPEC 2.4); building them costs seconds.
+@pytest.mark.parametrize("name", [m for m in list_models() if m not in ("resnet101", "resnet152")])
 def test_default_target_layer_of_every_registered_model(name):
     model = build_model(name)
     layer_name, layer = default_target_layer(model)

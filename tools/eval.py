@@ -17,6 +17,7 @@ folder (default: the folder of the weights) receives ``metrics.json``,
 ``confusion_matrix.png``, ``roc.png`` and ``predictions.csv``.
 """
 
+import argparse
 import json
 import os
 import sys
@@ -34,6 +35,7 @@ from paddle_palm import cli  # noqa: E402
 def build_parser():
     """The argument parser of ``tools/eval.py``."""
     parser = cli.ArgumentParser(
+        formatter_class=argparse.HelpFormatter,  # each help text states its own default
         prog="eval.py",
         description="Evaluate a trained pathologic-myopia classifier on the PALM validation images: "
         "loss, accuracy, ROC AUC, sensitivity, specificity, precision, F1, confusion matrix, "
@@ -53,13 +55,14 @@ def build_parser():
     data.add_argument("--labels", metavar="FILE",
                       help="label sheet (csv or xlsx with imgName, Label) choosing the validation rows "
                       "(default: the folder's own)")
-    data.add_argument("--split", choices=("valid", "train"), default="valid", help="which images to evaluate")
+    data.add_argument("--split", choices=("valid", "train"), default="valid", help="which images to evaluate (default: %(default)s)")
     data.add_argument("--image-size", type=cli.positive_int, metavar="N", help="input side (default: the run's)")
     data.add_argument("--preprocess", type=str.upper, choices=("A", "B"),
                       help="A: course BGR resize to [-1, 1] (SPEC 1.3); B: seed 004 padding_black + Normalize (SPEC 1.4)")
-    data.add_argument("--batch-size", type=cli.positive_int, default=32, metavar="N", help="images per forward pass")
+    data.add_argument("--batch-size", type=cli.positive_int, default=32, metavar="N",
+                      help="images per forward pass (default: %(default)s)")
     data.add_argument("--num-workers", type=cli.non_negative_int, default=0, metavar="N",
-                      help="data-loading worker processes")
+                      help="data-loading worker processes (default: %(default)s)")
     out = parser.add_argument_group("output")
     out.add_argument("--threshold", type=cli.probability, metavar="P",
                      help="PM when pm_probability >= P (default: the run's, else 0.5)")

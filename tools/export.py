@@ -17,6 +17,7 @@ Inference with oneDNN, must give the checkpoint's probabilities (the largest
 difference is printed).
 """
 
+import argparse
 import os
 import sys
 import warnings
@@ -33,6 +34,7 @@ from paddle_palm import cli  # noqa: E402
 def build_parser():
     """The argument parser of ``tools/export.py``."""
     parser = cli.ArgumentParser(
+        formatter_class=argparse.HelpFormatter,  # each help text states its own default
         prog="export.py",
         description="Export a trained classifier for Paddle Inference: the network with its "
         "sigmoid/softmax inside (output: PM probability) and its preprocessing recorded in preprocess.json.",

@@ -17,11 +17,14 @@ images titled with the prediction, green when it matches the true label and red
 when not; true labels come from ``--labels`` or from PALM training file names
 (``H``/``N`` = 0, ``P`` = 1).
 
-Inputs: a file named here must be a JPEG, PNG or BMP image, otherwise the tool
-stops with one line naming it.  A folder contributes the image files directly
-inside it; one that cannot be decoded is skipped with a warning naming it.
+Inputs: a folder contributes the image files directly inside it (``.jpg``,
+``.jpeg``, ``.png``, ``.bmp``; other files are ignored).  Every image must be a
+readable JPEG, PNG or BMP; otherwise the tool stops with one line naming the
+file and writes nothing, unless ``--skip-bad-images`` is given (then each such
+file is skipped with a warning naming it).
 """
 
+import argparse
 import os
 import sys
 import warnings
@@ -38,6 +41,7 @@ from paddle_palm import cli  # noqa: E402
 def build_parser():
     """The argument parser of ``tools/predict.py``."""
     parser = cli.ArgumentParser(
+        formatter_class=argparse.HelpFormatter,  # each help text states its own default
         prog="predict.py",
         description="Predict pathologic myopia (PM) for fundus photographs: one row per image with "
         "file, pm_probability, label and class name.",
@@ -59,16 +63,19 @@ def build_parser():
                         help="CPU math threads (default: every core available)")
     engine.add_argument("--no-onednn", action="store_true", help="plain CPU kernels instead of oneDNN")
     engine.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                        help="bf16: oneDNN bfloat16 where the CPU has it (faster; probabilities within ~1e-2)")
+                        help="fp32 (default): the checkpoint's numbers; bf16: oneDNN bfloat16 where the CPU has it "
+                        "(faster; probabilities within about 1e-2)")
     out = parser.add_argument_group("output")
     out.add_argument("--threshold", type=cli.probability, metavar="P",
                      help="PM when pm_probability >= P (default: the run's or the export's, else 0.5)")
     out.add_argument("--csv", metavar="FILE", help="write file,pm_probability,label,class_name rows here")
     out.add_argument("--grid", metavar="FILE", help="draw a PNG grid of the images with predicted and true labels")
     out.add_argument("--grid-max", type=cli.positive_int, default=20, metavar="N",
-                     help="at most this many images (the first ones) in the grid")
+                     help="at most this many images (the first ones) in the grid (default: %(default)s)")
     out.add_argument("--labels", metavar="FILE", help="label sheet (csv/xlsx: imgName, Label) giving true labels")
-    out.add_argument("--batch-size", type=cli.positive_int, default=16, metavar="N", help="images per forward pass")
+    out.add_argument("--skip-bad-images", action="store_true",
+                     help="skip unreadable images with a warning instead of stopping")
+    out.add_argument("--batch-size", type=cli.positive_int, default=16, metavar="N", help="images per forward pass (default: %(default)s)")
     out.add_argument("--quiet", action="store_true", help="no table on standard output")
     return parser
 
@@ -96,7 +103,8 @@ def main(argv=None):
         print(f"warning: {message}", file=sys.stderr)
 
     records = inference.predict_images(predictor, args.paths, batch_size=args.batch_size, labels_file=args.labels,
-                                       keep_images=args.grid_max if args.grid else 0, warn=warn)
+                                       keep_images=args.grid_max if args.grid else 0,
+                                       skip_bad=args.skip_bad_images, warn=warn)
     if not args.quiet:
         print(inference.format_predictions_table(records))
     n_pm = sum(r["label"] for r in records)

@@ -9,6 +9,7 @@ the label sheet and its ``labels.csv`` copy: what ``tools/train.py --data-dir``
 and ``tools/eval.py --data-dir`` take.  Running it again is quick and harmless.
 """
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -24,13 +25,16 @@ def build_parser():
         prog="prepare_data.py",
         description="Unpack training.zip (with its nested PALM-Training400.zip), validation.zip and "
                     "valid_gt.zip, convert the label sheet to labels.csv, and write the dataset folder.",
-        epilog="Damaged or unsafe archives are refused with a one-line message; the output folder is "
-               "then left as it was.",
+        epilog="example: python tools/prepare_data.py --archives ~/Downloads/palm --out data/palm. "
+               "Damaged or unsafe archives are refused with a one-line message and the output folder is "
+               "left as it was; running it again is quick and changes nothing.",
     )
     paths = parser.add_argument_group("folders")
-    paths.add_argument("--archives", required=True, metavar="DIR",
-                       help="folder holding training.zip, and optionally validation.zip with valid_gt.zip")
-    paths.add_argument("--out", required=True, metavar="DIR", help="dataset folder to write (created if needed)")
+    paths.add_argument("--archives", required=True, metavar="DIR", default=argparse.SUPPRESS,
+                       help="folder holding training.zip, and optionally validation.zip with valid_gt.zip "
+                            "(the annotation zips inside training.zip are not needed)")
+    paths.add_argument("--out", required=True, metavar="DIR", default=argparse.SUPPRESS,
+                       help="dataset folder to write (created if needed); give it to train.py/eval.py as --data-dir")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 

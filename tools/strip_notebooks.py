@@ -60,7 +60,7 @@ def _load(path):
 
 def _dump(nb):
     # The layout Jupyter itself writes (indent 1, non-ASCII kept), so files do not churn.
-    return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+    return json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 def main(argv=None):

@@ -20,6 +20,7 @@ import argparse
 import json
 import math
 import sys
+import textwrap
 import warnings
 from pathlib import Path
 
@@ -76,9 +77,10 @@ def build_parser():
     """The argument parser of ``tools/train.py`` (options grouped as in SPEC 5)."""
     parser = cli.ArgumentParser(
         prog="train.py",
-        description="Train a pathologic-myopia (PM) classifier. Defaults follow the architecture's seed recipe; "
-        "--config FILE loads YAML settings; options given here override both. "
-        "Without --data-dir a small synthetic data set is generated and used.",
+        description=textwrap.fill(
+            "Train a pathologic-myopia (PM) classifier. Defaults follow the architecture's seed recipe; "
+            "--config FILE loads YAML settings; options given here override both. "
+            "Without --data-dir a small synthetic data set is generated and used.", width=79),
         epilog=_recipes_text() + "\n\nthe run folder: best_model.pdparams, latest.pdparams/.pdopt/.pdstates, "
         "history.csv, loss.csv, config.yaml, loss.png, history.png, train.log",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -104,7 +106,7 @@ def build_parser():
                    help="flip: random horizontal and vertical flips (seed 004)")
     d.add_argument("--num-workers", type=cli.non_negative_int, metavar="N", help="data-loading processes (default 0)")
     d.add_argument("--cache", action=argparse.BooleanOptionalAction,
-                   help="keep decoded, resized images in memory after the first epoch")
+                   help="decode and resize every image once, before training, and keep them in memory")
 
     o = parser.add_argument_group("optimisation")
     o.add_argument("--optimizer", choices=cfg.CHOICES["optimizer"], help="update rule")
@@ -171,6 +173,8 @@ def main(argv=None):
     from paddle_palm.engine.trainer import train
 
     summary = train(config, resume_dir=resume, echo=True)
+    if summary.get("rank", 0) != 0:
+        return 0  # data parallel: only the first process reports
     best = summary["best_value"]
     print(json.dumps({
         "run_dir": summary["run_dir"],

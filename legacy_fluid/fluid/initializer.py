@@ -8,8 +8,6 @@ A seed of 0 means "use the program's seed"; Paddle 3's generator does not reprod
 1.8's random draws bit for bit.
 """
 
-import contextlib
-
 import paddle.nn.initializer as _init
 
 from legacy_fluid.fluid import _support
@@ -18,7 +16,7 @@ __all__ = [
     "Constant", "Uniform", "Normal", "TruncatedNormal", "Xavier", "Bilinear", "MSRA",
     "ConstantInitializer", "UniformInitializer", "NormalInitializer", "TruncatedNormalInitializer",
     "XavierInitializer", "BilinearInitializer", "MSRAInitializer", "NumpyArrayInitializer",
-    "Initializer", "force_init_on_cpu", "init_on_cpu",
+    "Initializer",
 ]
 
 Initializer = _init.Initializer
@@ -30,17 +28,6 @@ XavierInitializer = Xavier = _init.XavierInitializer
 MSRAInitializer = MSRA = _init.MSRAInitializer
 BilinearInitializer = Bilinear = _init.Bilinear
 NumpyArrayInitializer = _init.NumpyArrayInitializer
-
-
-def force_init_on_cpu():
-    """False, as in 1.8 outside ``init_on_cpu()`` (placement is Paddle 3's business)."""
-    return False
-
-
-@contextlib.contextmanager
-def init_on_cpu():
-    """No-op context kept for 1.8 programs."""
-    yield
 
 
 __getattr__ = _support.module_getattr(__name__)

@@ -10,8 +10,8 @@ A pre-activation SE-ResNet18 without stem down-sampling, for 224x224 input and o
 
 1.8 traps handled the way a 1.8 author must: the head's average pool passes
 ``pool_stride=4`` explicitly (``Pool2D`` strides by 1 by default, which would give 25x25).
-Structured parameter names follow the seed (``layer1.0.bn1.weight``, ``linear.weight``,
-``out.weight``), see :mod:`legacy_fluid.models.mapping`.
+Structured parameter names follow the seed (``layer1.0.bn1.weight``,
+``layer2.0.shortcut.0.weight``, ``linear.weight``, ``out.weight``), see :mod:`legacy_fluid.models.mapping`.
 
 Runs unchanged on a real PaddlePaddle 1.8.5 (Python 3.7) and on Paddle 3 after
 ``legacy_fluid.install()``.
@@ -46,7 +46,7 @@ class PreActBlock(fluid.dygraph.Layer):
         self.conv2 = Conv2D(planes, planes, filter_size=3, stride=1, padding=1)
         self.has_shortcut = stride != 1 or in_planes != planes
         if self.has_shortcut:
-            self.shortcut = Conv2D(in_planes, planes, filter_size=1, stride=stride)
+            self.shortcut = fluid.dygraph.Sequential(Conv2D(in_planes, planes, filter_size=1, stride=stride))
         self.fc1 = Conv2D(planes, planes // 16, filter_size=1)
         self.fc2 = Conv2D(planes // 16, planes, filter_size=1)
 

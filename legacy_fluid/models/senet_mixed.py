@@ -33,7 +33,7 @@ class PreActBlock(nn.Layer):
         self.conv2 = nn.Conv2D(planes, planes, kernel_size=3, stride=1, padding=1)
         self.has_shortcut = stride != 1 or in_planes != planes
         if self.has_shortcut:
-            self.shortcut = nn.Conv2D(in_planes, planes, kernel_size=1, stride=stride)
+            self.shortcut = nn.Sequential(nn.Conv2D(in_planes, planes, kernel_size=1, stride=stride))
         self.fc1 = nn.Conv2D(planes, planes // 16, kernel_size=1)
         self.fc2 = nn.Conv2D(planes // 16, planes, kernel_size=1)
 

@@ -198,14 +198,21 @@ def recover_checkpoint(run_dir, prefix):
 # --------------------------------------------------------------------------- loading
 
 
-def read_states(run_dir, prefix="latest"):
+def read_states(run_dir, prefix="latest", recover=True):
     """The ``<prefix>.pdstates`` JSON of a run folder (after finishing an interrupted commit).
+
+    Args:
+        run_dir: the run folder.
+        prefix: the checkpoint's name.
+        recover: finish or discard an interrupted commit first (see :func:`recover_checkpoint`);
+            False for readers that must not write (the other processes of a distributed run).
 
     Raises:
         CheckpointError: the folder has no such checkpoint, or the file is not valid JSON.
     """
     run_dir = os.fspath(run_dir)
-    recover_checkpoint(run_dir, prefix)
+    if recover:
+        recover_checkpoint(run_dir, prefix)
     path = os.path.join(run_dir, prefix + STATES_SUFFIX)
     if not os.path.isfile(path):
         raise CheckpointError(
@@ -222,8 +229,10 @@ def read_states(run_dir, prefix="latest"):
     return states
 
 
-def verify_checkpoint(run_dir, prefix="latest"):
+def verify_checkpoint(run_dir, prefix="latest", recover=True):
     """Check every file of the checkpoint against the digests in its ``.pdstates``.
+
+    ``recover`` is passed to :func:`read_states`.
 
     Returns:
         dict: the states.
@@ -231,7 +240,7 @@ def verify_checkpoint(run_dir, prefix="latest"):
     Raises:
         CheckpointError: a file is missing or does not match its digest (damaged or replaced).
     """
-    states = read_states(run_dir, prefix)
+    states = read_states(run_dir, prefix, recover=recover)
     for name, digest in states["files"].items():
         path = os.path.join(os.fspath(run_dir), name)
         if not os.path.isfile(path):

@@ -377,6 +377,10 @@ def _check_input_size(config):
     if getattr(spec, "fixed_input_size", False) and size != spec.input_size:
         raise ConfigError(f"{config['arch']} takes images of exactly {spec.input_size} px (its head is sized for it), "
                           f"got image_size {size}")
+    channels = 1 if config["dataset"] == "mnist" else 3
+    if spec.in_channels != channels:
+        raise ConfigError(f"{config['arch']} takes {spec.in_channels}-channel images but the {config['dataset']} "
+                          f"data set has {channels} channel(s); choose another --arch or --dataset")
     if size < spec.min_input_size:
         raise ConfigError(f"image_size {size} is below the smallest input {config['arch']} accepts "
                           f"({spec.min_input_size} px)")

@@ -3,7 +3,11 @@
 One function, :func:`evaluate`, serves the training loop (validation after each
 epoch), ``tools/eval.py`` and the notebooks.  It runs the network in eval mode
 without gradients, turns its outputs into PM probabilities and hands them to
-:mod:`paddle_palm.metrics`.
+:mod:`paddle_palm.metrics`.  :func:`evaluate_checkpoint` does the whole of
+``tools/eval.py`` (rebuild a trained network from its weights and
+``config.yaml``, score it on a dataset folder, write ``metrics.json``,
+``confusion_matrix.png``, ``roc.png`` and ``predictions.csv``; SPEC 5) and
+:func:`format_report` prints the result next to the majority-class baseline.
 
 Two output layouts are accepted (issue 5, SPEC 2):
 

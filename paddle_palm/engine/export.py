@@ -21,6 +21,7 @@ one, ``preprocess.json`` last, so an interrupted export never leaves a record
 that describes other model files.
 """
 
+import functools
 import hashlib
 import json
 import os
@@ -42,6 +43,7 @@ EXPORT_TOLERANCE = 1e-4
 __all__ = ["EXPORT_TOLERANCE", "PMProbabilityModel", "export_checkpoint", "export_model", "preprocess_record"]
 
 
+@functools.lru_cache(maxsize=1)
 def _pm_wrapper_class():
     import paddle
     import paddle.nn.functional as F
@@ -121,6 +123,24 @@ def _sha256(path):
     return digest.hexdigest()
 
 
+def _verification_batch(channels, size, method):
+    """Inputs for the export check: two synthetic fundus photographs (a normal and a PM eye) through
+    the model's preprocessing, and one image of uniform noise in [-1, 1].
+
+    Random noise alone is a poor probe: a trained network often gives it a flat,
+    saturated answer, which would hide a difference.
+    """
+    from paddle_palm.data.synthetic import render_fundus
+    from paddle_palm.data.transforms import preprocess_image
+
+    rng = np.random.default_rng(0)
+    noise = rng.uniform(-1, 1, (1, channels, size, size)).astype(np.float32)
+    if channels != 3:
+        return noise
+    photos = [preprocess_image(render_fundus(rng, max(size, 64), prefix)[0], size, method) for prefix in ("N", "P")]
+    return np.concatenate([np.stack(photos).astype(np.float32), noise])
+
+
 def export_model(model, output_dir, settings, verify=True):
     """Save ``model`` (with its probability layer) and its preprocessing record into ``output_dir``.
 
@@ -179,13 +199,13 @@ def export_model(model, output_dir, settings, verify=True):
         (staging / PREPROCESS_FILE).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
         if verify and settings.num_classes <= 2:
-            rng = np.random.default_rng(0)
-            x = rng.uniform(-1, 1, (2, channels, size, size)).astype(np.float32)
+            x = _verification_batch(channels, size, settings.preprocess)
             with paddle.no_grad():
-                reference = wrapped(paddle.to_tensor(x)).numpy().reshape(2, -1)[:, 0]
+                reference = wrapped(paddle.to_tensor(x)).numpy().reshape(len(x), -1)[:, 0]
             exported = ExportedPredictor(staging, onednn=True).pm_probability(x)
             record["verification"] = {
-                "input": "2 random images, uniform in [-1, 1]",
+                "input": f"{len(x)} images: synthetic fundus photographs (N, P) and uniform noise, preprocessed",
+                "pm_probability": [float(v) for v in reference],
                 "backend": "Paddle Inference, oneDNN fp32",
                 "max_abs_diff": float(np.max(np.abs(exported - reference))),
                 "tolerance": EXPORT_TOLERANCE,

@@ -23,13 +23,16 @@ myopia)"`` for label 1 and ``"非病理性近视 (non-pathologic myopia)"`` for 
 
 Input policy (files and folders):
 
-* a file named on the command line must be a readable image (JPEG, PNG, BMP:
-  :func:`paddle_palm.data.images.read_image`); anything else is an error naming
-  it and nothing is predicted;
-* a folder contributes the image files directly inside it (by extension,
-  sorted, hidden files left out; sub-folders are not searched).  A file of the
-  folder that has an image extension but cannot be decoded is skipped with a
-  warning naming it; other files are ignored.
+* a folder contributes the image files directly inside it, recognised by their
+  extension (``.jpg``, ``.jpeg``, ``.png``, ``.bmp``; sorted by name; hidden
+  files left out; sub-folders not searched); other files (notes, sheets) are
+  ignored;
+* every image, named directly or found in a folder, must be readable
+  (:func:`paddle_palm.data.images.read_image`: JPEG, PNG or BMP, complete);
+  otherwise prediction stops with an error naming the file and nothing is
+  written.  A screening run must not silently leave a patient's photograph out.
+  With ``skip_bad=True`` (``--skip-bad-images``) unreadable files are skipped
+  instead, each with a warning naming it.
 """
 
 import dataclasses
@@ -152,6 +155,8 @@ def resolve_model_settings(weights=None, arch=None, num_classes=None, image_size
     image_size = int(image_size or config.get("image_size") or base.get("image_size") or spec.input_size)
     if image_size < spec.min_input_size:
         raise ConfigError(f"image size {image_size} is too small for {arch}: it needs at least {spec.min_input_size}")
+    if getattr(spec, "fixed_input_size", False) and image_size != spec.input_size:
+        raise ConfigError(f"{arch} takes only {spec.input_size}x{spec.input_size} images, got image size {image_size}")
     preprocess = str(preprocess or config.get("preprocess") or base.get("preprocess") or "A").upper()
     if preprocess not in ("A", "B"):
         raise ConfigError(f"preprocess must be A or B, got {preprocess!r}")
@@ -462,7 +467,7 @@ def true_labels_for(paths, labels_file=None):
     return out
 
 
-def predict_images(predictor, paths, batch_size=16, labels_file=None, keep_images=0, warn=None):
+def predict_images(predictor, paths, batch_size=16, labels_file=None, keep_images=0, skip_bad=False, warn=None):
     """Predict every image of ``paths`` (files and folders).
 
     Args:
@@ -472,7 +477,8 @@ def predict_images(predictor, paths, batch_size=16, labels_file=None, keep_image
         labels_file: optional label sheet giving true labels (see :func:`true_labels_for`).
         keep_images: for the first ``keep_images`` images, also return the decoded
             BGR image (reduced to at most 256 pixels a side) under ``image``, for a grid.
-        warn: called with a message for each skipped folder file (default: ignore).
+        skip_bad: skip unreadable images (with a warning) instead of stopping.
+        warn: called with a message for each skipped file (default: ignore).
 
     Returns:
         list of dicts, one per image in order: ``file``, ``pm_probability``,
@@ -481,7 +487,7 @@ def predict_images(predictor, paths, batch_size=16, labels_file=None, keep_image
         ``true_label`` (int or None) and ``seconds`` (model time per image).
 
     Raises:
-        ImageError: a file named explicitly is not a readable image.
+        ImageError: an image is not readable (unless ``skip_bad``); the message names it.
         DataError: nothing could be read.
     """
     if int(batch_size) < 1:
@@ -516,7 +522,7 @@ def predict_images(predictor, paths, batch_size=16, labels_file=None, keep_image
         try:
             tensor, image = predictor.load_image(item.path)
         except (ImageError, MissingFileError) as exc:
-            if item.explicit:
+            if not skip_bad:
                 raise
             if warn is not None:
                 warn(f"skipped {item.path}: {exc}")

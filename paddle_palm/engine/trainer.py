@@ -38,6 +38,7 @@ import random
 import socket
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -296,8 +297,6 @@ def build_datasets(config, run_dir, log):
         (train_set, valid_set, data_dir)
     """
     if config["dataset"] != "palm":
-        from paddle_palm.engine.datasets import build_seed_datasets
-
         return build_seed_datasets(config, log)
     from paddle_palm.data import PalmDataset
 
@@ -321,6 +320,31 @@ def build_datasets(config, run_dir, log):
         raise DataError(f"no training images in {data_dir}")
     if len(valid_set) == 0:
         raise DataError(f"no validation images in {data_dir}")
+    return train_set, valid_set, data_dir
+
+
+def build_seed_datasets(config, log):
+    """MNIST (seed 002) or CIFAR-10 (seed 003) from local files in their standard formats (SPEC 1.5).
+
+    ``data_dir`` is the folder with the four MNIST idx files, or CIFAR-10's
+    ``cifar-10-python.tar.gz`` / its extracted folder; their test split validates.
+    """
+    data_dir = config.get("data_dir")
+    if not data_dir:
+        raise ConfigError(f"--dataset {config['dataset']} needs --data-dir: the data set cannot be downloaded here; "
+                          "point it at the files in their standard format")
+    if not os.path.exists(data_dir):
+        raise MissingFileError(f"data not found: {data_dir}")
+    size = config["image_size"]
+    if config["dataset"] == "mnist":
+        from paddle_palm.data.mnist import MNIST
+
+        train_set, valid_set = MNIST(data_dir, "train", image_size=size), MNIST(data_dir, "test", image_size=size)
+    else:
+        from paddle_palm.data.cifar import Cifar10
+
+        train_set, valid_set = Cifar10(data_dir, "train", image_size=size), Cifar10(data_dir, "test", image_size=size)
+    log(f"{config['dataset']}: {len(train_set)} training and {len(valid_set)} test images from {data_dir}")
     return train_set, valid_set, data_dir
 
 
@@ -481,7 +505,7 @@ class Trainer:
             ckpt.save_checkpoint(self.run_dir, "best_model", self.model, None, states)
 
     def _restore(self):
-        states = ckpt.verify_checkpoint(self.run_dir, "latest")
+        states = ckpt.verify_checkpoint(self.run_dir, "latest", recover=self.is_writer)
         if states.get("arch") not in (None, self.config["arch"]):
             raise ConfigError(f"{self.run_dir} holds a {states.get('arch')} run, not {self.config['arch']}")
         ckpt.load_weights(self.model, os.path.join(self.run_dir, "latest.pdparams"), arch=self.config["arch"])
@@ -493,6 +517,9 @@ class Trainer:
                 raise ConfigError(f"{self.run_dir} was trained without --ema; resume it without --ema")
             self.ema.set_state_dict(ckpt.load_state_file(ema_path, what="EMA state"))
         self.start_epoch = int(states["epoch"])
+        if self.start_epoch >= self.config["epochs"]:
+            raise ConfigError(f"{self.run_dir} has already trained {self.start_epoch} epochs; "
+                              f"give --epochs N with N > {self.start_epoch} to continue it")
         self.global_step = int(states["global_step"])
         self.best = dict(states["best"])
         if self.best.get("metric") != self.config["metric"]:
@@ -548,6 +575,7 @@ class Trainer:
             "best_value": self.best["value"],
             "best_epoch": self.best["epoch"],
             "history": self.history,
+            "rank": self.rank,
         }
 
     def train_one_epoch(self, epoch):
@@ -590,8 +618,21 @@ class Trainer:
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}", img_s=f"{ips:.1f}", lr=f"{lr:.2e}")
         bar.close()
         seconds = time.perf_counter() - started
-        return {"loss": loss_sum / max(seen, 1), "acc": correct / max(seen, 1),
-                "images_per_second": seen * self.world_size / max(seconds, 1e-9), "lr": lr}
+        if self.world_size > 1:
+            correct, seen = self._sum_over_processes(correct, seen)
+            seen_here = seen // self.world_size
+        else:
+            seen_here = seen
+        return {"loss": loss_sum / max(seen_here, 1), "acc": correct / max(seen, 1),
+                "images_per_second": seen / max(seconds, 1e-9), "lr": lr}
+
+    def _sum_over_processes(self, *counts):
+        import paddle
+        import paddle.distributed as dist
+
+        total = paddle.to_tensor(np.array(counts, dtype=np.int64))
+        dist.all_reduce(total)
+        return [int(v) for v in total.numpy()]
 
     def last_saved_epoch(self):
         """The last epoch with a checkpoint on disk (0 when none)."""
@@ -678,7 +719,7 @@ class Trainer:
         self.log(f"training {c['arch']} ({n_params:,} parameters, {c['num_classes']} output(s), loss {c['loss']}) "
                  f"on {len(self.train_set)} training / {len(self.valid_set)} validation images from {c['data_dir']}")
         sched = c["lr_schedule"] + (f" to {c['end_lr']:g}" if c["lr_schedule"] in ("polynomial", "cosine") else "")
-        self.log(f"{c['optimizer']} lr {c['lr']:g} ({sched}), batch {c['batch_size']}, {c['epochs']} epochs, "
+        self.log(f"{c['optimizer']} lr {c['lr']:g} ({sched}), batch {c['batch_size']}, {c['epochs']} epoch{'s' if c['epochs'] > 1 else ''}, "
                  f"{c['image_size']} px, preprocessing {c['preprocess']}, augment {c['augment']}, seed {c['seed']}, "
                  f"device {self.device}" + (f", {self.world_size} processes" if self.world_size > 1 else "")
                  + (f", amp {self.amp}" if self.amp else "") + (", EMA" if self.ema else ""))
@@ -726,9 +767,13 @@ def train(config, resume_dir=None, echo=True):
     config = dict(config)
     run_dir = os.fspath(resume_dir or config.get("output_dir") or default_output_dir(config["arch"]))
     config["output_dir"] = run_dir
-    rank, _ = _distributed_rank_and_size()
-    if resume_dir:
+    rank, world_size = _distributed_rank_and_size()
+    if resume_dir and rank == 0:
         ckpt.verify_checkpoint(run_dir, "latest")  # before anything else: fail fast on an empty/foreign folder
+    if world_size > 1:
+        import paddle.distributed as dist
+
+        dist.barrier()  # the other processes read the checkpoint only after rank 0 has checked it
     if rank == 0:
         try:
             os.makedirs(run_dir, exist_ok=True)
@@ -741,6 +786,10 @@ def train(config, resume_dir=None, echo=True):
         lock.acquire()
     log = RunLog(os.path.join(run_dir, "train.log") if rank == 0 else None, echo=echo and rank == 0)
     trainer = None
+    quiet = warnings.catch_warnings()
+    quiet.__enter__()
+    # Paddle warns at every BatchNorm layer's first training call that it tracks running statistics.
+    warnings.filterwarnings("ignore", message="When training, we now always track global mean")
     try:
         if rank == 0 and not resume_dir and ckpt.checkpoint_exists(run_dir, "latest"):
             raise ConfigError(f"{run_dir} already holds a training run (latest.pdstates); "
@@ -759,6 +808,7 @@ def train(config, resume_dir=None, echo=True):
         log.close()
         if lock:
             lock.release()
+        quiet.__exit__(None, None, None)
 
 
 # --------------------------------------------------------------------------- small helpers

@@ -2,6 +2,10 @@
 
 >>> from paddle_palm.models import build_model, list_models
 >>> model = build_model("squeezenet1_1", num_classes=2)
+
+Beside the families: ``layers`` (input checks, initialisers), ``summary``
+(parameter counts, the ``paddle.summary`` table of ``tools/summary.py``) and
+``convert`` (weight names to and from ``paddle.vision.models``).
 """
 
 from paddle_palm.models.registry import ModelSpec, build_model, list_models, model_spec, register_model

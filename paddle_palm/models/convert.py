@@ -156,7 +156,9 @@ def _shape(value):
 
 def _convert(arch, state_dict, source, target, source_name):
     if not hasattr(state_dict, "keys"):
-        raise CheckpointError(f"expected a state dict (name -> tensor) of {source_name} {arch}, got {type(state_dict).__name__}")
+        raise CheckpointError(
+            f"expected a state dict (name -> tensor) of {source_name} {arch}, got {type(state_dict).__name__}"
+        )
     entries = [(e[source], e[target], e[2]) for e in _entries(arch)]
     expected = {name for name, _, _ in entries}
     missing = [name for name, _, _ in entries if name not in state_dict]

@@ -84,7 +84,9 @@ class InputCheck:
             if not _known(value):
                 continue
             if self.size is not None and value != self.size:
-                self._fail(shape, f"{side} {value} instead of {self.size}; resize the images to {self.size}x{self.size}")
+                self._fail(
+                    shape, f"{side} {value} instead of {self.size}; resize the images to {self.size}x{self.size}"
+                )
             if value < self.min_size:
                 self._fail(shape, f"{side} {value} is smaller than {self.min_size}")
 
@@ -102,7 +104,10 @@ def check_num_classes(num_classes, arch):
 
 
 def fan_in(weight):
-    """Inputs feeding one output unit: ``in*kh*kw`` for a conv weight, ``in`` for Paddle's ``[in, out]`` Linear weight."""
+    """Inputs feeding one output unit: ``in*kh*kw`` for a conv weight, ``in`` for a Linear weight.
+
+    (Paddle stores a Linear weight as ``[in, out]``, a conv weight as ``[out, in, kh, kw]``.)
+    """
     shape = list(weight.shape)
     if len(shape) == 2:
         return shape[0]
@@ -133,7 +138,10 @@ def init_batch_norm(layer):
 
 
 def init_paddle_conv(layer):
-    """Paddle's default ``Conv2D`` init: weight ``Normal(0, sqrt(2 / fan_in))``, bias 0 (also fluid 1.8's, SPEC 2.1/2.4)."""
+    """Paddle's default ``Conv2D`` init: weight ``Normal(0, sqrt(2 / fan_in))``, bias 0.
+
+    Also fluid 1.8's default (SPEC 2.1, 2.4).
+    """
     nn.initializer.KaimingNormal(nonlinearity="relu")(layer.weight)
     if layer.bias is not None:
         zeros_(layer.bias)

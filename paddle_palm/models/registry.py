@@ -40,7 +40,9 @@ class ModelSpec:
     fixed_input_size: bool = False
 
 
-def register_model(num_classes, in_channels=3, input_size=224, min_input_size=32, spec_section="", fixed_input_size=False):
+def register_model(
+    num_classes, in_channels=3, input_size=224, min_input_size=32, spec_section="", fixed_input_size=False
+):
     """Decorator registering a builder ``fn(num_classes=..., **kw)`` under its function name."""
 
     def decorate(fn):

@@ -324,7 +324,9 @@ def _create_senet(variant, **kwargs):
     return SENet(arch=variant, **kwargs)
 
 
-@register_model(num_classes=1, in_channels=3, input_size=224, min_input_size=224, spec_section="2.1", fixed_input_size=True)
+@register_model(
+    num_classes=1, in_channels=3, input_size=224, min_input_size=224, spec_section="2.1", fixed_input_size=True
+)
 def senet18(num_classes=1, **kwargs):
     """SENet18 of the PALM course (SPEC 2.1, seed 000): pre-activation SE blocks, 224x224 input, one logit.
 
@@ -332,6 +334,12 @@ def senet18(num_classes=1, **kwargs):
     seed's fluid ``Linear`` with weight ``U(-s, s)``, ``s = 1/sqrt(25088)`` (the
     seed derives ``s`` from 25088 although that layer has 10 inputs) and bias 0;
     every other layer has Paddle's default initialisation.
+
+    Args:
+        num_classes: number of outputs (1 logit).
+        **kwargs: :class:`SENet` arguments overriding the defaults; for example
+            ``input_size=32`` builds the same layers for 32x32 images (the head
+            then has 512 inputs), a cheap stand-in used by the tests.
     """
     args = dict(
         block=PreActBlock,
@@ -348,7 +356,9 @@ def senet18(num_classes=1, **kwargs):
     return _create_senet("senet18", num_classes=num_classes, **args)
 
 
-@register_model(num_classes=10, in_channels=3, input_size=32, min_input_size=32, spec_section="2.2", fixed_input_size=True)
+@register_model(
+    num_classes=10, in_channels=3, input_size=32, min_input_size=32, spec_section="2.2", fixed_input_size=True
+)
 def senet18_cifar(num_classes=10, **kwargs):
     """SENet18 for CIFAR-10 (SPEC 2.2, seed 003): 32x32 input, 11,260,354 parameters with 10 classes.
 

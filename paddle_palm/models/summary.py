@@ -8,6 +8,8 @@ agree: compare "Trainable params" with the seeds' totals (SPEC 2.2: 11,260,354
 for ``senet18_cifar``).
 """
 
+import contextlib
+import io
 import math
 
 import paddle
@@ -50,20 +52,20 @@ def summary_text(model, input_shape, title=None):
         prints it, and a last line
         ``Total params: T (trainable A, non-trainable B)``.
     """
-    from paddle.hapi.model_summary import summary_string
-
     input_shape = tuple(int(d) for d in input_shape)
     outputs = []
     hook = model.register_forward_post_hook(lambda layer, inputs, output: outputs.append(list(output.shape)))
     was_training = model.training
     model.eval()
+    table = io.StringIO()
     try:
-        with paddle.no_grad():
-            table, _ = summary_string(model, input_shape)
+        with paddle.no_grad(), contextlib.redirect_stdout(table):
+            paddle.summary(model, input_shape)
     finally:
         hook.remove()
         if was_training:
             model.train()
+    table = table.getvalue()
     counts = count_parameters(model)
     lines = []
     if title:

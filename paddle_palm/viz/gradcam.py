@@ -190,6 +190,13 @@ def grad_cam(model, image_tensor, target_layer=None, class_index=None):
 def overlay_heatmap(img_bgr, cam, alpha=0.4, colormap=None):
     """Blend a heat map over a photograph (JET colours: red = strong evidence).
 
+    The map is in the geometry of the network's input.  Preprocessing A
+    stretches the photograph to a square, so resizing the map back onto the
+    photograph is exact; preprocessing B pads a non-square photograph with black
+    first, so overlay its map on the padded square instead:
+    ``resize_for("B", img_bgr, size)[..., ::-1]`` (:mod:`paddle_palm.data.transforms`
+    returns that square in RGB order).
+
     Args:
         img_bgr: ``uint8`` ``[H, W, 3]`` BGR image (as :func:`paddle_palm.data.read_image` gives).
         cam: heat map ``[h, w]`` in [0, 1]; resized to the image's size.

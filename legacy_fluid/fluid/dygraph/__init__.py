@@ -30,7 +30,8 @@ class BackwardStrategy(object):
 
 __all__ = (
     list(base.__all__) + ["enable_imperative", "disable_imperative"] + list(layers.__all__) + list(nn.__all__)
-    + list(container.__all__) + list(checkpoint.__all__) + list(learning_rate_scheduler.__all__)
+    + list(container.__all__) + list(checkpoint.__all__)
+    + [n for n in learning_rate_scheduler.__all__ if n != "LearningRateDecay"]
     + ["BackwardStrategy"]
 )
 

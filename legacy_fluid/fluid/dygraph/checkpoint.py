@@ -56,6 +56,9 @@ def save_dygraph(state_dict, model_path):
     try:
         with os.fdopen(fd, "wb") as fh:
             pickle.dump(model_dict, fh, protocol=2)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # what open(file_name, 'wb') would have given
         os.replace(tmp, file_name)
     except BaseException:
         if os.path.exists(tmp):

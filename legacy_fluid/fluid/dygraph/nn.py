@@ -163,7 +163,7 @@ class BatchNorm(Layer):
         shape = [num_channels]
         self.weight = self.create_parameter(attr=param_attr, shape=shape, dtype=param_dtype,
                                             default_initializer=Constant(1.0))
-        if use_global_stats and isinstance(param_attr, ParamAttr) and param_attr.learning_rate == 0.0:
+        if use_global_stats and isinstance(param_attr, paddle.ParamAttr) and param_attr.learning_rate == 0.0:
             self.weight.stop_gradient = True
         self.bias = self.create_parameter(attr=bias_attr, shape=shape, dtype=param_dtype, is_bias=True)
         self._mean = self.create_parameter(
