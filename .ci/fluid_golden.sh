@@ -54,22 +54,35 @@ else
 fi
 
 OUT="$(mktemp -d)"
-trap 'rm -rf "$OUT"' EXIT
+trap 'rm -rf "$OUT" "$OUT.diff"' EXIT
 echo "regenerating fluid golden files with $("$PY" -c 'import paddle, sys; print("paddle", paddle.__version__, "python", sys.version.split()[0])')"
 start=$SECONDS
-if ! (cd "$ROOT" && "$PY" tools/make_fluid_golden.py --out "$OUT" >"$OUT/.log" 2>&1); then
-    tail -n 30 "$OUT/.log"
-    echo "fluid golden check FAILED: tools/make_fluid_golden.py did not run on paddle 1.8.5"
-    exit 1
-fi
-rm -f "$OUT/.log"
+
+generate() {
+    rm -rf "${OUT:?}"/*
+    if ! (cd "$ROOT" && "$PY" tools/make_fluid_golden.py --out "$OUT" >"$OUT.log" 2>&1); then
+        tail -n 30 "$OUT.log"
+        echo "fluid golden check FAILED: tools/make_fluid_golden.py did not run on paddle 1.8.5"
+        exit 1
+    fi
+    rm -f "$OUT.log"
+}
+
+generate
 if diff -r "$GOLDEN" "$OUT" >"$OUT.diff" 2>&1; then
-    rm -f "$OUT.diff"
     echo "fluid golden check passed: paddle 1.8.5 reproduces tests/golden/fluid byte for byte ($((SECONDS - start)) s)"
     exit 0
 fi
+# 1.8.5's vectorised CPU reductions can round the last bit differently when a buffer lands
+# on another alignment; one rerun tells such a flake from a real change.
+echo "first regeneration differs from tests/golden/fluid; regenerating once more:"
+head -n 6 "$OUT.diff"
+generate
+if diff -r "$GOLDEN" "$OUT" >"$OUT.diff" 2>&1; then
+    echo "fluid golden check passed on the second run: byte for byte ($((SECONDS - start)) s)"
+    exit 0
+fi
 head -n 40 "$OUT.diff"
-rm -f "$OUT.diff"
 echo "fluid golden check FAILED: tests/golden/fluid differs from what paddle 1.8.5 produces now"
 echo "(regenerate with: <python3.7 with paddle 1.8.5> tools/make_fluid_golden.py)"
 exit 1

@@ -316,7 +316,7 @@ class Torch(Runner):
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
-        float(loss)
+        loss.item()
 
     def _forward(self, x):
         self.model.eval()

@@ -161,8 +161,11 @@ def torch_available():
     return code == 0
 
 
-def measure_models(args, workers, log):
-    """Prepare every item, then time them in interleaved rounds; returns the items with ``times``/``error``."""
+def measure_models(args, workers, log, on_round=None):
+    """Prepare every item, then time them in interleaved rounds; returns the items with ``times``/``error``.
+
+    ``on_round(items)`` is called after each round (to save partial results).
+    """
     items = plan(args)
     batch = {"batch_size": args.batch_size, "image_size": args.image_size}
     for item in items:
@@ -192,6 +195,8 @@ def measure_models(args, workers, log):
             else:
                 item["error"] = reply["error"]
         log(f"round {round_index + 1}/{args.rounds} done")
+        if on_round:
+            on_round(items)
     return items
 
 
@@ -328,6 +333,32 @@ def markdown(report):
 # --------------------------------------------------------------------------- command line
 
 
+def write_report(args, argv, items, data, versions, load_before, started, log_dir):
+    """Write ``<stamp>.json``/``.md`` and ``latest.json``/``.md`` under ``--out-dir``; returns (markdown, dir)."""
+    report = {
+        "meta": {
+            "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "command": "python bench/run.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "machine": machine_description(), "versions": versions, "archs": args.archs,
+            "batch_size": args.batch_size, "image_size": args.image_size, "iters": args.iters,
+            "rounds": args.rounds, "load_before": load_before,
+            "load_after": " ".join(f"{x:.1f}" for x in os.getloadavg()),
+            "seconds": round(time.time() - started, 1), "data_arch": "squeezenet1_1", "worker_logs": log_dir,
+        },
+        "items": items,
+        "data": data,
+    }
+    text = markdown(report)
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.fromtimestamp(started).strftime("%Y%m%d-%H%M%S")
+    for name in (f"{stamp}.json", "latest.json"):
+        (out_dir / name).write_text(json.dumps(report, indent=1, default=str))
+    for name in (f"{stamp}.md", "latest.md"):
+        (out_dir / name).write_text(text)
+    return text, out_dir
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description="Benchmark paddle_palm's CPU execution paths (training, evaluation, batch-1 latency, "
@@ -345,7 +376,7 @@ def parse_args(argv=None):
     size = parser.add_argument_group("sizes and repetitions")
     size.add_argument("--batch-size", type=int, default=10, help="training/evaluation batch (default 10, the course's)")
     size.add_argument("--image-size", type=int, default=224, help="input side in pixels (default 224)")
-    size.add_argument("--iters", type=int, default=2, help="timed iterations per path in each round (default 2)")
+    size.add_argument("--iters", type=int, default=1, help="timed iterations per path in each round (default 1)")
     size.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     size.add_argument("--data-images", type=int, default=100, help="original-size images for the data pipeline")
     size.add_argument("--data-workers", type=int, default=2, help="DataLoader workers for the cached pipeline")
@@ -394,7 +425,10 @@ def main(argv=None):
                 if kind == "paddle-fast":
                     versions["runtime"] = reply["info"].get("runtime")
             log(f"worker {kind}: {reply.get('info', reply.get('error'))}")
-        items = summarise(measure_models(args, workers, log), args.batch_size)
+        items = measure_models(args, workers, log,
+                               on_round=lambda done: write_report(args, argv, summarise(done, args.batch_size),
+                                                                  None, versions, load_before, started, log_dir))
+        items = summarise(items, args.batch_size)
         data = None
         if not args.skip_data:
             log("data pipeline ...")
@@ -405,27 +439,7 @@ def main(argv=None):
     finally:
         for worker in workers.values():
             worker.close()
-    report = {
-        "meta": {
-            "date": datetime.datetime.now().isoformat(timespec="seconds"),
-            "command": "python bench/run.py " + " ".join(sys.argv[1:] if argv is None else argv),
-            "machine": machine_description(), "versions": versions, "archs": args.archs,
-            "batch_size": args.batch_size, "image_size": args.image_size, "iters": args.iters,
-            "rounds": args.rounds, "load_before": load_before,
-            "load_after": " ".join(f"{x:.1f}" for x in os.getloadavg()),
-            "seconds": round(time.time() - started, 1), "data_arch": "squeezenet1_1", "worker_logs": log_dir,
-        },
-        "items": items,
-        "data": data,
-    }
-    text = markdown(report)
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    for name in (f"{stamp}.json", "latest.json"):
-        (out_dir / name).write_text(json.dumps(report, indent=1, default=str))
-    for name in (f"{stamp}.md", "latest.md"):
-        (out_dir / name).write_text(text)
+    text, out_dir = write_report(args, argv, items, data, versions, load_before, started, log_dir)
     print(text)
     log(f"done in {time.time() - started:.0f}s; results in {out_dir} (worker logs: {log_dir})")
     return 0

@@ -17,6 +17,19 @@ section 0); a 1.8 name that is not provided raises :class:`NotProvidedError` nam
 it.  ``legacy_fluid.models`` holds the reference SENet18 (SPEC 2.1) and ResNet
 (SPEC 2.4) written in the old style.
 
+Known differences from 1.8 (none changes the result of a course program; checked
+against a real 1.8.5 by ``tools/make_fluid_golden.py`` and ``tests/test_fluid_*.py``):
+
+* tensor operators (``a * b``, ``a + 1.0``) are Paddle 3's: a tensor of another dtype is
+  promoted instead of cast to the left operand's dtype, and an integer tensor times a
+  non-integral float gives a float instead of failing (FLUID_1_8.md section 0 #14);
+  ``fluid.layers.elementwise_*`` keep 1.8's axis alignment;
+* ``tensor.shape`` is Paddle 3's ``paddle.Size`` (a ``list`` subclass: indexing,
+  ``len`` and comparisons behave as 1.8's list, printing shows ``paddle.Size([...])``);
+* random draws (initializers, dropout masks) come from Paddle 3's generator, so
+  seeded programs draw other numbers than 1.8 did;
+* the static graph (``Executor``, ``program_guard``, ``fluid.data`` ...) is not provided.
+
 Importing this package does not import Paddle (the reference models also run on a
 real PaddlePaddle 1.8.5 under Python 3.7).
 """
@@ -32,7 +45,31 @@ _PREFIX = "paddle.fluid"
 _OWN = "legacy_fluid.fluid"
 
 #: What install() changed, so that uninstall() undoes exactly that.
-_STATE = {"modules": [], "attr_set": False, "finder": None}
+_STATE = {"modules": [], "attr_set": False, "finder": None, "tensor_methods": {}}
+
+
+def _scalar_of(tensor, kind):
+    numel = 1
+    for dim in tensor.shape:
+        numel *= dim
+    if numel != 1:
+        raise AssertionError("only one element variable can be converted to {}.".format(kind.__name__))
+    return kind(tensor.numpy().reshape(-1)[0])
+
+
+def _tensor_float(tensor):
+    """1.8's ``VarBase.__float__``: any one-element tensor (``[1]`` results included)."""
+    return _scalar_of(tensor, float)
+
+
+def _tensor_int(tensor):
+    """1.8's ``VarBase.__int__``: any one-element tensor."""
+    return _scalar_of(tensor, int)
+
+
+#: Tensor methods made as permissive as 1.8's while installed: with numpy 2, Paddle 3
+#: refuses ``float()`` of the ``[1]``-shaped results (means, accuracies) that 1.8 returns.
+_TENSOR_METHODS = {"__float__": _tensor_float, "__int__": _tensor_int}
 
 
 class NotProvidedError(AttributeError, NotImplementedError):
@@ -82,8 +119,10 @@ def install():
     """Register legacy_fluid as ``paddle.fluid`` and its submodules; return the fluid module.
 
     Adds ``sys.modules['paddle.fluid']``, ``sys.modules['paddle.fluid.dygraph']``, ...,
-    the attribute ``paddle.fluid`` and a finder that makes ``import paddle.fluid.X`` of an
-    unprovided module fail with a clear message.  Calling it twice is harmless.
+    the attribute ``paddle.fluid``, a finder that makes ``import paddle.fluid.X`` of an
+    unprovided module fail with a clear message, and lets ``float()``/``int()`` take any
+    one-element tensor as 1.8 did (Paddle 3 with numpy 2 refuses shape ``[1]``; 0-D
+    tensors behave as before).  Calling it twice is harmless.
 
     Raises:
         RuntimeError: if a real ``paddle.fluid`` is already importable (Paddle <= 2.5).
@@ -113,11 +152,15 @@ def install():
     finder = _NotProvidedFinder()
     sys.meta_path.append(finder)
     _STATE["finder"] = finder
+    for name, method in _TENSOR_METHODS.items():
+        _STATE["tensor_methods"][name] = getattr(paddle.Tensor, name)
+        setattr(paddle.Tensor, name, method)
     return fluid
 
 
 def uninstall():
-    """Remove exactly what :func:`install` added (modules, the ``paddle.fluid`` attribute, the finder)."""
+    """Remove exactly what :func:`install` added (modules, the ``paddle.fluid`` attribute, the finder,
+    the two tensor methods)."""
     for alias in _STATE["modules"]:
         sys.modules.pop(alias, None)
     _STATE["modules"] = []
@@ -130,6 +173,12 @@ def uninstall():
     if finder is not None and finder in sys.meta_path:
         sys.meta_path.remove(finder)
     _STATE["finder"] = None
+    if _STATE["tensor_methods"]:
+        import paddle
+
+        for name, original in _STATE["tensor_methods"].items():
+            setattr(paddle.Tensor, name, original)
+        _STATE["tensor_methods"] = {}
 
 
 @contextlib.contextmanager

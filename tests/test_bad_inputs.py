@@ -49,7 +49,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
-CASE_TIMEOUT = 90
+CASE_TIMEOUT = 60
 
 
 # --------------------------------------------------------------------------- running a tool
@@ -108,17 +108,21 @@ def snapshot(folder):
 
 
 def repo_outputs():
-    """Output-like files at the top of the repository and in ``runs/``, ``output/`` and ``tools/``."""
+    """Output-like files at the top of the repository and in ``tools/``, and the default run folders.
+
+    A tool that ignored its output options would write there (``runs/<arch>-<time>`` is the
+    default of ``tools/train.py``).  Other processes writing there at the same time (another
+    training started by hand without --output-dir) would make a row fail.
+    """
     found = set()
     for folder in (ROOT, ROOT / "tools"):
         for entry in folder.iterdir():
-            if entry.is_file() and entry.suffix.lower() in (".pdparams", ".pdopt", ".pdstates", ".png", ".csv", ".log",
-                                                            ".jpg", ".json", ".lock", ".txt", ".zip", ""):
+            if entry.is_file() and entry.suffix.lower() in (".pdparams", ".pdopt", ".pdstates", ".pdema", ".png",
+                                                            ".csv", ".log", ".jpg", ".lock", ".zip"):
                 found.add(str(entry.relative_to(ROOT)))
-    for name in ("runs", "output", "outputs", "data", "inference_model"):
+    for name in ("runs", "output", "outputs", "inference_model"):
         if (ROOT / name).exists():
-            found.update(str(p.relative_to(ROOT)) for p in (ROOT / name).rglob("*"))
-            found.add(name)
+            found.update(str(p.relative_to(ROOT)) for p in (ROOT / name).iterdir())
     return found
 
 
@@ -593,6 +597,36 @@ def _(w, d):
     return prep(w, d, validation=zip_bytes(members))
 
 
+@case("prepare-symlink-member", "prepare_data.py", [r"validation\.zip", r"symbolic link"])
+def _(w, d):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for n, b in w.valid_images.items():
+            zf.writestr(f"PALM-Validation400/{n}", b)
+        link = zipfile.ZipInfo("PALM-Validation400/V0099.jpg")
+        link.external_attr = (0o120777 << 16)  # a symbolic link to a file outside the dataset
+        zf.writestr(link, "../../../../etc/passwd")
+    return prep(w, d, validation=buf.getvalue())
+
+
+@case("prepare-zip-bomb", "prepare_data.py", [r"training\.zip", r"zip bomb|expands|limit"])
+def _(w, d):
+    bomb = zipfile.ZipInfo("PALM-Training400/P0666.jpg")
+    bomb.compress_type = zipfile.ZIP_DEFLATED
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(bomb, b"\xff\xd8\xff" + bytes(40 * 1024 * 1024))  # 40 MB of zeros, ~40 kB packed
+    return prep_over_existing(w, d, training=buf.getvalue())
+
+
+@case("prepare-out-under-a-file", "prepare_data.py", [r"a-file", r"not a directory|cannot create|exists"])
+def _(w, d):
+    src = w.archives(d / "in" / "archives")
+    (d / "out").mkdir(parents=True)
+    (d / "out" / "a-file").write_text("x")
+    return ["--archives", src, "--out", d / "out" / "a-file" / "dataset"]
+
+
 # ---- tools/train.py: data
 
 
@@ -758,6 +792,13 @@ def _(w, d):
     return args + ["--config", d / "in" / "bad.yaml"]
 
 
+@case("train-config-not-yaml", "train.py", [r"photo\.yaml", r"not a valid YAML|mapping|expected"])
+def _(w, d):
+    (d / "in").mkdir(parents=True)
+    (d / "in" / "photo.yaml").write_bytes(w.images["good.jpg"])
+    return train_args(d, w.data) + ["--config", d / "in" / "photo.yaml"]
+
+
 # ---- tools/train.py: run folders
 
 
@@ -900,7 +941,14 @@ def weights_file(w, d, content=None, name="model.pdparams"):
     return path
 
 
+OLD_METRICS = '{"n": 6, "accuracy": 0.5, "note": "an earlier evaluation the user keeps"}\n'
+OLD_PREDICTIONS = "file,pm_probability,label,class_name\nold.jpg,0.1,0,non-pathologic myopia\n"
+
+
 def eval_args(w, d, weights, arch="squeezenet1_1", *extra):
+    # The output folder already holds an earlier evaluation: a failed one must leave it as it was.
+    (d / "out").mkdir(parents=True, exist_ok=True)
+    (d / "out" / "metrics.json").write_text(OLD_METRICS)
     return ["--arch", arch, "--weights", weights, "--data-dir", w.data, "--image-size", "32", "--output-dir",
             d / "out", *extra]
 
@@ -956,8 +1004,18 @@ def _(w, d):
     return eval_args(w, d, w.run / "best_model.pdparams", "squeezenet1_1", "--labels", d / "in" / "bad.csv")
 
 
+@case("eval-output-dir-under-a-file", "eval.py", [r"a-file", r"not a directory|cannot create"])
+def _(w, d):
+    args = eval_args(w, d, w.run / "best_model.pdparams")
+    (d / "out" / "a-file").write_text("x")
+    args[args.index("--output-dir") + 1] = d / "out" / "a-file" / "metrics"
+    return args
+
+
 def predict_args(w, d, *paths):
+    # --csv names a file that exists (yesterday's predictions): a failed run must not clobber it.
     (d / "out").mkdir(parents=True, exist_ok=True)
+    (d / "out" / "predictions.csv").write_text(OLD_PREDICTIONS)
     return ["--weights", w.run / "best_model.pdparams", "--csv", d / "out" / "predictions.csv", *paths]
 
 
@@ -1019,9 +1077,27 @@ def _(w, d):
     return ["--inference-model", d / "in" / "not-a-model", "--csv", d / "out" / "p.csv", folder]
 
 
+@case("predict-csv-under-a-file", "predict.py", [r"a-file", r"not a directory|cannot create|cannot write|is a file|not a folder"])
+def _(w, d):
+    folder = predict_inputs(w, d, **{"good.jpg": w.images["good.jpg"]})
+    args = predict_args(w, d, folder)
+    (d / "out" / "a-file").write_text("x")
+    args[args.index("--csv") + 1] = d / "out" / "a-file" / "predictions.csv"
+    return args
+
+
+def earlier_export(d):
+    """An output folder holding an earlier export (a failed export must leave it as it was)."""
+    folder = d / "out" / "exported"
+    folder.mkdir(parents=True)
+    (folder / "preprocess.json").write_text('{"arch": "squeezenet1_1", "image_size": 32}\n')
+    (folder / "inference.pdmodel").write_bytes(b"earlier model")
+    return folder
+
+
 @case("export-weights-of-another-architecture", "export.py", [r"model\.pdparams", r"do not fit|architecture"])
 def _(w, d):
-    (d / "out").mkdir(parents=True)
+    earlier_export(d)
     return ["--arch", "se_resnet18", "--weights", weights_file(w, d), "--image-size", "32", "--output",
             d / "out" / "exported"]
 
@@ -1029,9 +1105,16 @@ def _(w, d):
 @case("export-truncated-weights", "export.py", [r"model\.pdparams", r"truncated|not a complete|damaged"])
 def _(w, d):
     data = (w.run / "latest.pdparams").read_bytes()
-    (d / "out").mkdir(parents=True)
+    earlier_export(d)
     return ["--arch", "squeezenet1_1", "--weights", weights_file(w, d, data[:5000]), "--image-size", "32",
             "--output", d / "out" / "exported"]
+
+
+@case("export-output-under-a-file", "export.py", [r"a-file", r"not a directory|cannot create"])
+def _(w, d):
+    (d / "out").mkdir(parents=True)
+    (d / "out" / "a-file").write_text("x")
+    return ["--weights", w.run / "best_model.pdparams", "--output", d / "out" / "a-file" / "exported"]
 
 
 @case("summary-bad-input-shape", "summary.py", [r"--input-shape", r"1,3,x"], code=2)

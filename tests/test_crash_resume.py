@@ -347,15 +347,30 @@ def _snapshot(folder):
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
-@pytest.mark.parametrize("kind", sorted(DAMAGE))
-def test_damaged_checkpoint_is_refused_clearly(chain, tmp_path, kind):
-    name, damage, patterns = DAMAGE[kind]
-    run = tmp_path / "run"
-    shutil.copytree(chain["reference"], run)
+def _resume_damaged(reference, folder, kind):
+    name, damage, _ = DAMAGE[kind]
+    run = folder / kind
+    shutil.copytree(reference, run)
     damage(run / name)
     before = _snapshot(run)
     proc = subprocess.run([PY, "tools/train.py", "--resume", str(run), "--epochs", str(EPOCHS + 1)], cwd=ROOT,
                           env=env(), capture_output=True, timeout=300)
+    return proc, before, _snapshot(run)
+
+
+@pytest.fixture(scope="module")
+def damaged(chain, tmp_path_factory):
+    """``--resume`` of a copy of the reference run with one file damaged, for each kind of damage (two at a time)."""
+    folder = tmp_path_factory.mktemp("damaged")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {kind: pool.submit(_resume_damaged, chain["reference"], folder, kind) for kind in DAMAGE}
+    return {kind: f.result() for kind, f in futures.items()}
+
+
+@pytest.mark.parametrize("kind", sorted(DAMAGE))
+def test_damaged_checkpoint_is_refused_clearly(damaged, kind):
+    _, _, patterns = DAMAGE[kind]
+    proc, before, after = damaged[kind]
     err = proc.stderr.decode("utf-8", errors="replace")
     assert proc.returncode == 1, err[-2000:]
     assert "Traceback" not in err
@@ -364,6 +379,5 @@ def test_damaged_checkpoint_is_refused_clearly(chain, tmp_path, kind):
     assert len(lines) == 1 and lines[0].startswith("error: "), lines
     for pattern in patterns:
         assert re.search(pattern, lines[0], re.IGNORECASE), (pattern, lines[0])
-    after = _snapshot(run)
     changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k) and k != "train.log")
     assert not changed, f"the refused resume changed {changed}"

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from paddle_palm.data import PalmDataset, read_image
+from paddle_palm.data.dataset import EpochSampler, iterate_batches
 from paddle_palm.data.synthetic import make_synthetic_palm
 from paddle_palm.data.transforms import Augmentation, padding_black, preprocess_a, preprocess_image
 from paddle_palm.errors import ConfigError, DataError, LabelError, MissingFileError
@@ -21,13 +22,28 @@ def synthetic(tmp_path_factory):
     return make_synthetic_palm(tmp_path_factory.mktemp("synthetic") / "palm", n_train=12, n_valid=8, image_size=96)
 
 
-def collect(dataset, num_workers, batch_size=5):
-    loader = paddle.io.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+def collect(dataset, num_workers=2, batch_size=5):
+    """Every item through ``paddle.io.DataLoader`` worker processes.
+
+    The timeout turns a stuck worker into a failure instead of a hung run.  Paddle's forked
+    workers can deadlock when a thread that used Paddle or OpenCV (such as the thread of a
+    ``num_workers=0`` DataLoader) is exiting at the moment of the fork, so these tests build
+    their references in the main thread (:func:`items`) and never run a single-process
+    DataLoader right before a multi-process one.
+    """
+    loader = paddle.io.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                                  timeout=120)
     xs, ys = [], []
     for x, y in loader:
         xs.append(x.numpy())
         ys.append(y.numpy())
     return np.concatenate(xs), np.concatenate(ys)
+
+
+def items(dataset):
+    """Every item, read in this thread: ``(images [N,3,S,S], labels [N])``."""
+    batches = list(iterate_batches(dataset, 5))
+    return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
 
 
 def test_training_split(synthetic):
@@ -92,9 +108,9 @@ def test_workers_and_cache_give_identical_arrays(synthetic, preprocess):
     plain = PalmDataset(synthetic, "train", image_size=48, preprocess=preprocess, augment=False)
     cached = PalmDataset(synthetic, "train", image_size=48, preprocess=preprocess, augment=False, cache=True)
     cached.warm_cache()
-    direct = (np.stack([plain[i][0] for i in range(len(plain))]), plain.labels)
-    for dataset, workers in ((plain, 2), (cached, 2), (cached, 0)):
-        images, labels = collect(dataset, workers)
+    direct = items(plain)
+    assert np.array_equal(direct[1], plain.labels)
+    for images, labels in (collect(plain), collect(cached), items(cached)):
         assert np.array_equal(images, direct[0]) and np.array_equal(labels, direct[1])
 
 
@@ -112,11 +128,12 @@ def test_seeded_augmentation_is_reproducible_across_workers_and_cache(synthetic)
     def run(workers, cache, epoch):
         ds = PalmDataset(synthetic, "train", image_size=40, seed=5, cache=cache)
         ds.set_epoch(epoch)
-        return collect(ds, workers)[0]
+        return collect(ds, workers)[0] if workers else items(ds)[0]
 
     reference = run(0, False, 0)
     assert np.array_equal(run(2, False, 0), reference)
     assert np.array_equal(run(2, True, 0), reference)
+    assert np.array_equal(run(0, True, 0), reference)
     assert not np.array_equal(run(0, False, 1), reference)
     plain = PalmDataset(synthetic, "train", image_size=40, augment=False)
     flipped = [not np.array_equal(reference[i], plain[i][0]) for i in range(len(plain))]
@@ -196,3 +213,31 @@ def test_unreadable_image_fails_on_access(synthetic, tmp_path):
 
     with pytest.raises(ImageError, match="N0001.jpg"):
         ds[index]
+
+
+def test_iterate_batches_order_and_sizes(synthetic):
+    ds = PalmDataset(synthetic, "valid", image_size=24)
+    batches = list(iterate_batches(ds, 3, order=[7, 0, 5, 1]))
+    assert [len(b[1]) for b in batches] == [3, 1] and batches[0][1].dtype == np.int64
+    assert np.array_equal(batches[0][0][1], ds[0][0]) and batches[1][1][0] == ds.labels[1]
+    with pytest.raises(ConfigError):
+        next(iterate_batches(ds, 0))
+
+
+def test_epoch_sampler_with_persistent_workers(synthetic):
+    ds = PalmDataset(synthetic, "train", image_size=32, seed=9)
+    sampler = EpochSampler(ds, shuffle=True, seed=4)
+    loader = paddle.io.DataLoader(ds, batch_sampler=paddle.io.BatchSampler(sampler=sampler, batch_size=5),
+                                  num_workers=2, persistent_workers=True, timeout=120)
+    orders = []
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        images = np.concatenate([x.numpy() for x, _ in loader])
+        replay = EpochSampler(len(ds), shuffle=True, seed=4)  # e.g. after a restart at this epoch
+        replay.set_epoch(epoch)
+        pairs = list(replay)
+        assert all(e == epoch for e, _ in pairs)
+        # The workers never saw set_epoch: the epoch came with each index.
+        assert np.array_equal(images, np.stack([ds[pair][0] for pair in pairs]))
+        orders.append([i for _, i in pairs])
+    assert sorted(orders[0]) == list(range(len(ds))) and orders[0] != orders[1]

@@ -27,6 +27,7 @@ def test_install_registers_paddle_fluid_and_uninstall_removes_exactly_that():
     assert "paddle.fluid" not in sys.modules and not hasattr(paddle, "fluid")
     before = set(sys.modules)
     meta_path = list(sys.meta_path)
+    float_before, int_before = paddle.Tensor.__float__, paddle.Tensor.__int__
     fluid = legacy_fluid.install()
     try:
         import paddle.fluid as imported
@@ -35,6 +36,11 @@ def test_install_registers_paddle_fluid_and_uninstall_removes_exactly_that():
         from paddle.fluid.layer_helper import LayerHelper  # noqa: F401
 
         assert imported is fluid is paddle.fluid
+        with fluid.dygraph.guard():
+            mean = fluid.layers.mean(fluid.dygraph.to_variable(np.array([1.0, 2.0], "float32")))
+            assert "%.2f" % mean == "1.50" and int(mean) == 1  # 1.8 accepted [1]-shaped scalars
+            with pytest.raises(AssertionError, match="only one element"):
+                float(fluid.dygraph.to_variable(np.ones([2], "float32")))
         assert to_variable is fluid.dygraph.to_variable
         assert Linear is fluid.dygraph.Linear is fluid.Linear
         assert legacy_fluid.is_installed()
@@ -44,6 +50,7 @@ def test_install_registers_paddle_fluid_and_uninstall_removes_exactly_that():
         legacy_fluid.uninstall()
     assert not legacy_fluid.is_installed()
     assert not hasattr(paddle, "fluid")
+    assert paddle.Tensor.__float__ is float_before and paddle.Tensor.__int__ is int_before
     assert not [k for k in sys.modules if k.startswith("paddle.fluid")]
     assert sys.meta_path == meta_path
     assert set(sys.modules) - before <= {k for k in sys.modules if k.startswith("legacy_fluid")}

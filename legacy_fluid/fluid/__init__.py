@@ -64,7 +64,7 @@ def require_version(min_version, max_version=None):
 
 __all__ = [
     "dygraph", "layers", "optimizer", "initializer", "param_attr", "layer_helper", "regularizer", "clip", "io",
-    "framework", "unique_name", "core", "ParamAttr", "WeightNormParamAttr", "save_dygraph", "load_dygraph",
+    "framework", "unique_name", "core", "ParamAttr", "save_dygraph", "load_dygraph",
     "enable_dygraph", "disable_dygraph", "enable_imperative", "disable_imperative", "in_dygraph_mode",
     "default_main_program", "default_startup_program", "Program", "Variable", "name_scope", "Layer",
     "Linear", "Conv2D", "Pool2D", "BatchNorm", "Embedding", "Dropout", "LayerNorm", "PRelu",

@@ -124,12 +124,3 @@ def apply_act(x, act):
     if fn is None:
         raise not_provided("act={!r}".format(act), "provided activations: {}".format(", ".join(sorted(_ACTS))))
     return fn(x)
-
-
-def to_tensor_or_value(value):
-    """Numpy arrays become tensors; tensors and Python scalars pass through."""
-    import numpy as np
-
-    if isinstance(value, np.ndarray):
-        return paddle.to_tensor(value)
-    return value

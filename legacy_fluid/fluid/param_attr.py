@@ -10,7 +10,7 @@ import paddle
 
 from legacy_fluid.fluid import _support
 
-__all__ = ["ParamAttr", "WeightNormParamAttr"]
+__all__ = ["ParamAttr"]
 
 
 class ParamAttr(paddle.ParamAttr):

@@ -184,7 +184,12 @@ def recover_checkpoint(run_dir, prefix):
     journal = _pending(base + STATES_SUFFIX)
     if not os.path.isdir(run_dir):
         return False
+    # Pending files, and the temporaries of an atomic write that a kill interrupted
+    # (".latest.pdparams.XXXX.tmp", "..latest.pdparams.pending.XXXX.tmp").
     leftovers = [n for n in os.listdir(run_dir) if n.startswith("." + prefix + ".") and n.endswith(".pending")]
+    for name in os.listdir(run_dir):
+        if re.match(r"^\.\.?" + re.escape(prefix) + r"\..*\.tmp$", name):
+            os.remove(os.path.join(run_dir, name))
     if os.path.exists(journal):
         with open(journal, encoding="utf-8") as fh:
             names = json.load(fh).get("files", {})

@@ -35,6 +35,7 @@ import csv
 import math
 import os
 import random
+import shutil
 import socket
 import sys
 import time
@@ -187,6 +188,48 @@ class EpochBatchSampler(_batch_sampler_base()):
     def __len__(self):
         n = math.ceil(self.size / self.world_size) if self.world_size > 1 else self.size
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+
+class MainThreadLoader:
+    """Batches read in the calling thread: what ``--num-workers 0`` uses.
+
+    ``paddle.io.DataLoader`` reads even without workers in a background thread, where an
+    exception (an unreadable image) is printed as a traceback while the training loop
+    waits forever.  Here the dataset's own error (an ``ImageError`` naming the file)
+    reaches the caller.  Batches equal the DataLoader's: ``(float32 [N, ...], int64 [N])``.
+    """
+
+    def __init__(self, dataset, batch_sampler):
+        self.dataset = dataset
+        self.batch_sampler = batch_sampler
+
+    def __len__(self):
+        return len(self.batch_sampler)
+
+    def __iter__(self):
+        import paddle
+
+        for indices in self.batch_sampler:
+            items = [self.dataset[i] for i in indices]
+            images = np.stack([np.asarray(item[0]) for item in items])
+            labels = np.stack([np.asarray(item[1]) for item in items])
+            yield paddle.to_tensor(images), paddle.to_tensor(labels)
+
+
+def _batches(loader):
+    """Iterate ``loader``, turning a failed DataLoader worker into a DataError."""
+    iterator = iter(loader)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except (SystemError, RuntimeError) as exc:
+            if "Blocking queue is killed" in str(exc) or "DataLoader" in str(exc):
+                raise DataError("a data-loading worker failed reading an image (its error is printed above); "
+                                "run with --num-workers 0 to see which file") from None
+            raise
+        yield batch
 
 
 # --------------------------------------------------------------------------- loss and the train step
@@ -456,6 +499,8 @@ class Trainer:
     def _loader(self, dataset, sampler):
         import paddle
 
+        if self.config["num_workers"] == 0:
+            return MainThreadLoader(dataset, sampler)
         return paddle.io.DataLoader(dataset, batch_sampler=sampler, num_workers=self.config["num_workers"],
                                     use_shared_memory=False)
 
@@ -551,6 +596,7 @@ class Trainer:
         for epoch in range(self.start_epoch + 1, c["epochs"] + 1):
             started = time.perf_counter()
             train_stats = self.train_one_epoch(epoch)
+            self._check_weights_finite(epoch, train_stats["lr"])
             val = self.validate()
             self.schedule.end_epoch(val["loss"])
             improved = self._update_best(val, epoch)
@@ -560,6 +606,8 @@ class Trainer:
                 if improved:
                     self.save_best(epoch)
                 self.save_latest(epoch)
+                if self.resume and epoch == self.start_epoch + 1:
+                    cfg.save_run_config(self.config, self.run_dir)
                 self._write_records()
             self._report_epoch(row, val)
             if c["early_stop"] and self.epochs_without_improvement >= c["early_stop"]:
@@ -590,7 +638,7 @@ class Trainer:
         if hasattr(self.train_set, "set_epoch"):
             self.train_set.set_epoch(epoch - 1)  # the augmentation of item i is seeded by (seed, epoch, i)
         loss_sum, correct, seen, started = 0.0, 0, 0, time.perf_counter()
-        bar = tqdm(self.train_loader, total=len(self.train_sampler), desc=f"epoch {epoch}/{c['epochs']}",
+        bar = tqdm(_batches(self.train_loader), total=len(self.train_sampler), desc=f"epoch {epoch}/{c['epochs']}",
                    disable=not (c["progress"] and self.is_writer), leave=False, dynamic_ncols=True, file=sys.stderr)
         for batch_index, (images, labels) in enumerate(bar):
             lr = self.schedule.lr(self.global_step)
@@ -600,10 +648,7 @@ class Trainer:
             if not math.isfinite(value):
                 raise TrainingError(
                     f"the training loss became {value} at epoch {epoch}, iteration {batch_index + 1} "
-                    f"(learning rate {lr:g}); training stopped. The last good checkpoint is "
-                    f"{os.path.join(self.run_dir, 'latest.pdparams')}"
-                    + (f" (epoch {self.last_saved_epoch()})" if self.last_saved_epoch() else " (none was saved yet)")
-                    + "; try a smaller --lr"
+                    f"(learning rate {lr:g}); training stopped; {self._last_good()}; try a smaller --lr"
                 )
             n = int(labels.shape[0])
             correct += count_correct(self._last_logits, labels, c["loss"])
@@ -633,6 +678,23 @@ class Trainer:
         total = paddle.to_tensor(np.array(counts, dtype=np.int64))
         dist.all_reduce(total)
         return [int(v) for v in total.numpy()]
+
+    def _check_weights_finite(self, epoch, lr):
+        """Stop before validating or saving when an update left NaN or inf in the weights."""
+        import paddle
+
+        for name, value in self.model.state_dict().items():
+            if value.dtype in (paddle.float32, paddle.float64, paddle.float16, paddle.bfloat16):
+                if not bool(paddle.isfinite(value).all()):
+                    raise TrainingError(
+                        f"training diverged at epoch {epoch}: the weights are no longer finite ({name}; learning "
+                        f"rate {lr:g}); {self._last_good()}; try a smaller --lr"
+                    )
+
+    def _last_good(self):
+        last = self.last_saved_epoch()
+        path = os.path.join(self.run_dir, "latest.pdparams")
+        return f"the last good checkpoint is {path} (epoch {last})" if last else "no checkpoint was saved yet"
 
     def last_saved_epoch(self):
         """The last epoch with a checkpoint on disk (0 when none)."""
@@ -672,8 +734,8 @@ class Trainer:
         c = self.config
         if self.ema:
             with self.ema.swapped_into(self.model):
-                return evaluate(self.model, self.valid_loader, loss=c["loss"], threshold=c["threshold"])
-        return evaluate(self.model, self.valid_loader, loss=c["loss"], threshold=c["threshold"])
+                return evaluate(self.model, _batches(self.valid_loader), loss=c["loss"], threshold=c["threshold"])
+        return evaluate(self.model, _batches(self.valid_loader), loss=c["loss"], threshold=c["threshold"])
 
     def _update_best(self, val, epoch):
         key = {"val_acc": "accuracy", "val_auc": "auc", "val_loss": "loss"}[self.config["metric"]]
@@ -768,12 +830,7 @@ def train(config, resume_dir=None, echo=True):
     run_dir = os.fspath(resume_dir or config.get("output_dir") or default_output_dir(config["arch"]))
     config["output_dir"] = run_dir
     rank, world_size = _distributed_rank_and_size()
-    if resume_dir and rank == 0:
-        ckpt.verify_checkpoint(run_dir, "latest")  # before anything else: fail fast on an empty/foreign folder
-    if world_size > 1:
-        import paddle.distributed as dist
-
-        dist.barrier()  # the other processes read the checkpoint only after rank 0 has checked it
+    created = rank == 0 and not os.path.exists(run_dir)
     if rank == 0:
         try:
             os.makedirs(run_dir, exist_ok=True)
@@ -783,32 +840,74 @@ def train(config, resume_dir=None, echo=True):
             raise ConfigError(f"output folder {run_dir} is not writable")
     lock = OutputLock(run_dir) if rank == 0 else None
     if lock:
-        lock.acquire()
+        try:
+            lock.acquire()
+        except BaseException:
+            if created:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
     log = RunLog(os.path.join(run_dir, "train.log") if rank == 0 else None, echo=echo and rank == 0)
     trainer = None
+    failed = None
     quiet = warnings.catch_warnings()
     quiet.__enter__()
     # Paddle warns at every BatchNorm layer's first training call that it tracks running statistics.
     warnings.filterwarnings("ignore", message="When training, we now always track global mean")
     try:
+        if resume_dir and rank == 0:
+            # Under the lock: finishing an interrupted commit must not race a live training.
+            ckpt.verify_checkpoint(run_dir, "latest")
+        if world_size > 1:
+            import paddle.distributed as dist
+
+            dist.barrier()  # the other processes read the checkpoint only after rank 0 has checked it
         if rank == 0 and not resume_dir and ckpt.checkpoint_exists(run_dir, "latest"):
             raise ConfigError(f"{run_dir} already holds a training run (latest.pdstates); "
                               "continue it with --resume DIR or choose another --output-dir")
+        if rank == 0:
+            _remove_stale_temporaries(run_dir)
         trainer = Trainer(config, run_dir, log, resume=bool(resume_dir))
         trainer.setup()
-        if rank == 0:
+        if rank == 0 and not resume_dir:
+            # A resumed run rewrites config.yaml together with its next checkpoint, so that a failed
+            # resume leaves the folder as it was.
             cfg.save_run_config(trainer.config, run_dir)
         summary = trainer.fit()
         log(f"done: best {summary['best_metric']} {summary['best_value']:.4f} at epoch {summary['best_epoch']}; "
             f"weights in {os.path.join(run_dir, 'best_model.pdparams')}")
         return summary
+    except BaseException as exc:
+        failed = exc
+        raise
     finally:
         if trainer is not None:
             trainer.close()
+        nothing_saved = not ckpt.checkpoint_exists(run_dir, "latest")
+        if failed is not None and not (created and nothing_saved) and rank == 0:
+            log.echo = False
+            log(f"stopped: {' '.join(str(failed).split()) or type(failed).__name__}")
         log.close()
         if lock:
             lock.release()
         quiet.__exit__(None, None, None)
+        if failed is not None and created and nothing_saved:
+            # This call made the folder and nothing worth keeping was written: leave no trace.
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _remove_stale_temporaries(run_dir):
+    """Delete temporary files that a killed training left behind (called under the folder's lock).
+
+    :func:`paddle_palm.fileio.atomic_path` writes ``.<name>.<random>.tmp`` beside each output;
+    a SIGKILL during a write leaves one.  Pending checkpoint files are handled by
+    :func:`paddle_palm.engine.checkpoint.recover_checkpoint`.
+    """
+    for name in os.listdir(run_dir):
+        if name.startswith(".") and name.endswith(".tmp"):
+            try:
+                os.remove(os.path.join(run_dir, name))
+            except OSError:
+                pass
 
 
 # --------------------------------------------------------------------------- small helpers

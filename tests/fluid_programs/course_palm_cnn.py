@@ -20,7 +20,7 @@ import random
 
 import cv2
 import numpy as np
-import paddle
+import paddle  # noqa: F401  (course programs import it)
 import paddle.fluid as fluid
 from paddle.fluid.dygraph.base import to_variable
 from paddle.fluid.dygraph.nn import BatchNorm, Conv2D, Linear, Pool2D

@@ -10,7 +10,7 @@ import paddle
 
 from legacy_fluid.fluid import _support
 
-__all__ = ["accuracy", "auc"]
+__all__ = ["accuracy"]
 
 
 def accuracy(input, label, k=1, correct=None, total=None):

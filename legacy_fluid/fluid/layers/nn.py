@@ -24,7 +24,7 @@ from legacy_fluid.fluid.initializer import Constant, Xavier
 
 __all__ = [
     "fc", "pool2d", "adaptive_pool2d", "dropout", "softmax", "relu", "leaky_relu", "relu6", "elu", "swish",
-    "hard_sigmoid", "hard_swish", "brelu", "soft_relu", "selu", "stanh", "gelu", "prelu", "log", "pow",
+    "hard_sigmoid", "hard_swish", "brelu", "soft_relu", "selu", "stanh", "gelu", "log", "pow",
     "mean", "reduce_mean", "reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "reduce_all", "reduce_any",
     "reshape", "transpose", "flatten", "split", "stack", "unstack", "unsqueeze", "squeeze", "expand",
     "expand_as", "slice", "strided_slice", "gather", "one_hot", "topk", "matmul", "mul", "scale", "clip",
@@ -447,8 +447,22 @@ elementwise_div = _elementwise(paddle.divide, "``x / y``.")
 elementwise_max = _elementwise(paddle.maximum, "``max(x, y)``.")
 elementwise_min = _elementwise(paddle.minimum, "``min(x, y)``.")
 elementwise_pow = _elementwise(paddle.pow, "``x ** y``.")
-elementwise_mod = _elementwise(paddle.remainder, "``x % y``.")
-elementwise_floordiv = _elementwise(paddle.floor_divide, "``x // y``.")
+def _trunc_quotient(x, y):
+    return paddle.trunc(x.astype("float64") / y.astype("float64"))
+
+
+def _c_floordiv(x, y):
+    """1.8 (C) integer division: the quotient truncated toward zero (-7 // 2 == -3)."""
+    return _trunc_quotient(x, y).astype(x.dtype)
+
+
+def _c_mod(x, y):
+    """1.8 (C) remainder: the sign of the dividend (-7 % 3 == -1)."""
+    return (x.astype("float64") - _trunc_quotient(x, y) * y.astype("float64")).astype(x.dtype)
+
+
+elementwise_mod = _elementwise(_c_mod, "``x % y`` with C semantics (the sign of ``x``, as 1.8).")
+elementwise_floordiv = _elementwise(_c_floordiv, "``x // y`` truncated toward zero (C semantics, as 1.8).")
 
 
 def shape(input):

@@ -12,7 +12,7 @@ from legacy_fluid.fluid import _support
 __all__ = [
     "concat", "cast", "argmax", "argmin", "argsort", "fill_constant", "zeros", "ones", "zeros_like",
     "ones_like", "assign", "sums", "sum", "range", "linspace", "eye", "diag", "reverse", "has_inf", "has_nan",
-    "isfinite", "create_tensor", "create_parameter", "create_global_var",
+    "isfinite", "create_parameter", "create_global_var",
 ]
 
 

@@ -1,0 +1,109 @@
+"""Tests of paddle_palm.runtime: CPU detection, denormal flushing, setup_runtime's settings and errors."""
+
+import os
+
+import numpy as np
+import pytest
+
+from paddle_palm import runtime
+from paddle_palm.errors import ConfigError
+
+TINY = np.float32(1e-38)  # a normal float32 just above the denormal range (1.18e-38)
+
+
+@pytest.fixture
+def restore_fp_state(monkeypatch):
+    """Undo what setup_runtime changes in this process: denormal flushing and MKL_DEBUG_CPU_TYPE."""
+    monkeypatch.setenv("MKL_DEBUG_CPU_TYPE", os.environ.get("MKL_DEBUG_CPU_TYPE", "5"))
+    yield
+    runtime.set_flush_denormal(False)
+
+
+def test_cpu_info_reads_vendor_model_and_flags():
+    info = runtime.cpu_info()
+    assert set(info) >= {"vendor", "model", "flags", "avx2", "avx512", "avx512_bf16", "cores"}
+    assert isinstance(info["flags"], set)
+    assert info["avx512_bf16"] == ("avx512_bf16" in info["flags"])
+    assert 1 <= info["cores"] <= (os.cpu_count() or 1)
+
+
+def test_cpu_info_of_a_missing_file_is_empty_but_usable(tmp_path):
+    info = runtime.cpu_info(str(tmp_path / "no-cpuinfo"))
+    assert info["vendor"] == "" and info["flags"] == set() and info["avx512_bf16"] is False
+
+
+def test_cpu_info_parses_a_cpuinfo_file(tmp_path):
+    path = tmp_path / "cpuinfo"
+    path.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\n"
+                    "flags\t\t: fpu sse avx2 avx512f avx512_bf16\n\nprocessor\t: 1\nvendor_id\t: AuthenticAMD\n")
+    info = runtime.cpu_info(str(path))
+    assert (info["vendor"], info["model"]) == ("AuthenticAMD", "AMD EPYC")
+    assert info["avx2"] and info["avx512"] and info["avx512_bf16"]
+
+
+def test_prepare_environment_selects_mkl_avx2_path_only_on_amd(monkeypatch):
+    amd = {"vendor": "AuthenticAMD", "avx2": True}
+    intel = {"vendor": "GenuineIntel", "avx2": True}
+    monkeypatch.delenv("MKL_DEBUG_CPU_TYPE", raising=False)
+    assert runtime.prepare_environment(intel) == {"MKL_DEBUG_CPU_TYPE": None}
+    assert runtime.prepare_environment(amd) == {"MKL_DEBUG_CPU_TYPE": "5"}
+    monkeypatch.setenv("MKL_DEBUG_CPU_TYPE", "2")  # a user's own choice is kept
+    assert runtime.prepare_environment(amd) == {"MKL_DEBUG_CPU_TYPE": "2"}
+
+
+def test_flush_denormal_switches_on_and_off(restore_fp_state):
+    if not runtime.set_flush_denormal(True):
+        pytest.skip("no way to set FTZ/DAZ on this platform")
+    assert runtime.flush_denormal_enabled()
+    assert TINY * np.float32(0.01) == 0.0  # flushed
+    assert runtime.set_flush_denormal(False)
+    assert not runtime.flush_denormal_enabled()
+    assert TINY * np.float32(0.01) > 0.0  # gradual underflow again
+
+
+def test_setup_runtime_fast_on_cpu(restore_fp_state):
+    info = runtime.setup_runtime(device="cpu", fast=True)
+    assert info["device"] == "cpu" and info["fast"] is True
+    assert info["threads"] == runtime.usable_cores()
+    assert info["train_step"] == "dygraph"
+    assert info["flush_denormal"] == runtime.flush_denormal_enabled()
+    if runtime.cpu_info()["vendor"] == "AuthenticAMD":
+        assert info["mkl_cpu_type"] == os.environ["MKL_DEBUG_CPU_TYPE"]
+
+
+def test_setup_runtime_plain_leaves_paddle_defaults(restore_fp_state):
+    runtime.set_flush_denormal(False)
+    info = runtime.setup_runtime(device="cpu", fast=False)
+    assert info["fast"] is False and info["threads"] is None and info["flush_denormal"] is False
+    assert not runtime.flush_denormal_enabled()
+    assert runtime.setup_runtime(device="cpu", fast=False, threads=1)["threads"] == 1
+
+
+@pytest.mark.parametrize("device", ["tpu", "", None, 3])
+def test_setup_runtime_rejects_unknown_devices(device):
+    with pytest.raises(ConfigError, match="device"):
+        runtime.setup_runtime(device=device)
+
+
+@pytest.mark.parametrize("threads", [0, -2, 1.5, "2", True])
+def test_setup_runtime_rejects_bad_thread_counts(threads):
+    with pytest.raises(ConfigError, match="threads"):
+        runtime.setup_runtime(device="cpu", threads=threads)
+
+
+def test_compile_train_step_keeps_signature_and_results():
+    import paddle
+
+    paddle.seed(0)
+    model = paddle.nn.Linear(4, 1)
+
+    def step(images, labels):
+        logits = model(images)
+        return paddle.nn.functional.binary_cross_entropy_with_logits(logits, labels), logits
+
+    x, y = paddle.ones([2, 4]), paddle.ones([2, 1])
+    fast = runtime.compile_train_step(step, model)
+    loss_a, logits_a = step(x, y)
+    loss_b, logits_b = fast(x, y)
+    np.testing.assert_allclose(loss_a.numpy(), loss_b.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(logits_a.numpy(), logits_b.numpy(), rtol=1e-6)
