@@ -203,14 +203,19 @@ def test_bad_folders(tmp_path, synthetic):
         PalmDataset(copy, "valid")
 
 
-def test_unreadable_image_fails_on_access(synthetic, tmp_path):
-    copy = tmp_path / "copy"
-    shutil.copytree(synthetic, copy)
-    (copy / "PALM-Training400" / "N0001.jpg").write_bytes(b"\xff\xd8\xff truncated")
-    ds = PalmDataset(copy, "train", augment=False)
-    index = [p.endswith("N0001.jpg") for p, _ in ds.samples].index(True)
+def test_bad_images_are_reported_when_the_dataset_is_made(synthetic, tmp_path):
     from paddle_palm.errors import ImageError
 
+    copy = tmp_path / "copy"
+    shutil.copytree(synthetic, copy)
+    good = (copy / "PALM-Training400" / "N0001.jpg").read_bytes()
+    for content, match in ((b"", "empty file"), (good[: len(good) // 2], "truncated"), (b"text", "not an image")):
+        (copy / "PALM-Training400" / "N0001.jpg").write_bytes(content)
+        with pytest.raises(ImageError, match=f"N0001.jpg.*{match}"):
+            PalmDataset(copy, "train")
+    # Without the up-front check the same file fails when it is read.
+    ds = PalmDataset(copy, "train", augment=False, check_images=False)
+    index = [p.endswith("N0001.jpg") for p, _ in ds.samples].index(True)
     with pytest.raises(ImageError, match="N0001.jpg"):
         ds[index]
 

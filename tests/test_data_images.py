@@ -213,3 +213,18 @@ def test_damaged_data_is_refused_without_decoder_noise(tmp_path, photo, capfd):
             read_image(path)
         assert str(path) in str(info.value)
     assert capfd.readouterr().err == ""  # no libpng/libjpeg messages on stderr
+
+
+def test_quick_inspection_checks_headers_and_endings(tmp_path, photo):
+    png = tmp_path / "x.png"
+    cv2.imwrite(str(png), cv2.resize(photo, (120, 100)))
+    data = png.read_bytes()
+    assert inspect_image(png, quick=True) == ("PNG", (120, 100), "RGB")
+    png.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageError, match="truncated"):
+        inspect_image(png, quick=True)
+    jpg = tmp_path / "x.jpg"
+    cv2.imwrite(str(jpg), photo)
+    jpg.write_bytes(jpg.read_bytes()[:-300])
+    with pytest.raises(ImageError, match="truncated"):
+        inspect_image(jpg, quick=True)

@@ -108,9 +108,14 @@ def test_interrupted_commit_is_rolled_forward(tmp_path):
 def test_unfinished_write_without_journal_is_discarded(tmp_path):
     net, opt = _trained()
     ckpt.save_checkpoint(tmp_path, "latest", net, opt, {"epoch": 1})
-    (tmp_path / ".latest.pdparams.pending").write_bytes(b"half a file")
+    # What a SIGKILL leaves: a pending file without journal, and atomic-write temporaries.
+    leftovers = [".latest.pdparams.pending", "..latest.pdparams.pending.k2x9.tmp", ".latest.pdopt.abc1.tmp"]
+    for name in leftovers:
+        (tmp_path / name).write_bytes(b"half a file")
+    (tmp_path / ".other.csv.abc1.tmp").write_bytes(b"not ours")
     assert ckpt.verify_checkpoint(tmp_path)["epoch"] == 1
-    assert not (tmp_path / ".latest.pdparams.pending").exists()
+    assert not any((tmp_path / name).exists() for name in leftovers)
+    assert (tmp_path / ".other.csv.abc1.tmp").exists()
 
 
 def test_empty_or_foreign_folder_has_no_checkpoint(tmp_path):

@@ -90,14 +90,18 @@ def test_resumed_run_ends_with_exactly_the_weights_of_an_uninterrupted_one(tiny_
         assert [[r[c] for c in cols] for r in csv.DictReader(fa)] == [[r[c] for c in cols] for r in csv.DictReader(fb)]
 
 
-def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tiny_data, tmp_path):
+@pytest.mark.parametrize("arch, expected", [
+    ("se_resnet18", "the training loss became nan"),  # one logit: the NaN reaches the loss
+    ("squeezenet1_1", "the weights are no longer finite"),  # its final ReLU turns NaN into 0: the loss stays finite
+])
+def test_divergence_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tiny_data, tmp_path, arch, expected):
     out = tmp_path / "run"
-    train(tiny_config(tiny_data, out, epochs=1, arch="se_resnet18"), echo=False)
-    # Make the next update's loss NaN, deterministically: a NaN in the last layer's weights (what a
-    # diverging learning rate eventually produces), written as a proper checkpoint.
+    train(tiny_config(tiny_data, out, epochs=1, arch=arch), echo=False)
+    # Make the next epoch diverge, deterministically: a NaN in the last layer's weights (what a
+    # far too large learning rate eventually produces), written as a proper checkpoint.
     from paddle_palm.models import build_model
 
-    net = build_model("se_resnet18")
+    net = build_model(arch)
     ckpt.load_weights(net, out / "latest.pdparams")
     state = net.state_dict()
     key = [k for k in state if k.endswith("weight")][-1]
@@ -108,15 +112,19 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tiny_da
     opt = paddle.optimizer.Momentum(0.001, parameters=net.parameters())
     ckpt.restore_optimizer_state(net, opt, ckpt.load_state_file(out / "latest.pdopt"))
     ckpt.save_checkpoint(out, "latest", net, opt, {k: v for k, v in states.items() if k not in ("files", "format")})
-    before = {n: (out / n).read_bytes() for n in os.listdir(out) if n.startswith(("latest", "best_model", "history"))}
+    before = {n: (out / n).read_bytes() for n in os.listdir(out)
+              if n.startswith(("latest", "best_model", "history", "config", "loss"))}
 
     with pytest.raises(TrainingError) as info:
-        train(cfg.resolve_resume(out, {"epochs": 3, "progress": False}), resume_dir=out, echo=False)
+        train(cfg.resolve_resume(out, {"epochs": 3, "lr": 0.5, "progress": False}), resume_dir=out, echo=False)
     message = str(info.value)
-    assert "nan" in message and "epoch 2" in message and "latest.pdparams (epoch 1)" in message and "--lr" in message
-    assert {n: (out / n).read_bytes() for n in before} == before  # nothing saved after the bad step
+    assert expected in message and "epoch 2" in message and "latest.pdparams (epoch 1)" in message
+    assert "--lr" in message
+    # Nothing was saved after the bad step, config.yaml included (it still says lr 0.001).
+    assert {n: (out / n).read_bytes() for n in before} == before
     assert ckpt.verify_checkpoint(out)["epoch"] == 1
     assert not (out / "train.lock").exists()
+    assert "stopped:" in (out / "train.log").read_text()
 
 
 def test_early_stop_after_epochs_without_improvement(tiny_data, tmp_path):
@@ -149,6 +157,12 @@ def test_lock_refuses_a_live_owner_and_takes_over_a_stale_one(tmp_path):
         assert (tmp_path / "train.lock").read_text().split()[0] == str(os.getpid())
         assert lock.held
     assert not (tmp_path / "train.lock").exists()
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_folder(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        train(tiny_config(tmp_path / "missing-data", tmp_path / "run"), echo=False)
+    assert not (tmp_path / "run").exists()
 
 
 def test_training_into_a_locked_folder_changes_nothing(tiny_data, tmp_path):

@@ -68,7 +68,7 @@ def test_bad_arguments_are_one_line_without_traceback(train_tool, tmp_path, caps
     assert info.value.code != 0
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], lines
-    assert not (tmp_path / "out").exists() or not any(n.endswith(".pdparams") for n in os.listdir(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()  # nothing is left behind by a run that could not start
 
 
 @pytest.mark.parametrize("args, code", [(["--arch", "squeezenet1_1", "--batch-size", "-2"], 2), (["--arch", "nope"], 1)])
