@@ -289,8 +289,9 @@ def compile_train_step(step, model):
     """The fastest correct way to run ``step(images, labels) -> (loss, logits)`` on this runtime.
 
     On Paddle 3.3.1 CPUs that is the dynamic-graph step itself: ``paddle.jit.to_static``
-    training runs the same im2col + MKL kernels and measured no faster, and its oneDNN
-    variant crashes (``docs/BENCHMARKS.md``).  The function exists so that the
+    training runs the same im2col + MKL kernels and measured no faster overall (ResNet-50
+    0.72x, SqueezeNet 1.1 1.18x of dygraph, within noise), the static graph was slower,
+    and their oneDNN variants crash (``docs/BENCHMARKS.md`` section 2).  The function exists so that the
     training loop has one place to ask; it returns ``step`` unchanged.
 
     Args:

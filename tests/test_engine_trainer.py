@@ -12,7 +12,9 @@ import pytest
 from paddle_palm.data.synthetic import make_synthetic_palm
 from paddle_palm.engine import checkpoint as ckpt
 from paddle_palm.engine import config as cfg
-from paddle_palm.engine.trainer import EpochBatchSampler, OutputLock, Trainer, train
+from paddle_palm.engine.loaders import EpochBatchSampler
+from paddle_palm.engine.run_folder import OutputLock
+from paddle_palm.engine.trainer import Trainer, train
 from paddle_palm.errors import ConfigError, TrainingError
 
 

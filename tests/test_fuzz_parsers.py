@@ -142,9 +142,11 @@ def label_tables(draw):
         if kind == "header":
             header = draw(header_sets)
         elif kind == "name" and rows:
-            draw(st.sampled_from(rows))[1] = draw(name_cells)
+            row = draw(st.sampled_from(rows))
+            row[1:2] = [draw(name_cells)]
         elif kind == "label" and rows:
-            draw(st.sampled_from(rows))[2] = draw(label_cells)
+            row = draw(st.sampled_from(rows))
+            row[2:3] = [draw(label_cells)]
         elif kind == "duplicate" and rows:
             rows.append(list(draw(st.sampled_from(rows))))
         elif kind == "ragged" and rows:

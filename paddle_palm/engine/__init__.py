@@ -2,9 +2,13 @@
 
 * :mod:`paddle_palm.engine.config`     - recipes (SPEC 2), YAML, the resolved ``config.yaml``;
 * :mod:`paddle_palm.engine.checkpoint` - crash-safe checkpoints and :func:`load_weights`;
-* :mod:`paddle_palm.engine.schedules`  - learning-rate schedules, optimizers, EMA;
+* :mod:`paddle_palm.engine.optim`      - optimizers, learning-rate schedules, EMA;
+* :mod:`paddle_palm.engine.loaders`    - datasets, reproducible per-epoch orders, batches;
+* :mod:`paddle_palm.engine.run_folder` - the output folder's lock, log and records;
 * :mod:`paddle_palm.engine.trainer`    - the training loop (:func:`train`);
-* :mod:`paddle_palm.engine.evaluate`   - validation metrics.
+* :mod:`paddle_palm.engine.evaluate`   - validation metrics;
+* :mod:`paddle_palm.engine.inference`  - trained models for prediction;
+* :mod:`paddle_palm.engine.export`     - Paddle Inference models.
 
 Submodules import Paddle only when used, so ``import paddle_palm.engine`` is cheap.
 """

@@ -31,12 +31,10 @@ validation set (so all take the same early-stopping decision) and only rank 0
 writes files.
 """
 
-import csv
 import math
 import os
 import random
 import shutil
-import socket
 import sys
 import time
 import warnings
@@ -45,191 +43,19 @@ import numpy as np
 
 from paddle_palm.engine import checkpoint as ckpt
 from paddle_palm.engine import config as cfg
+from paddle_palm.engine.loaders import EpochBatchSampler, MainThreadLoader, build_datasets, epoch_seed, iterate_batches
 from paddle_palm.engine.optim import LearningRateSchedule, ModelEMA, build_optimizer
-from paddle_palm.errors import ConfigError, DataError, MissingFileError, TrainingError
+from paddle_palm.engine.run_folder import (OutputLock, RunLog, default_output_dir, read_csv,
+                                           remove_stale_temporaries, write_csv)
+from paddle_palm.errors import ConfigError, TrainingError
 
 HISTORY_FIELDS = [
     "epoch", "train_loss", "val_loss", "val_acc", "val_auc", "lr", "seconds",
     "train_acc", "val_sensitivity", "val_specificity", "images_per_second", "best",
 ]
-LOCK_NAME = "train.lock"
 
 #: Which way each ``--metric`` improves.
 METRIC_MODES = {"val_acc": "max", "val_auc": "max", "val_loss": "min"}
-
-
-# --------------------------------------------------------------------------- output folder lock
-
-
-class OutputLock:
-    """An exclusive claim on a run folder, so two trainings never write into the same one.
-
-    The lock is a file ``train.lock`` holding ``pid host``, created with ``O_EXCL``.
-    A lock left by a process that no longer exists (a crash, SIGKILL) on this host
-    is taken over; a live one makes :meth:`acquire` raise :class:`TrainingError`.
-    """
-
-    def __init__(self, run_dir):
-        self.path = os.path.join(os.fspath(run_dir), LOCK_NAME)
-        self.held = False
-
-    @staticmethod
-    def _alive(pid):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-
-    def acquire(self):
-        """Take the lock (or a stale one); raise TrainingError if a live training holds it."""
-        me = f"{os.getpid()} {socket.gethostname()}\n"
-        for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                try:
-                    with open(self.path, encoding="utf-8") as fh:
-                        parts = fh.read().split()
-                except FileNotFoundError:
-                    continue
-                pid = int(parts[0]) if parts and parts[0].isdigit() else None
-                host = parts[1] if len(parts) > 1 else socket.gethostname()
-                if pid is not None and pid != os.getpid() and (host != socket.gethostname() or self._alive(pid)):
-                    raise TrainingError(
-                        f"output folder {os.path.dirname(self.path)} is in use by another training "
-                        f"(pid {pid} on {host}, lock file {self.path}); choose another --output-dir "
-                        "or wait for it to finish"
-                    ) from None
-                # Stale: its owner is gone.  Remove and retry the exclusive create.
-                try:
-                    os.remove(self.path)
-                except FileNotFoundError:
-                    pass
-                continue
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(me)
-            self.held = True
-            return self
-        raise TrainingError(f"could not take the lock {self.path}")
-
-    def release(self):
-        """Remove the lock file if this process holds it."""
-        if self.held:
-            try:
-                os.remove(self.path)
-            except FileNotFoundError:
-                pass
-            self.held = False
-
-    def __enter__(self):
-        return self.acquire()
-
-    def __exit__(self, *exc):
-        self.release()
-
-
-# --------------------------------------------------------------------------- reproducible sampling
-
-
-def epoch_seed(seed, epoch, stream=0):
-    """A 31-bit seed derived from (``seed``, ``epoch``, ``stream``): independent per epoch and use."""
-    return int(np.random.SeedSequence([int(seed), int(epoch), int(stream)]).generate_state(1)[0] & 0x7FFFFFFF)
-
-
-def _batch_sampler_base():
-    import paddle
-
-    return paddle.io.BatchSampler
-
-
-class EpochBatchSampler(_batch_sampler_base()):
-    """Batches of indices whose order depends only on (seed, epoch): resumable and shardable.
-
-    Args:
-        size: number of samples.
-        batch_size: samples per batch (per process when distributed).
-        seed: the run's seed.
-        shuffle: shuffle every epoch (training) or keep the order (validation).
-        rank, world_size: this process's shard of every epoch (``indices[rank::world]``,
-            the order padded by wrapping so that every process gets as many batches).
-        drop_last: drop a last partial batch (the course keeps it: SPEC 1.3).
-    """
-
-    def __init__(self, size, batch_size, seed=0, shuffle=True, rank=0, world_size=1, drop_last=False):
-        self.size, self.batch_size, self.seed = int(size), int(batch_size), int(seed)
-        self.shuffle, self.rank, self.world_size, self.drop_last = shuffle, int(rank), int(world_size), drop_last
-        self.epoch = 0
-
-    def set_epoch(self, epoch):
-        """Select the epoch whose order :meth:`__iter__` yields."""
-        self.epoch = int(epoch)
-
-    def indices(self):
-        """This process's sample indices for the current epoch, in order."""
-        order = np.arange(self.size)
-        if self.shuffle:
-            order = np.random.default_rng(epoch_seed(self.seed, self.epoch, 1)).permutation(self.size)
-        if self.world_size > 1:
-            per_rank = math.ceil(self.size / self.world_size)
-            order = np.resize(order, per_rank * self.world_size)[self.rank::self.world_size]
-        return order.tolist()
-
-    def __iter__(self):
-        order = self.indices()
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start:start + self.batch_size]
-            if len(batch) < self.batch_size and self.drop_last:
-                return
-            yield batch
-
-    def __len__(self):
-        n = math.ceil(self.size / self.world_size) if self.world_size > 1 else self.size
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
-
-
-class MainThreadLoader:
-    """Batches read in the calling thread: what ``--num-workers 0`` uses.
-
-    ``paddle.io.DataLoader`` reads even without workers in a background thread, where an
-    exception (an unreadable image) is printed as a traceback while the training loop
-    waits forever.  Here the dataset's own error (an ``ImageError`` naming the file)
-    reaches the caller.  Batches equal the DataLoader's: ``(float32 [N, ...], int64 [N])``.
-    """
-
-    def __init__(self, dataset, batch_sampler):
-        self.dataset = dataset
-        self.batch_sampler = batch_sampler
-
-    def __len__(self):
-        return len(self.batch_sampler)
-
-    def __iter__(self):
-        import paddle
-
-        for indices in self.batch_sampler:
-            items = [self.dataset[i] for i in indices]
-            images = np.stack([np.asarray(item[0]) for item in items])
-            labels = np.stack([np.asarray(item[1]) for item in items])
-            yield paddle.to_tensor(images), paddle.to_tensor(labels)
-
-
-def _batches(loader):
-    """Iterate ``loader``, turning a failed DataLoader worker into a DataError."""
-    iterator = iter(loader)
-    while True:
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            return
-        except (SystemError, RuntimeError) as exc:
-            if "Blocking queue is killed" in str(exc) or "DataLoader" in str(exc):
-                raise DataError("a data-loading worker failed reading an image (its error is printed above); "
-                                "run with --num-workers 0 to see which file") from None
-            raise
-        yield batch
 
 
 # --------------------------------------------------------------------------- loss and the train step
@@ -283,132 +109,6 @@ def make_train_step(model, loss, amp=None):
         return compute_loss(logits, labels, loss), logits
 
     return step
-
-
-# --------------------------------------------------------------------------- run log
-
-
-class RunLog:
-    """Messages to the console (through tqdm, so progress bars stay intact) and to ``train.log``."""
-
-    def __init__(self, path=None, echo=True):
-        self.path = path
-        self.echo = echo
-        self._fh = open(path, "a", encoding="utf-8", buffering=1) if path else None
-
-    def __call__(self, message):
-        if self.echo:
-            from tqdm import tqdm
-
-            tqdm.write(message, file=sys.stdout)
-        if self._fh:
-            self._fh.write(time.strftime("%Y-%m-%d %H:%M:%S ") + message + "\n")
-
-    def close(self):
-        if self._fh:
-            self._fh.close()
-            self._fh = None
-
-
-# --------------------------------------------------------------------------- data
-
-
-def _is_ready_palm_folder(path):
-    return os.path.isdir(os.path.join(path, "PALM-Training400"))
-
-
-def augmentation(augment):
-    """The ``augment`` setting as :class:`~paddle_palm.data.PalmDataset` takes it.
-
-    ``"none"`` -> False; ``"flip"`` -> True (seed 004's random horizontal and vertical
-    flips, SPEC 1.4); a mapping (from a YAML file) -> the fields of
-    :class:`paddle_palm.data.transforms.Augmentation` (``hflip``, ``vflip``,
-    ``max_rotation``, ``brightness``, ``contrast``).
-    """
-    if isinstance(augment, dict):
-        return dict(augment)
-    return augment == "flip"
-
-
-def build_datasets(config, run_dir, log):
-    """The training and validation datasets a configuration asks for.
-
-    Without ``data_dir`` the small synthetic fundus-like data set is generated
-    (idempotently) in ``<run_dir>/synthetic-data`` and used; the log says so.
-
-    Returns:
-        (train_set, valid_set, data_dir)
-    """
-    if config["dataset"] != "palm":
-        return build_seed_datasets(config, log)
-    from paddle_palm.data import PalmDataset
-
-    data_dir = config.get("data_dir")
-    if not data_dir:
-        from paddle_palm.data.synthetic import make_synthetic_palm
-
-        target = os.path.join(run_dir, "synthetic-data")
-        data_dir = os.fspath(make_synthetic_palm(target))
-        log(f"no --data-dir given: training on the synthetic fundus-like data set generated in {data_dir} "
-            "(pass --data-dir DIR for the real PALM data; see tools/prepare_data.py)")
-    elif not os.path.isdir(data_dir):
-        raise MissingFileError(f"data folder not found: {data_dir} (expected the folder written by tools/prepare_data.py)")
-    common = dict(image_size=config["image_size"], preprocess=config["preprocess"], cache=config["cache"])
-    train_set = PalmDataset(data_dir, "train", augment=augmentation(config["augment"]), seed=config["seed"], **common)
-    valid_set = PalmDataset(data_dir, "valid", augment=False, labels_file=config.get("labels_file"), **common)
-    if config["cache"]:
-        train_set.warm_cache(progress=config["progress"])
-        valid_set.warm_cache(progress=config["progress"])
-    if len(train_set) == 0:
-        raise DataError(f"no training images in {data_dir}")
-    if len(valid_set) == 0:
-        raise DataError(f"no validation images in {data_dir}")
-    return train_set, valid_set, data_dir
-
-
-def build_seed_datasets(config, log):
-    """MNIST (seed 002) or CIFAR-10 (seed 003) from local files in their standard formats (SPEC 1.5).
-
-    ``data_dir`` is the folder with the four MNIST idx files, or CIFAR-10's
-    ``cifar-10-python.tar.gz`` / its extracted folder; their test split validates.
-    """
-    data_dir = config.get("data_dir")
-    if not data_dir:
-        raise ConfigError(f"--dataset {config['dataset']} needs --data-dir: the data set cannot be downloaded here; "
-                          "point it at the files in their standard format")
-    if not os.path.exists(data_dir):
-        raise MissingFileError(f"data not found: {data_dir}")
-    size = config["image_size"]
-    if config["dataset"] == "mnist":
-        from paddle_palm.data.mnist import MNIST
-
-        train_set, valid_set = MNIST(data_dir, "train", image_size=size), MNIST(data_dir, "test", image_size=size)
-    else:
-        from paddle_palm.data.cifar import Cifar10
-
-        train_set, valid_set = Cifar10(data_dir, "train", image_size=size), Cifar10(data_dir, "test", image_size=size)
-    log(f"{config['dataset']}: {len(train_set)} training and {len(valid_set)} test images from {data_dir}")
-    return train_set, valid_set, data_dir
-
-
-# --------------------------------------------------------------------------- CSV helpers
-
-
-def _read_csv(path):
-    if not os.path.isfile(path):
-        return []
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
-def _write_csv(path, fields, rows):
-    from paddle_palm.fileio import atomic_path
-
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
 
 
 def _fmt(value):
@@ -577,8 +277,8 @@ class Trainer:
         _set_python_rng_state(rng.get("python"))
         _set_numpy_rng_state(rng.get("numpy"))
         # Rows written after the checkpoint (a crash mid-epoch) are dropped: they will be redone.
-        self.history = [r for r in _read_csv(os.path.join(self.run_dir, "history.csv")) if int(r["epoch"]) <= self.start_epoch]
-        self.loss_rows = [r for r in _read_csv(os.path.join(self.run_dir, "loss.csv")) if int(r["iter"]) <= self.global_step]
+        self.history = [r for r in read_csv(os.path.join(self.run_dir, "history.csv")) if int(r["epoch"]) <= self.start_epoch]
+        self.loss_rows = [r for r in read_csv(os.path.join(self.run_dir, "loss.csv")) if int(r["iter"]) <= self.global_step]
         self.log(f"resuming {self.run_dir} after epoch {self.start_epoch} (global step {self.global_step}); "
                  f"training to epoch {self.config['epochs']}")
 
@@ -587,9 +287,6 @@ class Trainer:
     def fit(self):
         """Train every remaining epoch; return a summary dict (best metric, epochs run, run folder)."""
         c = self.config
-        if self.start_epoch >= c["epochs"]:
-            raise ConfigError(f"{self.run_dir} has already trained {self.start_epoch} epochs; "
-                              f"give --epochs N with N > {self.start_epoch} to continue it")
         self._describe()
         stopped_early = False
         epoch = self.start_epoch
@@ -638,7 +335,7 @@ class Trainer:
         if hasattr(self.train_set, "set_epoch"):
             self.train_set.set_epoch(epoch - 1)  # the augmentation of item i is seeded by (seed, epoch, i)
         loss_sum, correct, seen, started = 0.0, 0, 0, time.perf_counter()
-        bar = tqdm(_batches(self.train_loader), total=len(self.train_sampler), desc=f"epoch {epoch}/{c['epochs']}",
+        bar = tqdm(iterate_batches(self.train_loader), total=len(self.train_sampler), desc=f"epoch {epoch}/{c['epochs']}",
                    disable=not (c["progress"] and self.is_writer), leave=False, dynamic_ncols=True, file=sys.stderr)
         for batch_index, (images, labels) in enumerate(bar):
             lr = self.schedule.lr(self.global_step)
@@ -734,8 +431,8 @@ class Trainer:
         c = self.config
         if self.ema:
             with self.ema.swapped_into(self.model):
-                return evaluate(self.model, _batches(self.valid_loader), loss=c["loss"], threshold=c["threshold"])
-        return evaluate(self.model, _batches(self.valid_loader), loss=c["loss"], threshold=c["threshold"])
+                return evaluate(self.model, iterate_batches(self.valid_loader), loss=c["loss"], threshold=c["threshold"])
+        return evaluate(self.model, iterate_batches(self.valid_loader), loss=c["loss"], threshold=c["threshold"])
 
     def _update_best(self, val, epoch):
         key = {"val_acc": "accuracy", "val_auc": "auc", "val_loss": "loss"}[self.config["metric"]]
@@ -764,8 +461,8 @@ class Trainer:
     def _write_records(self):
         from paddle_palm.viz.plots import plot_history, plot_loss_curve
 
-        _write_csv(os.path.join(self.run_dir, "history.csv"), HISTORY_FIELDS, self.history)
-        _write_csv(os.path.join(self.run_dir, "loss.csv"), ["iter", "loss", "epoch"], self.loss_rows)
+        write_csv(os.path.join(self.run_dir, "history.csv"), HISTORY_FIELDS, self.history)
+        write_csv(os.path.join(self.run_dir, "loss.csv"), ["iter", "loss", "epoch"], self.loss_rows)
         iters = [int(r["iter"]) for r in self.loss_rows]
         losses = [float(r["loss"]) for r in self.loss_rows]
         plot_loss_curve(iters, losses, os.path.join(self.run_dir, "loss.png"))
@@ -802,11 +499,6 @@ class Trainer:
 
 
 # --------------------------------------------------------------------------- entry point
-
-
-def default_output_dir(arch):
-    """``runs/<arch>-<YYYYmmdd-HHMMSS>`` (relative to the working folder)."""
-    return os.path.join("runs", f"{arch}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
 def train(config, resume_dir=None, echo=True):
@@ -865,7 +557,7 @@ def train(config, resume_dir=None, echo=True):
             raise ConfigError(f"{run_dir} already holds a training run (latest.pdstates); "
                               "continue it with --resume DIR or choose another --output-dir")
         if rank == 0:
-            _remove_stale_temporaries(run_dir)
+            remove_stale_temporaries(run_dir)
         trainer = Trainer(config, run_dir, log, resume=bool(resume_dir))
         trainer.setup()
         if rank == 0 and not resume_dir:
@@ -893,21 +585,6 @@ def train(config, resume_dir=None, echo=True):
         if failed is not None and created and nothing_saved:
             # This call made the folder and nothing worth keeping was written: leave no trace.
             shutil.rmtree(run_dir, ignore_errors=True)
-
-
-def _remove_stale_temporaries(run_dir):
-    """Delete temporary files that a killed training left behind (called under the folder's lock).
-
-    :func:`paddle_palm.fileio.atomic_path` writes ``.<name>.<random>.tmp`` beside each output;
-    a SIGKILL during a write leaves one.  Pending checkpoint files are handled by
-    :func:`paddle_palm.engine.checkpoint.recover_checkpoint`.
-    """
-    for name in os.listdir(run_dir):
-        if name.startswith(".") and name.endswith(".tmp"):
-            try:
-                os.remove(os.path.join(run_dir, name))
-            except OSError:
-                pass
 
 
 # --------------------------------------------------------------------------- small helpers
