@@ -687,13 +687,6 @@ def _(w, d):
     return train_args(d, data_with(w, d, train={"P0099.jpg": b""}))
 
 
-@case("train-zero-byte-image-workers", "train.py", [r"N0099\.jpg", r"empty|0 bytes"], allow_new=True, quiet=False)
-def _(w, d):
-    args = train_args(d, data_with(w, d, train={"N0099.jpg": b""}))
-    args[args.index("--num-workers") + 1] = "1"
-    return args
-
-
 @case("train-truncated-jpeg", "train.py", [r"P0098\.jpg", r"truncated|damaged"], allow_new=True)
 def _(w, d):
     return train_args(d, data_with(w, d, train={"P0098.jpg": w.images["truncated.jpg"]}))
@@ -711,6 +704,17 @@ def _(w, d):
     data = bytearray(encode(fundus_like(40, seed=3), ".png"))
     data[data.find(b"IDAT") + 200] ^= 0xFF
     return train_args(d, data_with(w, d, train={"P0096.png": bytes(data)}))
+
+
+@case("train-png-damaged-inside-workers", "train.py", [r"N0096\.png", r"damaged|truncated|broken"],
+      allow_new=True, quiet=False)
+def _(w, d):
+    # The same, decoded in a separate data-loading process (--num-workers 1).
+    data = bytearray(encode(fundus_like(40, seed=4), ".png"))
+    data[data.find(b"IDAT") + 200] ^= 0xFF
+    args = train_args(d, data_with(w, d, train={"N0096.png": bytes(data)}))
+    args[args.index("--num-workers") + 1] = "1"
+    return args
 
 
 @case("train-decompression-bomb", "train.py", [r"P0097\.png", r"too large|pixels"], allow_new=True)
