@@ -5,20 +5,33 @@ forward + backward (input and weight gradients) of
 
 * ``conv2d``: ``paddle.nn.functional.conv2d`` (im2col + one MKL GEMM per image in dynamic mode);
 * ``bmm``: 1x1 convolutions as one broadcast ``paddle.matmul(weight[out, in], x[N, in, H*W])``
-  (stride 2: ``x[:, :, ::2, ::2]`` first); 3x3 convolutions as ``paddle.nn.functional.unfold``
+  (stride 2: ``x[:, :, ::2, ::2]`` first); 3x3 and 7x7 convolutions as ``paddle.nn.functional.unfold``
   followed by the same broadcast matmul;
 * ``nhwc``: 1x1 convolutions as one large ``[N*H*W, in] @ [in, out]`` matmul between transposes;
-* ``conv_nhwc``: Paddle's ``conv2d`` with ``data_format="NHWC"`` on an input already stored NHWC.
+* ``conv_nhwc``: Paddle's ``conv2d`` with ``data_format="NHWC"`` on an input already stored NHWC;
+* ``split2``: the batch split in two halves whose ``conv2d`` / ``conv2d_grad`` run in two Python
+  threads with one MKL thread each (instead of one GEMM per image shared by two MKL threads).
 
 Variants are interleaved round by round and the median is reported, with each shape's share
 of the network's convolution time weighted by how often the shape occurs.  Run it after
 ``setup_runtime(fast=True)`` (the default here) so that MKL uses its AVX2 kernels.
 
-Usage: ``python bench/conv_micro.py [--batch 10] [--size 224] [--rounds 5] [--no-fast]``.
+With ``--step`` it times whole ResNet-50 training steps (Momentum, sigmoid loss) instead, one
+process per configuration, interleaved: ``base`` (the fast runtime), ``malloc`` (plus glibc
+``mallopt`` thresholds that keep large buffers in the heap instead of ``mmap``/``munmap`` at
+every allocation) and ``bmm14`` / ``bmm28`` (plus the ``bmm`` form for 1x1 and 3x3 convolutions
+whose input is at most 14 / 28 pixels wide).  It prints wall time and the process's user and
+system CPU time per step (medians).
+
+Usage: ``python bench/conv_micro.py [--batch 10] [--size 224] [--rounds 5] [--threads N] [--no-fast]``,
+``python bench/conv_micro.py --step [--rounds 3] [--steps 3] [--modes base,malloc,bmm14+malloc]``.
 """
 
 import argparse
+import ctypes
+import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -51,6 +64,93 @@ def resnet50_convs(size):
     return [(n,) + key for key, n in shapes.items()]
 
 
+def bmm_conv(x, w, k, s, p):
+    """``conv2d(x, w, stride=s, padding=p)`` (square, no bias) as ``unfold`` / slicing + one broadcast matmul."""
+    import paddle
+    import paddle.nn.functional as F
+
+    n, c, h, wd = x.shape
+    o = w.shape[0]
+    if k == 1 and p == 0:
+        if s > 1:
+            x = x[:, :, ::s, ::s]
+            h, wd = x.shape[2], x.shape[3]
+        return paddle.matmul(w.reshape([o, c]), x.reshape([n, c, h * wd])).reshape([n, o, h, wd])
+    cols = F.unfold(x, k, strides=s, paddings=p)
+    ho, wo = (h + 2 * p - k) // s + 1, (wd + 2 * p - k) // s + 1
+    return paddle.matmul(w.reshape([o, c * k * k]), cols).reshape([n, o, ho, wo])
+
+
+def keep_big_buffers_in_heap():
+    """glibc: serve large blocks from the heap and keep freed memory (no mmap/munmap per tensor)."""
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+
+
+def step_worker(mode, steps, batch, size):
+    """Time ``steps`` ResNet-50 training steps in this process; print one ``RESULT`` line."""
+    import types
+
+    from paddle_palm import runtime
+
+    runtime.setup_runtime(device="cpu", fast=True)
+    if "malloc" in mode:
+        assert keep_big_buffers_in_heap()
+    import numpy as np
+    import paddle
+    import paddle.nn.functional as F
+
+    from paddle_palm.models import build_model
+
+    paddle.seed(0)
+    model = build_model("resnet50")
+    model.train()
+    limit = 14 if "bmm14" in mode else 28 if "bmm28" in mode else 0
+
+    def forward(layer, x):
+        if x.shape[2] > limit:
+            return layer.plain_forward(x)
+        return bmm_conv(x, layer.weight, layer._kernel_size[0], layer._stride[0], (layer._kernel_size[0] - 1) // 2)
+
+    if limit:
+        for layer in model.sublayers():
+            if isinstance(layer, paddle.nn.Conv2D) and layer._kernel_size[0] in (1, 3):
+                layer.plain_forward = layer.forward
+                layer.forward = types.MethodType(forward, layer)
+    opt = paddle.optimizer.Momentum(0.005, momentum=0.9, parameters=model.parameters())
+    rng = np.random.default_rng(0)
+    x = paddle.to_tensor(rng.uniform(-1, 1, (batch, 3, size, size)).astype("float32"))
+    y = paddle.to_tensor(rng.integers(0, 2, (batch, 1)).astype("float32"))
+    walls, users, systems = [], [], []
+    for k in range(steps + 1):
+        t0, c0 = time.perf_counter(), os.times()
+        loss = F.binary_cross_entropy_with_logits(model(x), y)
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+        float(loss)
+        c1 = os.times()
+        if k:  # the first step warms up
+            walls.append(time.perf_counter() - t0)
+            users.append(c1.user - c0.user)
+            systems.append(c1.system - c0.system)
+    wall = statistics.median(walls)
+    print(f"RESULT {mode:14s} wall {wall:.3f} s/step ({batch / wall:.2f} img/s)  user {statistics.median(users):.2f} s"
+          f"  sys {statistics.median(systems):.2f} s", flush=True)
+
+
+def step_main(args):
+    """Run the ``--step`` configurations in interleaved processes."""
+    for r in range(args.rounds):
+        for mode in args.modes.split(","):
+            cmd = [sys.executable, __file__, "--step-worker", mode, "--steps", str(args.steps),
+                   "--batch", str(args.batch), "--size", str(args.size)]
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+            lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT")]
+            print(f"round {r + 1}: " + (lines[0] if lines else f"{mode} failed: {out.stderr[-500:]}"), flush=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=10)
@@ -60,7 +160,15 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=None,
                         help="math threads (default: every core); with 1 the process CPU time is also "
                              "reported, which a busy machine disturbs much less than the wall time")
+    parser.add_argument("--step", action="store_true", help="time whole training steps instead")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per process (--step)")
+    parser.add_argument("--modes", default="base,malloc,bmm14+malloc,bmm28+malloc", help="--step configurations")
+    parser.add_argument("--step-worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.step_worker:
+        return step_worker(args.step_worker, args.steps, args.batch, args.size)
+    if args.step:
+        return step_main(args)
 
     from paddle_palm import runtime
 
@@ -73,19 +181,7 @@ def main(argv=None):
         return F.conv2d(x, w, stride=s, padding=(k - 1) // 2)
 
     def bmm(x, w, k, s):
-        n, c, h, wd = x.shape
-        o = w.shape[0]
-        if k == 1:
-            if s > 1:
-                x = x[:, :, ::s, ::s]
-                h, wd = x.shape[2], x.shape[3]
-            y = paddle.matmul(w.reshape([o, c]), x.reshape([n, c, h * wd]))
-            return y.reshape([n, o, h, wd])
-        p = (k - 1) // 2
-        cols = F.unfold(x, k, strides=s, paddings=p)
-        ho, wo = (h + 2 * p - k) // s + 1, (wd + 2 * p - k) // s + 1
-        y = paddle.matmul(w.reshape([o, c * k * k]), cols)
-        return y.reshape([n, o, ho, wo])
+        return bmm_conv(x, w, k, s, (k - 1) // 2)
 
     def nhwc(x, w, k, s):
         n, c, h, wd = x.shape
@@ -101,7 +197,39 @@ def main(argv=None):
         # Paddle's own NHWC conv2d; the input is laid out NHWC outside the timed region's math
         return F.conv2d(x, w, stride=s, padding=(k - 1) // 2, data_format="NHWC")
 
-    variants = {"conv2d": conv2d, "bmm": bmm, "nhwc": nhwc, "conv_nhwc": conv_nhwc}
+    from concurrent.futures import ThreadPoolExecutor
+
+    from paddle import _C_ops
+    from paddle.autograd import PyLayer
+
+    # one MKL thread per worker: the two halves of the batch run side by side (Paddle releases the GIL)
+    mkl = ctypes.CDLL(os.path.join(os.path.dirname(paddle.__file__), "libs", "libmklml_intel.so"))
+    pool = ThreadPoolExecutor(2, initializer=lambda: mkl.MKL_Set_Num_Threads_Local(1))
+
+    class SplitConv(PyLayer):
+        @staticmethod
+        def forward(ctx, x, w, k, s):
+            p = (k - 1) // 2
+            ctx.save_for_backward(x, w)
+            ctx.args = ([s, s], [p, p])
+            halves = paddle.split(x, 2)
+            outs = list(pool.map(lambda h: _C_ops.conv2d(h, w, [s, s], [p, p], "EXPLICIT", [1, 1], 1, "NCHW"),
+                                 halves))
+            return paddle.concat(outs)
+
+        @staticmethod
+        def backward(ctx, dy):
+            x, w = ctx.saved_tensor()
+            strides, pads = ctx.args
+            pairs = list(zip(paddle.split(x, 2), paddle.split(dy, 2)))
+            grads = list(pool.map(lambda a: _C_ops.conv2d_grad(a[0], w, a[1], strides, pads, "EXPLICIT", [1, 1], 1,
+                                                               "NCHW"), pairs))
+            return paddle.concat([g[0] for g in grads]), grads[0][1] + grads[1][1]
+
+    def split2(x, w, k, s):
+        return SplitConv.apply(x, w, k, s)
+
+    variants = {"conv2d": conv2d, "bmm": bmm, "nhwc": nhwc, "conv_nhwc": conv_nhwc, "split2": split2}
     clock = time.process_time if args.threads == 1 else time.perf_counter
     rng = np.random.default_rng(0)
     rows = []
@@ -112,7 +240,7 @@ def main(argv=None):
         x_nhwc = paddle.to_tensor(x.numpy().transpose(0, 2, 3, 1).copy(), stop_gradient=False)
         names = [name for name in variants if k == 1 or name != "nhwc"]
         if k == 7:
-            names = ["conv2d", "bmm"]
+            names = ["conv2d", "bmm", "split2"]
         ref = None
         times = {name: [] for name in names}
         for r in range(args.rounds + 1):

@@ -604,6 +604,25 @@ def _(w, d):
     return prep(w, d, validation=zip_bytes(members))
 
 
+@case("prepare-nested-zip-corrupt", "prepare_data.py", [r"PALM-Training400\.zip", r"damaged|not a zip"])
+def _(w, d):
+    return prep(w, d, nested=os.urandom(2000))
+
+
+@case("prepare-sheet-not-a-workbook", "prepare_data.py", [r"valid_gt\.zip", r"xlsx|workbook|cannot read"])
+def _(w, d):
+    return prep(w, d, valid_gt=zip_bytes({"PALM-Validation-GT/PM_Label_and_Fovea_Location.xlsx":
+                                          zip_bytes({"[Content_Types].xml": b"<not a workbook/>"})}))
+
+
+@case("prepare-sheet-name-with-path", "prepare_data.py", [r"\.\./V0001\.jpg", r"plain file name"])
+def _(w, d):
+    labels = list(w.valid_labels)
+    labels[0] = ("../" + labels[0][0], labels[0][1])
+    return prep(w, d, valid_gt=zip_bytes({
+        "PALM-Validation-GT/PM_Label_and_Fovea_Location.xlsx": sheet_xlsx(label_rows(labels))}))
+
+
 @case("prepare-symlink-member", "prepare_data.py", [r"validation\.zip", r"symbolic link"])
 def _(w, d):
     buf = io.BytesIO()

@@ -142,7 +142,15 @@ def test_best_metric_logic(tiny_data, tmp_path):
     assert t._update_best({"loss": 0.5}, 1)
     assert not t._update_best({"loss": 0.6}, 2) and t.epochs_without_improvement == 1
     assert not t._update_best({"loss": float("nan")}, 3) and t.epochs_without_improvement == 2
-    assert t._update_best({"loss": 0.4}, 4) and t.best == {"metric": "val_loss", "value": 0.4, "epoch": 4}
+    assert t._update_best({"loss": 0.4}, 4) and t.best == {"metric": "val_loss", "value": 0.4, "epoch": 4,
+                                                           "val_loss": 0.4}
+    # Accuracy ties go to the lower validation loss.
+    a = Trainer(tiny_config(tiny_data, tmp_path, metric="val_acc"), str(tmp_path), log=lambda m: None)
+    assert a._update_best({"accuracy": 0.96, "loss": 0.3}, 1)
+    assert not a._update_best({"accuracy": 0.96, "loss": 0.35}, 2)
+    assert a._update_best({"accuracy": 0.96, "loss": 0.2}, 3) and a.best["epoch"] == 3
+    assert not a._update_best({"accuracy": 0.95, "loss": 0.1}, 4)
+    assert a._update_best({"accuracy": 0.97, "loss": 0.5}, 5) and a.epochs_without_improvement == 0
 
 
 def test_lock_refuses_a_live_owner_and_takes_over_a_stale_one(tmp_path):

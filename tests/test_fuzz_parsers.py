@@ -427,20 +427,39 @@ def test_prepare_palm_never_writes_outside_out_dir(tmp_path_factory, names):
         zf.writestr("PALM-Training400/P0001.jpg", jpeg)
         zf.writestr("PALM-Training400/N0001.jpg", jpeg)
     with zipfile.ZipFile(archives / "validation.zip", "w") as zf:
-        for i, name in enumerate(names):
-            info = zipfile.ZipInfo(name if "\x00" not in name else name.replace("\x00", "_"))
-            zf.writestr(info, jpeg)
+        zf.writestr("PALM-Validation400/V0001.jpg", jpeg)
+        for name in names:
+            zf.writestr(zipfile.ZipInfo(name.replace("\x00", "_")), jpeg)
+    with zipfile.ZipFile(archives / "valid_gt.zip", "w") as zf:
+        zf.writestr("PALM-Validation-GT/PM_Label_and_Fovea_Location.xlsx", _tiny_sheet())
     before = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
     try:
         prepare_palm(archives, out)
+        hypothesis.event("prepared")
     except PalmError as exc:
-        assert "validation.zip" in str(exc) or "valid_gt.zip" in str(exc), str(exc)
+        assert "validation.zip" in str(exc), str(exc)
+        hypothesis.event("refused")
     after = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
     outside = [p for p in after if p not in before and not p.startswith(os.path.join("out", "deep"))]
     assert not outside, f"files written outside the output folder: {outside}"
 
 
 _JPEG = None
+_SHEET = None
+
+
+def _tiny_sheet():
+    global _SHEET
+    if _SHEET is None:
+        import openpyxl
+
+        book = openpyxl.Workbook()
+        book.active.append(["ID", "imgName", "Label", "Fovea_X", "Fovea_Y"])
+        book.active.append([1, "V0001.jpg", 1, 1157.74, 1019.87])
+        buf = io.BytesIO()
+        book.save(buf)
+        _SHEET = buf.getvalue()
+    return _SHEET
 
 
 def _tiny_jpeg():

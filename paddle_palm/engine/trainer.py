@@ -144,7 +144,7 @@ class Trainer:
         self.loss_rows = []
         self.start_epoch = 0
         self.global_step = 0
-        self.best = {"metric": config["metric"], "value": None, "epoch": None}
+        self.best = {"metric": config["metric"], "value": None, "epoch": None, "val_loss": None}
         self.epochs_without_improvement = 0
         self.vdl = None
         self._last_logits = None
@@ -270,7 +270,7 @@ class Trainer:
         if self.best.get("metric") != self.config["metric"]:
             self.log(f"best model now chosen by {self.config['metric']} (was {self.best.get('metric')}): "
                      "the next epoch starts a new best")
-            self.best = {"metric": self.config["metric"], "value": None, "epoch": None}
+            self.best = {"metric": self.config["metric"], "value": None, "epoch": None, "val_loss": None}
         self.epochs_without_improvement = int(states.get("epochs_without_improvement", 0))
         self.schedule.set_state_dict(states.get("schedule", {}))
         rng = states.get("rng", {})
@@ -435,15 +435,28 @@ class Trainer:
         return evaluate(self.model, iterate_batches(self.valid_loader), loss=c["loss"], threshold=c["threshold"])
 
     def _update_best(self, val, epoch):
+        """Record epoch ``epoch`` as the best when its ``--metric`` is better.
+
+        Accuracy on a small validation set often ties (0.96 for many epochs); a tie
+        then goes to the epoch with the lower validation loss, so ``best_model`` is
+        not simply the first epoch that reached the plateau.  NaN never wins.
+        """
         key = {"val_acc": "accuracy", "val_auc": "auc", "val_loss": "loss"}[self.config["metric"]]
-        value = float(val[key])
-        best = self.best["value"]
-        if METRIC_MODES[self.config["metric"]] == "max":
-            better = best is None or (math.isfinite(value) and (not math.isfinite(best) or value > best))
+        value, loss = float(val[key]), float(val["loss"])
+        best, best_loss = self.best["value"], self.best.get("val_loss")
+        sign = 1.0 if METRIC_MODES[self.config["metric"]] == "max" else -1.0
+        if best is None or not math.isfinite(best):
+            better = best is None or math.isfinite(value)
+        elif not math.isfinite(value):
+            better = False
+        elif sign * (value - best) > 0:
+            better = True
         else:
-            better = best is None or (math.isfinite(value) and (not math.isfinite(best) or value < best))
+            tie_broken = (key != "loss" and value == best and math.isfinite(loss)
+                          and (best_loss is None or loss < best_loss))
+            better = tie_broken
         if better:
-            self.best.update(value=value, epoch=epoch)
+            self.best.update(value=value, epoch=epoch, val_loss=loss)
             self.epochs_without_improvement = 0
         else:
             self.epochs_without_improvement += 1
