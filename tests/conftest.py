@@ -36,3 +36,20 @@ def shared_zips():
     if not (path / "training.zip").is_file():
         pytest.skip(f"PALM archives not found at {path} (set PALM_SHARED_DIR to the folder holding palm-mini-zips/)")
     return path
+
+
+@pytest.fixture(autouse=True)
+def _restore_denormal_mode():
+    """Undo the fast runtime's flush-to-zero after each test.
+
+    ``paddle_palm.runtime.setup_runtime(fast=True)`` turns on FTZ/DAZ for the
+    process; tests that call it in-process must not change floating-point
+    behaviour for the tests that run after them (hypothesis refuses to run
+    when subnormal floats flush to zero).
+    """
+    yield
+    import sys
+
+    runtime = sys.modules.get("paddle_palm.runtime")
+    if runtime is not None and runtime.flush_denormal_enabled():
+        runtime.set_flush_denormal(False)

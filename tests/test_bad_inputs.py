@@ -623,6 +623,12 @@ def _(w, d):
         "PALM-Validation-GT/PM_Label_and_Fovea_Location.xlsx": sheet_xlsx(label_rows(labels))}))
 
 
+@case("prepare-member-with-empty-name", "prepare_data.py", [r"training\.zip", r"empty|name|damaged"])
+def _(w, d):
+    nested = zip_bytes({f"PALM-Training400/{n}": b for n, b in w.train_images.items()})
+    return prep(w, d, training=zip_bytes({"PALM-Training400/PALM-Training400.zip": nested, "": b"nameless"}))
+
+
 @case("prepare-symlink-member", "prepare_data.py", [r"validation\.zip", r"symbolic link"])
 def _(w, d):
     buf = io.BytesIO()
