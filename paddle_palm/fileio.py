@@ -52,3 +52,21 @@ def write_text_atomic(path, text, encoding="utf-8"):
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding=encoding) as fh:
             fh.write(text)
+
+
+def make_parent_dirs(path):
+    """Create the folder that will hold ``path``, with a clear error when that cannot be.
+
+    Raises:
+        ConfigError: a part of the folder path exists and is a file, not a folder.
+    """
+    from paddle_palm.errors import ConfigError
+
+    parent = os.path.dirname(os.path.abspath(os.fspath(path)))
+    probe = parent
+    while probe and not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if probe and not os.path.isdir(probe):
+        raise ConfigError(f"cannot write {path}: {probe} is a file, not a folder")
+    os.makedirs(parent, exist_ok=True)
+    return parent

@@ -563,10 +563,10 @@ def write_predictions_csv(records, path):
     """
     import csv
 
-    from paddle_palm.fileio import atomic_path
+    from paddle_palm.fileio import atomic_path, make_parent_dirs
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_parent_dirs(path)
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8", newline="") as fh:
             writer = csv.writer(fh)
