@@ -132,7 +132,8 @@ def build_parser():
                    help="validate and save as best_model an exponential moving average of the weights")
     o.add_argument("--ema-decay", type=cli.positive_float, metavar="F", help="EMA decay (default 0.999)")
     o.add_argument("--amp", action=argparse.BooleanOptionalAction,
-                   help="mixed precision: bfloat16 on CPU (AVX-512 bf16 CPUs), float16 with loss scaling on GPU")
+                   help="mixed precision: float16 with loss scaling on GPU; bfloat16 auto-cast on CPU (Paddle 3.3 keeps "
+                   "convolutions in float32 there, so expect no speed-up on CPU; docs/BENCHMARKS.md)")
 
     r = parser.add_argument_group("run and output")
     r.add_argument("--config", metavar="FILE", help="YAML settings (e.g. configs/palm_cpu.yaml or a run's config.yaml)")

@@ -615,7 +615,12 @@ def _distributed_rank_and_size():
 
 
 def _amp_dtype(amp, device):
-    """``bfloat16`` on CPU, ``float16`` on GPU, None when off."""
+    """``bfloat16`` on CPU, ``float16`` on GPU, None when off.
+
+    On a CPU, Paddle 3.3's O1 auto-cast leaves convolutions in float32 (measured in
+    ``docs/BENCHMARKS.md``): ``--amp`` changes little there; on a GPU it is float16 O1
+    with dynamic loss scaling (``paddle.amp.GradScaler``).
+    """
     if not amp:
         return None
     return "float16" if str(device).startswith("gpu") else "bfloat16"
