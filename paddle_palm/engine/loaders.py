@@ -10,10 +10,12 @@ without worker processes, and lets several processes share an epoch without over
 
 import math
 import os
+import threading
+import time
 
 import numpy as np
 
-from paddle_palm.errors import ConfigError, DataError, MissingFileError
+from paddle_palm.errors import ConfigError, DataError, MissingFileError, PalmError
 
 
 def epoch_seed(seed, epoch, stream=0):
@@ -99,19 +101,58 @@ class MainThreadLoader:
 
 
 def iterate_batches(loader):
-    """Iterate ``loader``, turning a failed DataLoader worker into a DataError."""
-    iterator = iter(loader)
-    while True:
-        try:
-            batch = next(iterator)
-        except StopIteration:
+    """Iterate ``loader``, turning a failed DataLoader worker into our own one-line error.
+
+    Paddle's DataLoader re-raises a worker's exception in its reader thread, where
+    Python would print it as a traceback, and the training loop then only sees
+    "Blocking queue is killed".  While iterating, the reader thread's exception is
+    recorded instead of printed, and re-raised here as the error the worker hit
+    (an ``ImageError`` naming the file, for example).
+    """
+    failures = []
+    previous_hook = threading.excepthook
+
+    def record(args):
+        if "DataLoader worker" in str(args.exc_value) or isinstance(args.exc_value, PalmError):
+            failures.append(args.exc_value)
             return
-        except (SystemError, RuntimeError) as exc:
-            if "Blocking queue is killed" in str(exc) or "DataLoader" in str(exc):
-                raise DataError("a data-loading worker failed reading an image (its error is printed above); "
+        previous_hook(args)
+
+    threading.excepthook = record
+    try:
+        iterator = iter(loader)
+        while True:
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            except (SystemError, RuntimeError) as exc:
+                if "Blocking queue is killed" not in str(exc) and "DataLoader" not in str(exc):
+                    raise
+                deadline = time.monotonic() + 2.0
+                while not failures and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                if failures:
+                    raise _worker_error(failures[0]) from None
+                raise DataError("a data-loading worker failed reading an image; "
                                 "run with --num-workers 0 to see which file") from None
-            raise
-        yield batch
+            yield batch
+    finally:
+        threading.excepthook = previous_hook
+
+
+def _worker_error(exc):
+    """Our error from a worker's re-raised exception: its type and the last line of its message."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    message = lines[-1] if lines else type(exc).__name__
+    prefix = f"{type(exc).__module__}.{type(exc).__name__}: "
+    if message.startswith(prefix):
+        message = message[len(prefix):]
+    elif message.startswith(type(exc).__name__ + ": "):
+        message = message[len(type(exc).__name__) + 2:]
+    if isinstance(exc, PalmError):
+        return type(exc)(message)
+    return DataError(f"a data-loading worker failed: {message}")
 
 
 def augmentation(augment):
