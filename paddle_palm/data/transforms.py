@@ -1,0 +1,272 @@
+"""Image preprocessing for the PALM models: the course's two pipelines and training augmentation.
+
+Preprocessing A (SPEC 1.3, seeds 000/001), used by the generator readers and the
+SENet18/ResNet recipes: BGR ``uint8`` image -> ``cv2.resize(img, (size, size))``
+(bilinear) -> HWC to CHW -> ``float32`` -> ``/ 255.`` -> ``* 2.0 - 1.0``; values lie
+in [-1, 1].  The operations run in exactly that order and precision, so the
+result is bit-for-bit the course's.
+
+Preprocessing B (SPEC 1.4, seed 004), used by the SqueezeNet recipe: RGB image ->
+:func:`padding_black` (longer side scaled to ``size``, aspect ratio kept, pasted
+centred on a black square) -> training only: random horizontal and vertical
+flips -> ``ToTensor`` (``/ 255``, CHW) -> ``Normalize(0.5, 0.5)``.  Seed 004 also
+flips its validation images (it builds the validation set with the training
+flag on); here flips happen only when asked for.
+
+Both pipelines are split into a resize step that gives a ``uint8`` image of
+``size x size`` (what a dataset may cache) and a normalisation step, with
+:class:`Augmentation` applied between the two.
+"""
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from paddle_palm.errors import ConfigError, ImageError
+
+#: Names of the two preprocessing pipelines.
+PREPROCESS_METHODS = ("A", "B")
+#: Mean and standard deviation of preprocessing B's Normalize (seed 004).
+B_MEAN = 0.5
+B_STD = 0.5
+
+
+def check_method(method):
+    """Normalise a preprocessing name (``"A"``/``"a"``/``"B"``/``"b"``) to ``"A"`` or ``"B"``.
+
+    Raises:
+        ConfigError: any other value.
+    """
+    text = str(method).strip().upper()
+    if text not in PREPROCESS_METHODS:
+        raise ConfigError(f"unknown preprocessing {method!r}; expected one of {', '.join(PREPROCESS_METHODS)}")
+    return text
+
+
+def check_size(size):
+    """Check an output image size (a positive int) and return it.
+
+    Raises:
+        ConfigError: not a positive integer.
+    """
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise ConfigError(f"image size must be a positive integer, got {size!r}")
+    return int(size)
+
+
+def _check_hwc3(image, what="image"):
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        shape = getattr(image, "shape", None)
+        dtype = getattr(image, "dtype", type(image).__name__)
+        raise ImageError(f"{what}: expected a uint8 array of shape (H, W, 3), got {dtype} {shape}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ImageError(f"{what}: empty image of shape {image.shape}")
+
+
+# --------------------------------------------------------------------------- preprocessing A
+
+
+def resize_a(image_bgr, size=224):
+    """Preprocessing A's resize: ``cv2.resize(img, (size, size))`` with OpenCV's default bilinear."""
+    _check_hwc3(image_bgr)
+    return cv2.resize(image_bgr, (check_size(size), check_size(size)))
+
+
+def normalize_a(image_hwc):
+    """Preprocessing A after the resize: CHW, ``float32``, ``/ 255.``, ``* 2.0 - 1.0`` (SPEC 1.3)."""
+    _check_hwc3(image_hwc)
+    img = np.transpose(image_hwc, (2, 0, 1))
+    img = img.astype("float32")
+    img = img / 255.0
+    img = img * 2.0 - 1.0
+    return img
+
+
+def preprocess_a(image_bgr, size=224):
+    """The course's ``transform_img`` (seeds 000/001), for any input size.
+
+    Args:
+        image_bgr: ``uint8`` array ``(H, W, 3)`` in BGR order, as from ``cv2.imread``.
+        size: output side length (224 in the course).
+
+    Returns:
+        numpy.ndarray: ``float32`` ``(3, size, size)`` with values in [-1, 1], BGR channel order.
+    """
+    return normalize_a(resize_a(image_bgr, size))
+
+
+# --------------------------------------------------------------------------- preprocessing B
+
+
+def padding_black(image, size=224):
+    """Seed 004's ``padding_black``: fit the image in a black ``size x size`` square.
+
+    The longer side is scaled to ``size`` (``scale = size / max(w, h)``, new sides truncated
+    to int, Pillow's default bicubic resampling) and the result is pasted centred on a black
+    RGB canvas.
+
+    Args:
+        image: a ``PIL.Image`` (converted to RGB if needed).
+        size: the side of the square.
+
+    Returns:
+        PIL.Image.Image: RGB, ``size x size``.
+    """
+    from PIL import Image
+
+    size = check_size(size)
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    w, h = image.size
+    scale = float(size) / max(w, h)
+    # max(1, ...) only matters for an extreme aspect ratio the seed would crash on.
+    new_size = [max(1, int(x)) for x in (w * scale, h * scale)]
+    foreground = image.resize(new_size, Image.Resampling.BICUBIC)
+    canvas = Image.new("RGB", (size, size))
+    canvas.paste(foreground, ((size - foreground.size[0]) // 2, (size - foreground.size[1]) // 2))
+    return canvas
+
+
+def resize_b(image, size=224):
+    """Preprocessing B's resize step on a BGR array or a PIL image; returns an RGB ``uint8`` array."""
+    from PIL import Image
+
+    if isinstance(image, np.ndarray):
+        _check_hwc3(image)
+        image = Image.fromarray(np.ascontiguousarray(image[:, :, ::-1]))
+    return np.asarray(padding_black(image, size))
+
+
+def normalize_b(image_rgb):
+    """Preprocessing B after the resize: ``ToTensor`` (``/ 255``, CHW) then ``Normalize(0.5, 0.5)``."""
+    _check_hwc3(image_rgb)
+    img = np.transpose(image_rgb, (2, 0, 1)).astype(np.float32) / np.float32(255.0)
+    return (img - np.float32(B_MEAN)) / np.float32(B_STD)
+
+
+def preprocess_b(image, size=224, train=False, rng=None):
+    """Seed 004's transform: :func:`padding_black`, flips when training, ToTensor, Normalize(0.5, 0.5).
+
+    Args:
+        image: a ``PIL.Image`` (as seed 004 opens it) or a BGR ``uint8`` array.
+        size: output side length.
+        train: apply random horizontal and vertical flips (probability 0.5 each).
+        rng: ``numpy.random.Generator`` or ``RandomState`` for the flips (a fresh unseeded
+            generator when None).
+
+    Returns:
+        numpy.ndarray: ``float32`` ``(3, size, size)`` in [-1, 1], RGB channel order.
+    """
+    rgb = resize_b(image, size)
+    if train:
+        rgb = Augmentation()(rgb, np.random.default_rng() if rng is None else rng)
+    return normalize_b(rgb)
+
+
+# --------------------------------------------------------------------------- shared
+
+
+def resize_for(method, image_bgr, size):
+    """The resize step of preprocessing ``method`` (``uint8`` ``size x size x 3``; BGR for A, RGB for B)."""
+    return resize_a(image_bgr, size) if check_method(method) == "A" else resize_b(image_bgr, size)
+
+
+def normalize_for(method, image_hwc):
+    """The normalisation step of preprocessing ``method`` (``float32`` CHW)."""
+    return normalize_a(image_hwc) if check_method(method) == "A" else normalize_b(image_hwc)
+
+
+def preprocess_image(image_bgr, size=224, method="A"):
+    """Preprocess one decoded image for a model, without augmentation (prediction, evaluation).
+
+    Args:
+        image_bgr: ``uint8`` ``(H, W, 3)`` BGR array, as from :func:`paddle_palm.data.read_image`.
+        size: output side length.
+        method: ``"A"`` (SPEC 1.3) or ``"B"`` (SPEC 1.4).
+
+    Returns:
+        numpy.ndarray: ``float32`` ``(3, size, size)``.
+    """
+    return normalize_for(method, resize_for(method, image_bgr, size))
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Random training augmentation of a ``uint8`` ``(H, W, 3)`` image, driven by a given generator.
+
+    The defaults are seed 004's: a horizontal and a vertical flip, each with probability 0.5.
+    Fundus photographs keep their meaning under flips (left and right eyes mirror each other).
+
+    Attributes:
+        hflip: probability of a horizontal flip.
+        vflip: probability of a vertical flip.
+        max_rotation: rotate by a uniform angle in [-max_rotation, max_rotation] degrees about the
+            centre, filling with black (0 disables).
+        brightness: multiply by a uniform factor in [1 - brightness, 1 + brightness] (0 disables).
+        contrast: scale deviations from the mean by a uniform factor in [1 - contrast, 1 + contrast].
+    """
+
+    hflip: float = 0.5
+    vflip: float = 0.5
+    max_rotation: float = 0.0
+    brightness: float = 0.0
+    contrast: float = 0.0
+
+    def __post_init__(self):
+        for name in ("hflip", "vflip"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"augmentation {name} must be a probability in [0, 1], got {value}")
+        for name in ("max_rotation", "brightness", "contrast"):
+            value = getattr(self, name)
+            if not value >= 0.0:
+                raise ConfigError(f"augmentation {name} must be >= 0, got {value}")
+        if self.brightness >= 1.0 or self.contrast >= 1.0:
+            raise ConfigError("augmentation brightness and contrast must be < 1")
+
+    def __call__(self, image, rng):
+        """Return an augmented copy of ``image`` (``uint8`` ``(H, W, 3)``); ``rng`` draws the randomness."""
+        _check_hwc3(image)
+        out = image
+        if rng.uniform(0.0, 1.0) < self.hflip:
+            out = out[:, ::-1]
+        if rng.uniform(0.0, 1.0) < self.vflip:
+            out = out[::-1]
+        out = np.ascontiguousarray(out)
+        if self.max_rotation > 0:
+            angle = rng.uniform(-self.max_rotation, self.max_rotation)
+            h, w = out.shape[:2]
+            matrix = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), angle, 1.0)
+            out = cv2.warpAffine(out, matrix, (w, h), flags=cv2.INTER_LINEAR,
+                                 borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+        if self.brightness > 0 or self.contrast > 0:
+            img = out.astype(np.float32)
+            if self.contrast > 0:
+                mean = img.mean()
+                img = (img - mean) * rng.uniform(1 - self.contrast, 1 + self.contrast) + mean
+            if self.brightness > 0:
+                img = img * rng.uniform(1 - self.brightness, 1 + self.brightness)
+            out = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+        return out
+
+
+def make_augmentation(augment):
+    """Turn a dataset's ``augment`` argument into an :class:`Augmentation` or None.
+
+    Args:
+        augment: False/None (none), True (the default :class:`Augmentation`), a dict of its
+            fields, or an :class:`Augmentation`.
+    """
+    if augment is None or augment is False:
+        return None
+    if augment is True:
+        return Augmentation()
+    if isinstance(augment, Augmentation):
+        return augment
+    if isinstance(augment, dict):
+        try:
+            return Augmentation(**augment)
+        except TypeError as exc:
+            raise ConfigError(f"bad augmentation settings {augment!r}: {exc}") from None
+    raise ConfigError(f"augment must be a bool, a dict or an Augmentation, got {augment!r}")
