@@ -19,6 +19,10 @@ Paddle 3.3 on a CPU, used as is, leaves most of the machine idle:
   denormals-are-zero (DAZ) bits of the calling thread (Intel OpenMP workers
   copy them at each parallel region, ``KMP_INHERIT_FP_CONTROL``).  Results
   change only for magnitudes below 1.2e-38.
+* **No oneDNN convolutions in dynamic mode.**  The biggest lever: Paddle's dygraph
+  convolution on a CPU is im2col + MKL per image.  :func:`accelerate_model` switches
+  a model's ``Conv2D`` layers to :mod:`paddle_palm.ops`' oneDNN operator (built
+  from the library inside the Paddle wheel), about twice as fast for ResNet-50.
 
 Not used, because measured slower or broken in Paddle 3.3.1 on CPU (details in
 ``docs/BENCHMARKS.md``): ``FLAGS_use_mkldnn``/``FLAGS_use_onednn`` in dynamic mode
@@ -33,6 +37,7 @@ Use::
 
     from paddle_palm import runtime
     info = runtime.setup_runtime(device="auto", fast=True, threads=None)
+    runtime.accelerate_model(model, threads=info["threads"])   # oneDNN convolutions
     step = runtime.compile_train_step(step, model)   # the trainer's hook
 """
 
@@ -274,6 +279,7 @@ def setup_runtime(device="auto", fast=True, threads=None):
         dict: ``device``, ``fast``, ``threads`` (in force, or None when untouched),
         ``mkl_cpu_type`` (``MKL_DEBUG_CPU_TYPE`` in force or None), ``flush_denormal``,
         ``train_step`` (what :func:`compile_train_step` does: ``"dygraph"``),
+        ``threads`` also sets oneDNN's threads when :func:`accelerate_model` is used,
         ``cpu`` (the model name), ``avx512_bf16``, and with ``fast`` on a CPU
         ``keep_freed_memory`` (:func:`keep_freed_memory`).
 
@@ -312,14 +318,49 @@ def setup_runtime(device="auto", fast=True, threads=None):
     return info
 
 
+def accelerate_model(model, threads=None, log=None):
+    """Run ``model``'s convolutions with oneDNN on the CPU (:mod:`paddle_palm.ops`).
+
+    Paddle's dynamic-graph convolution on a CPU is im2col + MKL; oneDNN's direct
+    convolutions (in the library Paddle ships) are about twice as fast and carry
+    ResNet-50 training past PyTorch's speed (``docs/BENCHMARKS.md``).  The operator
+    is compiled on first use and cached; when it cannot be (no compiler, no network
+    for its headers, not x86-64 Linux) the model keeps Paddle's convolution and
+    ``log`` gets one line saying why.  Does nothing off the CPU.
+
+    Args:
+        model: a ``paddle.nn.Layer``; its ``Conv2D`` layers are switched in place
+            (:func:`paddle_palm.ops.accelerate`; :func:`paddle_palm.ops.restore` undoes it).
+        threads: oneDNN threads; None means every usable core.
+        log: optional ``log(message)``.
+
+    Returns:
+        str: ``"onednn"`` when convolutions now run on oneDNN, else ``"paddle"``.
+    """
+    import paddle
+
+    if not paddle.get_device().startswith("cpu"):
+        return "paddle"
+    from paddle_palm import ops
+
+    if ops.load() is None:
+        if log:
+            log(f"note: oneDNN convolutions unavailable ({ops.unavailable_reason()}); using Paddle's convolution")
+        return "paddle"
+    ops.set_threads(threads or usable_cores())
+    return "onednn" if ops.accelerate(model) else "paddle"
+
+
 def compile_train_step(step, model):
     """The fastest correct way to run ``step(images, labels) -> (loss, logits)`` on this runtime.
 
-    On Paddle 3.3.1 CPUs that is the dynamic-graph step itself: ``paddle.jit.to_static``
-    training runs the same im2col + MKL kernels and measured no faster overall (ResNet-50
-    0.72x, SqueezeNet 1.1 1.18x of dygraph, within noise), the static graph was slower,
-    and their oneDNN variants crash (``docs/BENCHMARKS.md`` section 2).  The function exists so that the
-    training loop has one place to ask; it returns ``step`` unchanged.
+    On Paddle 3.3.1 CPUs that is the dynamic-graph step itself, with the model's
+    convolutions switched to oneDNN by :func:`accelerate_model` (the trainer calls it):
+    ``paddle.jit.to_static`` training runs Paddle's im2col + MKL kernels and measured no
+    faster (ResNet-50 0.72x, SqueezeNet 1.1 1.18x of dygraph, within noise), the static
+    graph was slower, and their oneDNN variants crash (``docs/BENCHMARKS.md`` section 2).
+    The function exists so that the training loop has one place to ask; it returns
+    ``step`` unchanged.
 
     Args:
         step: the train step (forward and loss; the caller runs backward and the update).

@@ -3,8 +3,9 @@
 MKL's code path is chosen once per process, so each mode runs in its own
 subprocess: ``setup_runtime(fast=False)`` (plain Paddle dygraph: one thread,
 MKL's generic kernels, gradual underflow) and ``setup_runtime(fast=True)``
-(AVX2 MKL kernels, one thread per core, FTZ/DAZ), with the training step passed
-through ``compile_train_step`` as the trainer does.  Both train the project's
+(AVX2 MKL kernels, one thread per core, FTZ/DAZ, and the model's convolutions
+switched to the oneDNN operator of ``paddle_palm.ops`` by ``accelerate_model``),
+with the training step passed through ``compile_train_step``, as the trainer does.  Both train the project's
 ResNet-50 (Momentum, sigmoid loss) and SqueezeNet 1.1 (Adam, softmax loss) for a
 few steps on a small fixed batch.
 
@@ -45,6 +46,8 @@ def run(arch, optimizer, loss_name, size):
     paddle.seed(0)
     model = build_model(arch)
     model.train()
+    if mode == "fast":
+        info["conv"] = runtime.accelerate_model(model, threads=info["threads"])
     params = model.parameters()
     opt = (paddle.optimizer.Adam(1e-3, parameters=params) if optimizer == "adam"
            else paddle.optimizer.Momentum(1e-3, momentum=0.9, parameters=params))
@@ -90,9 +93,9 @@ def run(arch, optimizer, loss_name, size):
             update_errors.append(worst)
     return {"losses": losses, "update_errors": update_errors}
 
-out = {"info": {k: v for k, v in info.items() if k != "cpu"},
-       "resnet50": run("resnet50", "momentum", "bce", 64),
+out = {"resnet50": run("resnet50", "momentum", "bce", 64),
        "squeezenet1_1": run("squeezenet1_1", "adam", "ce", 64)}
+out["info"] = {k: v for k, v in info.items() if k != "cpu"}
 print("RESULT " + json.dumps(out))
 """
 
@@ -117,6 +120,17 @@ def test_fast_mode_really_changes_the_settings(trajectories):
     assert plain["info"]["fast"] is False and plain["info"]["threads"] is None
     assert plain["info"]["flush_denormal"] is False
     assert fast["info"]["fast"] is True and fast["info"]["threads"] >= 1
+    assert "conv" not in plain["info"]
+
+
+def test_fast_mode_uses_onednn_convolutions_when_they_build(trajectories):
+    from paddle_palm import ops
+
+    _, fast = trajectories
+    if ops.load() is None:
+        assert fast["info"]["conv"] == "paddle"
+        pytest.skip(f"oneDNN operator unavailable here: {ops.unavailable_reason()}")
+    assert fast["info"]["conv"] == "onednn"
 
 
 @pytest.mark.parametrize("arch", ["resnet50", "squeezenet1_1"])

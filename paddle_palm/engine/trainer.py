@@ -178,6 +178,9 @@ class Trainer:
             self.net = paddle.DataParallel(self.model)
         else:
             self.net = self.model
+        if c["fast"]:
+            self.runtime["conv"] = runtime.accelerate_model(self.model, threads=self.runtime.get("threads"),
+                                                            log=self.log)
         step = make_train_step(self.net, c["loss"], amp=self.amp)
         compile_step = getattr(runtime, "compile_train_step", None)
         self.train_step = compile_step(step, self.net) if (compile_step and c["fast"]) else step
@@ -493,9 +496,20 @@ class Trainer:
         sched = c["lr_schedule"] + (f" to {c['end_lr']:g}" if c["lr_schedule"] in ("polynomial", "cosine") else "")
         self.log(f"{c['optimizer']} lr {c['lr']:g} ({sched}), batch {c['batch_size']}, {c['epochs']} epoch{'s' if c['epochs'] > 1 else ''}, "
                  f"{c['image_size']} px, preprocessing {c['preprocess']}, augment {c['augment']}, seed {c['seed']}, "
-                 f"device {self.device}" + (f", {self.world_size} processes" if self.world_size > 1 else "")
+                 f"device {self.device}{self._execution()}" + (f", {self.world_size} processes" if self.world_size > 1 else "")
                  + (f", amp {self.amp}" if self.amp else "") + (", EMA" if self.ema else ""))
         self.log(f"outputs in {self.run_dir}")
+
+    def _execution(self):
+        """How the steps run, for the log: " (fast path: 2 threads, oneDNN convolutions)" or " (plain dygraph)"."""
+        info = self.runtime if isinstance(self.runtime, dict) else {}
+        if self.device != "cpu":
+            return ""
+        if not info.get("fast"):
+            return " (plain dygraph)"
+        conv = "oneDNN convolutions" if info.get("conv") == "onednn" else "Paddle convolutions"
+        threads = info.get("threads")
+        return f" (fast path: {threads} thread{'s' if threads != 1 else ''}, {conv})"
 
     def _report_epoch(self, row, val):
         mark = " *best*" if row["best"] else ""
