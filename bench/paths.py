@@ -12,6 +12,11 @@ a metric), then :meth:`Runner.run` returns the wall time of one iteration in
 seconds.  The runners live in worker processes (:mod:`bench.worker`) because
 some settings (MKL's code path, Paddle's static mode) are per process.
 
+The path the trainer takes by default (``tools/train.py``'s ``--fast``) is
+:class:`PaddleDygraph` with ``onednn_conv=True`` in a process set up by
+:func:`paddle_palm.runtime.setup_runtime`: the network's ``Conv2D`` layers run the
+oneDNN operator of :mod:`paddle_palm.ops`.
+
 The training recipes follow the seeds: ResNet-50 one logit, sigmoid
 cross-entropy and Momentum 0.9 (SPEC 2.4); SqueezeNet 1.1 two classes, softmax
 cross-entropy and Adam 1e-4 (SPEC 2.5, the Paddle version).
@@ -110,17 +115,34 @@ def paddle_optimizer(name, lr, parameters):
 
 
 class PaddleDygraph(Runner):
-    """Paddle dynamic graph; with ``to_static=True`` the network is compiled by ``paddle.jit.to_static``."""
+    """Paddle dynamic graph.
+
+    With ``to_static=True`` the network is compiled by ``paddle.jit.to_static``.  With
+    ``onednn_conv=True`` its ``Conv2D`` layers are switched to the oneDNN operator of
+    :mod:`paddle_palm.ops` by :func:`paddle_palm.runtime.accelerate_model`, as the trainer
+    does on its fast path; ``threads`` is then oneDNN's thread count (None: every usable core).
+
+    Raises:
+        RuntimeError: ``onednn_conv`` was asked for but the operator is unavailable here
+            (the message says why), so the path is reported as failed rather than timing
+            Paddle's own convolution under its name.
+    """
 
     metrics = ("train", "eval", "latency")
 
-    def __init__(self, arch, batch_size, image_size, to_static=False):
+    def __init__(self, arch, batch_size, image_size, to_static=False, onednn_conv=False, threads=None):
         super().__init__(arch, batch_size, image_size)
         import paddle
 
         paddle.seed(0)
         self.model = paddle_model(arch, self.num_classes)
         self.optimizer = paddle_optimizer(self.optimizer_name, self.lr, self.model.parameters())
+        if onednn_conv:
+            from paddle_palm import ops, runtime
+
+            if runtime.accelerate_model(self.model, threads=threads) != "onednn":
+                reason = ops.unavailable_reason() or "no Conv2D layer could be switched"
+                raise RuntimeError(f"oneDNN convolutions unavailable: {reason}")
         if to_static:
             self.model = paddle.jit.to_static(self.model, full_graph=True)
         self.x = paddle.to_tensor(self.images)

@@ -2,7 +2,10 @@
 
 Per architecture it measures training images/s, evaluation images/s and batch-1
 latency for each execution path (Paddle dygraph as installed, dygraph with
-:func:`paddle_palm.runtime.setup_runtime`, ``paddle.jit.to_static``, the static
+:func:`paddle_palm.runtime.setup_runtime`, the same with the network's ``Conv2D``
+layers switched to the oneDNN operator of :mod:`paddle_palm.ops` by
+:func:`paddle_palm.runtime.accelerate_model` -- the path ``tools/train.py`` takes by
+default, marked as such in the report --, ``paddle.jit.to_static``, the static
 graph, Paddle Inference with and without oneDNN, bf16 Paddle Inference when the
 CPU has ``avx512_bf16``, and the PyTorch reference of :mod:`bench.torch_reference`),
 a few kernels (a 2048^3 matrix product, one 3x3 convolution in NCHW and NHWC),
@@ -16,7 +19,7 @@ reported figure is the median over all rounds.
 
 Examples::
 
-    python bench/run.py                                # everything (about 8-10 minutes on 2 cores)
+    python bench/run.py                                # everything (about 15 minutes on 2 busy cores)
     python bench/run.py --quick                        # a one-minute smoke run at small sizes
     python bench/run.py --archs resnet50 --skip-data --rounds 5
 """
@@ -42,12 +45,17 @@ from bench.worker import REPLY_PREFIX  # noqa: E402
 
 BASELINE = "dygraph (Paddle defaults)"
 TORCH = "PyTorch"
+#: The path ``tools/train.py`` takes on a CPU by default (``--fast``): the trainer calls
+#: ``setup_runtime(fast=True)`` and then ``accelerate_model`` on its network.
+TRAINER = "dygraph + setup_runtime + oneDNN conv (paddle_palm.ops)"
+TRAINER_MARK = " **= tools/train.py**"
 MODEL_METRICS = ("train", "eval", "latency")
 
 #: (name, worker kind, runner class, runner options, metrics, is a probe of a path known to fail or lag)
 MODEL_PATHS = [
     (BASELINE, "paddle-default", "PaddleDygraph", {}, MODEL_METRICS, False),
     ("dygraph + setup_runtime", "paddle-fast", "PaddleDygraph", {}, MODEL_METRICS, False),
+    (TRAINER, "paddle-fast-conv", "PaddleDygraph", {"onednn_conv": True}, MODEL_METRICS, False),
     ("to_static + setup_runtime", "paddle-fast", "PaddleDygraph", {"to_static": True}, MODEL_METRICS, False),
     ("static graph + setup_runtime", "paddle-static", "PaddleStaticGraph", {}, MODEL_METRICS, False),
     ("dygraph + setup_runtime + FLAGS_use_onednn", "paddle-onednn-flag", "PaddleDygraph", {}, ("train", "eval"), True),
@@ -257,6 +265,9 @@ def markdown(report):
                  f"load average before/after: {meta['load_before']} / {meta['load_after']}.")
     lines.append("Ratios are speed ratios in this run (>1 = faster than the baseline): "
                  "`/dyg` against plain Paddle dygraph, `/torch` against PyTorch.")
+    lines.append(f"The row marked{TRAINER_MARK} is the path `tools/train.py` takes by default (`--fast`): "
+                 "`setup_runtime(fast=True)` plus the network's Conv2D layers on the oneDNN operator "
+                 f"(`runtime.accelerate_model`; operator: {meta['versions'].get('onednn_conv', 'not measured')}).")
     items = report["items"]
     for arch in report["meta"]["archs"]:
         lines.append("")
@@ -285,7 +296,8 @@ def markdown(report):
                 else:
                     cells += [_fmt(item["value"], 2 if metric != "latency" else 1),
                               _ratio(speed_ratio(item, base)), _ratio(speed_ratio(item, ref))]
-            lines.append(f"| {path} | " + " | ".join(cells) + " |")
+            label = path + (TRAINER_MARK if path == TRAINER else "")
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
             for error in errors:
                 lines.append(f"| ↳ {error.replace('|', '/')} | | | | | | | | | |")
     kernels = [item for item in items if item["arch"] == "-"]
@@ -363,7 +375,9 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description="Benchmark paddle_palm's CPU execution paths (training, evaluation, batch-1 latency, "
                     "data pipeline) against plain Paddle dygraph and PyTorch, in one interleaved run.",
-        epilog="Results: a Markdown table on standard output and JSON + Markdown files under bench/results/.")
+        epilog=f"The path tools/train.py uses by default is '{TRAINER}' (marked in the tables). "
+               "Results: a Markdown table on standard output and JSON + Markdown files under bench/results/. "
+               "For the whole trainer against a PyTorch loop on the same images, see bench/train_vs_torch.py.")
     what = parser.add_argument_group("what to measure")
     what.add_argument("--archs", default="resnet50,squeezenet1_1",
                       help=f"comma-separated architectures (known: {', '.join(sorted(RECIPES))})")
@@ -424,6 +438,8 @@ def main(argv=None):
                 versions.update({k: v for k, v in reply["info"].items() if k in ("paddle", "torch")})
                 if kind == "paddle-fast":
                     versions["runtime"] = reply["info"].get("runtime")
+                if kind == "paddle-fast-conv":
+                    versions["onednn_conv"] = reply["info"].get("onednn_conv")
             log(f"worker {kind}: {reply.get('info', reply.get('error'))}")
         items = measure_models(args, workers, log,
                                on_round=lambda done: write_report(args, argv, summarise(done, args.batch_size),

@@ -1,13 +1,17 @@
 """A benchmark worker process: holds the runners of one process-wide setting and times them on request.
 
 Settings that cannot be switched inside one process (MKL's code path is chosen
-at its first call; Paddle's static mode is global) each get their own worker:
+at its first call; Paddle's static mode is global) each get their own worker.  The
+oneDNN convolution operator gets one too, so that its OpenMP threads and primitive
+cache never touch the timings of the paths that use Paddle's own convolution:
 
 ========================  ================================================================
 kind                      setting
 ========================  ================================================================
 ``paddle-default``        Paddle exactly as installed (what a plain script gets)
 ``paddle-fast``           :func:`paddle_palm.runtime.setup_runtime` ``(fast=True)``
+``paddle-fast-conv``      the fast runtime; its runners switch their ``Conv2D`` layers to
+                          :mod:`paddle_palm.ops` (oneDNN), as ``tools/train.py`` does
 ``paddle-onednn-flag``    the fast runtime plus ``FLAGS_use_onednn=1`` (dynamic mode)
 ``paddle-static``         the fast runtime plus ``paddle.enable_static()``
 ``paddle-static-onednn``  the static worker plus ``FLAGS_use_onednn=1``
@@ -33,7 +37,8 @@ WORKER_ENV = {
     "paddle-static-onednn": {"FLAGS_use_onednn": "1", "FLAGS_use_mkldnn": "1"},
 }
 
-FAST_KINDS = ("paddle-fast", "paddle-onednn-flag", "paddle-static", "paddle-static-onednn", "data")
+FAST_KINDS = ("paddle-fast", "paddle-fast-conv", "paddle-onednn-flag", "paddle-static", "paddle-static-onednn",
+              "data")
 
 
 def _reply(obj):
@@ -53,6 +58,13 @@ def _setup(kind):
             import paddle
 
             paddle.enable_static()
+        if kind == "paddle-fast-conv":
+            from paddle_palm import ops
+
+            # Built (or found in the cache) here, so that compiling never counts as a prepare time.
+            module = ops.load()
+            info["onednn_conv"] = (f"oneDNN {'.'.join(map(str, module.version))}" if module is not None
+                                   else f"unavailable: {ops.unavailable_reason()}")
     elif kind == "paddle-default":
         import paddle
 
@@ -78,7 +90,7 @@ def _make_runner(spec, arch, batch_size, image_size, threads):
 
     name = spec["runner"]
     options = dict(spec.get("options", {}))
-    if name == "PaddleInference":
+    if name == "PaddleInference" or options.get("onednn_conv"):
         options["threads"] = threads
     return getattr(paths, name)(arch, batch_size, image_size, **options)
 

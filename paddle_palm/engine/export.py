@@ -247,5 +247,5 @@ def export_checkpoint(weights, output_dir, arch=None, num_classes=None, image_si
         ConfigError: bad settings.
     """
     settings = resolve_model_settings(weights, arch, num_classes, image_size, preprocess, threshold)
-    model = load_trained_model(settings)
+    model = load_trained_model(settings, fast=False)  # traced: Paddle's own layers
     return export_model(model, output_dir, settings, verify=verify)

@@ -1,0 +1,538 @@
+"""The oneDNN convolution operator of ``paddle_palm.ops`` computes what Paddle's convolution computes.
+
+``ops.conv2d`` is checked against ``paddle.nn.functional.conv2d`` (forward output and
+the gradients of input, weight and bias) over the geometries the project's networks
+use; ``ops.accelerate`` / ``ops.restore`` are checked on real project models (eval
+and train mode, gradients, state dicts, ``paddle.jit`` export); and the ways it can be
+unavailable (``PADDLE_PALM_ONEDNN=0``, no compiler, no headers) are checked in
+subprocesses: training then keeps Paddle's convolution and says why in one line.
+
+Tests that need the operator skip with :func:`paddle_palm.ops.unavailable_reason`
+when it cannot be built here (e.g. no C++ compiler).  The operator is built once
+per machine into the cache (``python -m paddle_palm.ops``); these tests never
+download its headers themselves.
+"""
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import paddle
+import pytest
+
+from paddle_palm import ops, runtime
+from paddle_palm.models import build_model
+
+F = paddle.nn.functional
+REPO = Path(__file__).resolve().parents[1]
+
+#: A single convolution: largest |difference| over the largest |value| of Paddle's result.
+RTOL = 1e-5
+#: A whole network (dozens of layers, batch norm on a small batch): same measure.
+MODEL_RTOL = 2e-4
+
+
+@pytest.fixture(scope="module")
+def onednn():
+    """The loaded operator, or skip (with the reason) on a machine that cannot build it."""
+    module = ops.load()
+    if module is None:
+        pytest.skip(f"oneDNN operator unavailable here: {ops.unavailable_reason()}")
+    return module
+
+
+def assert_close(got, want, rtol, what):
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
+    assert np.all(np.isfinite(got)), f"{what}: non-finite values"
+    scale = float(np.abs(want).max())
+    error = float(np.abs(got - want).max())
+    assert error <= rtol * max(scale, 1e-30), f"{what}: max |difference| {error:.3g} vs max |value| {scale:.3g}"
+
+
+def tensor(array, grad=True):
+    t = paddle.to_tensor(array)
+    t.stop_gradient = not grad
+    return t
+
+
+def conv_and_grads(conv, x, w, b, r, x_grad=True, **kwargs):
+    """Output of ``conv`` and the gradients of sum(out * r) with respect to x, w and b (fresh leaves)."""
+    xt, wt = tensor(x, x_grad), tensor(w)
+    bt = tensor(b) if b is not None else None
+    out = conv(xt, wt, bt, **kwargs)
+    (out * paddle.to_tensor(r)).sum().backward()
+    grads = [None if t is None or t.grad is None else t.grad.numpy() for t in (xt, wt, bt)]
+    return out.numpy(), grads
+
+
+# --------------------------------------------------------------------------- ops.conv2d
+
+
+# name: (input shape, weight shape, stride, padding, dilation, groups, bias)
+CASES = {
+    "1x1": ((2, 8, 6, 6), (5, 8, 1, 1), 1, 0, 1, 1, True),
+    "1x1_stride2_downsample": ((2, 16, 8, 8), (32, 16, 1, 1), 2, 0, 1, 1, False),
+    "3x3": ((2, 4, 8, 8), (6, 4, 3, 3), 1, 1, 1, 1, True),
+    "3x3_wide_channels": ((2, 32, 7, 7), (64, 32, 3, 3), 1, 1, 1, 1, True),
+    "3x3_channels_not_multiple_of_16": ((2, 24, 7, 7), (40, 24, 3, 3), 1, 1, 1, 1, True),
+    "7x7_stride2_pad3": ((2, 3, 17, 17), (8, 3, 7, 7), 2, 3, 1, 1, False),
+    "stride2": ((2, 4, 9, 9), (6, 4, 3, 3), 2, 1, 1, 1, True),
+    "asymmetric_padding": ((2, 4, 7, 8), (5, 4, 3, 3), 1, [1, 0, 2, 1], 1, 1, True),
+    "padding_hw": ((2, 4, 7, 7), (5, 4, 3, 3), 1, [0, 2], 1, 1, True),
+    "dilation2": ((2, 4, 11, 11), (5, 4, 3, 3), 1, 2, 2, 1, True),
+    "groups2": ((2, 6, 8, 8), (8, 3, 3, 3), 1, 1, 1, 2, True),
+    "depthwise": ((2, 6, 9, 9), (6, 1, 3, 3), 1, 1, 1, 6, True),
+    "depthwise_multiplier2_stride2": ((2, 4, 9, 9), (8, 1, 3, 3), 2, 1, 1, 4, False),
+    "batch1": ((1, 4, 8, 8), (6, 4, 3, 3), 1, 1, 1, 1, True),
+    "odd_sizes": ((3, 5, 13, 11), (7, 5, 3, 3), 2, 1, 1, 1, True),
+    "non_square": ((2, 4, 6, 15), (5, 4, 3, 5), [1, 2], [1, 2], 1, 1, True),
+    "first_layer_3_channels": ((2, 3, 32, 32), (16, 3, 3, 3), 2, 1, 1, 1, True),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_conv2d_matches_paddle_forward_and_gradients(onednn, name):
+    xs, ws, stride, padding, dilation, groups, has_bias = CASES[name]
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    x = rng.standard_normal(xs).astype("float32")
+    w = (rng.standard_normal(ws) / np.sqrt(np.prod(ws[1:]))).astype("float32")
+    b = rng.standard_normal(ws[0]).astype("float32") if has_bias else None
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    # The weighted sum needs the output's shape: take it from Paddle's own result first.
+    shape = F.conv2d(paddle.to_tensor(x), paddle.to_tensor(w), **kwargs).shape
+    r = rng.standard_normal(shape).astype("float32")
+    want, want_grads = conv_and_grads(F.conv2d, x, w, b, r, **kwargs)
+    got, got_grads = conv_and_grads(ops.conv2d, x, w, b, r, **kwargs)
+    assert_close(got, want, RTOL, f"{name}: output")
+    for label, g, h in zip(("input", "weight", "bias"), got_grads, want_grads):
+        if h is None:
+            assert g is None, f"{name}: a {label} gradient where Paddle has none"
+        else:
+            assert g is not None, f"{name}: no {label} gradient"
+            assert_close(g, h, RTOL, f"{name}: {label} gradient")
+
+
+def test_weight_gradient_is_right_when_the_input_needs_none(onednn):
+    """Images entering the first layer: the op skips the input gradient (input_grad=False)."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 3, 15, 15)).astype("float32")
+    w = rng.standard_normal((8, 3, 3, 3)).astype("float32")
+    b = rng.standard_normal(8).astype("float32")
+    r = rng.standard_normal((2, 8, 8, 8)).astype("float32")
+    kwargs = dict(stride=2, padding=1)
+    want, (_, want_w, want_b) = conv_and_grads(F.conv2d, x, w, b, r, x_grad=False, **kwargs)
+    got, (got_x, got_w, got_b) = conv_and_grads(ops.conv2d, x, w, b, r, x_grad=False, **kwargs)
+    assert got_x is None
+    assert_close(got, want, RTOL, "output")
+    assert_close(got_w, want_w, RTOL, "weight gradient")
+    assert_close(got_b, want_b, RTOL, "bias gradient")
+    # The same geometry with an input that needs its gradient: now computed, and right.
+    want, want_grads = conv_and_grads(F.conv2d, x, w, b, r, **kwargs)
+    got, got_grads = conv_and_grads(ops.conv2d, x, w, b, r, **kwargs)
+    for label, g, h in zip(("input", "weight", "bias"), got_grads, want_grads):
+        assert_close(g, h, RTOL, f"{label} gradient after a call without it")
+
+
+def test_inputs_that_are_views_are_read_in_their_logical_layout(onednn):
+    """Channel slices, transposes and strided slices are views in Paddle 3; the op must see NCHW values."""
+    rng = np.random.default_rng(2)
+    big = paddle.to_tensor(rng.standard_normal((2, 6, 9, 11)).astype("float32"))
+    w = paddle.to_tensor(rng.standard_normal((4, 3, 3, 3)).astype("float32"))
+    for label, x in (("channel slice", big[:, 1:4]), ("transpose", big[:, :3].transpose([0, 1, 3, 2])),
+                     ("strided slice", big[:, :3, ::2, :])):
+        assert_close(ops.conv2d(x, w, padding=1).numpy(), F.conv2d(x, w, padding=1).numpy(), RTOL, label)
+
+
+def test_conv2d_refuses_padding_it_cannot_express(onednn):
+    x = paddle.ones([1, 2, 5, 5])
+    w = paddle.ones([3, 2, 3, 3])
+    with pytest.raises(ValueError, match="SAME"):
+        ops.conv2d(x, w, padding="SAME")
+    with pytest.raises(ValueError, match="stride"):
+        ops.conv2d(x, w, stride=[1, 2, 3])
+
+
+def test_repeated_calls_are_bit_identical(onednn):
+    """Determinism is set: the same inputs give the same bits, also after other geometries ran."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 32, 16, 16)).astype("float32")
+    w = (rng.standard_normal((32, 32, 3, 3)) / 17).astype("float32")
+    b = rng.standard_normal(32).astype("float32")
+    r = rng.standard_normal((4, 32, 16, 16)).astype("float32")
+    first, first_grads = conv_and_grads(ops.conv2d, x, w, b, r, padding=1)
+    for round_ in range(3):
+        other = rng.standard_normal((2, 32, 9, 9)).astype("float32")  # another geometry in between
+        conv_and_grads(ops.conv2d, other, w, b, rng.standard_normal((2, 32, 5, 5)).astype("float32"), stride=2,
+                       padding=1)
+        again, again_grads = conv_and_grads(ops.conv2d, x, w, b, r, padding=1)
+        assert np.array_equal(again, first), f"output changed on repetition {round_ + 1}"
+        for label, g, h in zip(("input", "weight", "bias"), again_grads, first_grads):
+            assert np.array_equal(g, h), f"{label} gradient changed on repetition {round_ + 1}"
+
+
+def test_two_layers_of_the_same_geometry_keep_their_own_weights(onednn):
+    """Primitives are cached by shape; the weights must still be each layer's own."""
+    paddle.seed(4)
+    first, second = paddle.nn.Conv2D(8, 8, 3, padding=1), paddle.nn.Conv2D(8, 8, 3, padding=1)
+    model = paddle.nn.Sequential(first, paddle.nn.ReLU(), second)
+    x = paddle.randn([2, 8, 10, 10])
+    plain_mid = F.relu(first(x))
+    plain_out = second(plain_mid)
+    assert ops.accelerate(model) == 2
+    fast_mid = F.relu(first(x))
+    assert_close(fast_mid.numpy(), plain_mid.numpy(), RTOL, "first layer")
+    assert_close(second(fast_mid).numpy(), plain_out.numpy(), RTOL, "second layer")
+    assert_close(model(x).numpy(), plain_out.numpy(), RTOL, "both")
+    assert not np.allclose(first(x).numpy(), second(x).numpy(), atol=1e-3)  # really different layers
+
+
+def test_set_threads_reports_the_count_and_keeps_results(onednn):
+    before = ops.set_threads(0)  # 0: ask without changing
+    assert before >= 1
+    rng = np.random.default_rng(5)
+    x = paddle.to_tensor(rng.standard_normal((2, 16, 12, 12)).astype("float32"))
+    w = paddle.to_tensor(rng.standard_normal((16, 16, 3, 3)).astype("float32"))
+    try:
+        assert ops.set_threads(1) == 1
+        one = ops.conv2d(x, w, padding=1).numpy()
+    finally:
+        assert ops.set_threads(before) == before
+    assert_close(one, F.conv2d(x, w, padding=1).numpy(), RTOL, "output with 1 thread")
+
+
+# --------------------------------------------------------------------------- accelerate / restore
+
+
+def conv_layers(model):
+    return [layer for layer in model.sublayers(include_self=True) if type(layer) is paddle.nn.Conv2D]
+
+
+def twins(arch, **kwargs):
+    """Two copies of the same project model with the same weights."""
+    paddle.seed(0)
+    plain = build_model(arch, **kwargs)
+    fast = build_model(arch, **kwargs)
+    fast.set_state_dict(plain.state_dict())
+    return plain, fast
+
+
+def snapshot(model):
+    return {k: v.numpy().copy() for k, v in model.state_dict().items()}
+
+
+# arch, input side, batch
+MODELS = [("squeezenet1_1", 64, 2), ("senet18_cifar", 32, 2), ("resnet50", 64, 4)]
+
+
+@pytest.mark.parametrize("arch, size, batch", MODELS)
+def test_accelerate_a_project_model_changes_nothing_but_the_kernel(onednn, arch, size, batch):
+    plain, fast = twins(arch)
+    count = len(conv_layers(fast))
+    assert count > 0
+    before = snapshot(fast)
+
+    assert ops.accelerate(fast) == count
+    assert ops.is_accelerated(fast) and not ops.is_accelerated(plain)
+    methods = [vars(layer)["forward"] for layer in conv_layers(fast)]
+    assert ops.accelerate(fast) == 0, "a second accelerate switched layers again"
+    assert all(vars(layer)["forward"] is m for layer, m in zip(conv_layers(fast), methods))
+    after = snapshot(fast)
+    assert list(after) == list(before)
+    assert all(np.array_equal(after[k], before[k]) for k in before)
+
+    rng = np.random.default_rng(6)
+    x = paddle.to_tensor(rng.uniform(-1, 1, (batch, 3, size, size)).astype("float32"))
+
+    # Evaluation mode.
+    plain.eval()
+    fast.eval()
+    with paddle.no_grad():
+        want_eval = plain(x).numpy()
+        assert_close(fast(x).numpy(), want_eval, MODEL_RTOL, f"{arch} eval output")
+
+    # Training mode: same dropout masks (same seed), same output, same gradients, same BN statistics.
+    plain.train()
+    fast.train()
+    outputs, grads = [], []
+    for model in (plain, fast):
+        paddle.seed(7)
+        out = model(x)
+        weights = paddle.to_tensor(np.random.default_rng(8).standard_normal(out.shape).astype("float32"))
+        (out * weights).sum().backward()
+        outputs.append(out.numpy())
+        grads.append({p.name: p.grad.numpy() for p in model.parameters() if p.grad is not None})
+    assert_close(outputs[1], outputs[0], MODEL_RTOL, f"{arch} train output")
+    names_plain = [p.name for p in plain.parameters()]
+    names_fast = [p.name for p in fast.parameters()]
+    assert sum(p in grads[1] for p in names_fast) == sum(p in grads[0] for p in names_plain) > 0
+    # All gradients against one scale: a conv bias in front of batch norm has a gradient that is
+    # zero in exact arithmetic, i.e. pure rounding noise in both models.
+    scale = max(float(np.abs(g).max()) for g in grads[0].values())
+    for p_plain, p_fast in zip(names_plain, names_fast):
+        if p_plain in grads[0]:
+            g, h = grads[1][p_fast], grads[0][p_plain]
+            error = float(np.abs(g - h).max())
+            own = float(np.abs(h).max())
+            assert error <= MODEL_RTOL * max(own, 1e-2 * scale), \
+                f"{arch} gradient of {p_plain}: max |difference| {error:.3g}, max |value| {own:.3g}"
+    stats_plain, stats_fast = snapshot(plain), snapshot(fast)
+    for key in stats_plain:
+        assert_close(stats_fast[key], stats_plain[key], MODEL_RTOL, f"{arch} {key} after a training forward")
+
+    # Restore: plain again, bit for bit.
+    assert ops.restore(fast) == count
+    assert not ops.is_accelerated(fast)
+    assert all("forward" not in vars(layer) for layer in conv_layers(fast))
+    assert ops.restore(fast) == 0
+    plain.eval()
+    fast.eval()
+    with paddle.no_grad():
+        assert np.array_equal(fast(x).numpy(), plain(x).numpy())
+
+
+def test_accelerate_switches_only_layers_it_can_compute(onednn):
+    """SAME padding, reflect padding and per-dimension padding pairs stay on Paddle's convolution."""
+    paddle.seed(9)
+    layers = [
+        paddle.nn.Conv2D(3, 4, 3, padding=1),
+        paddle.nn.Conv2D(4, 4, 3, padding="SAME"),
+        paddle.nn.Conv2D(4, 4, 3, padding=1, padding_mode="reflect"),
+        paddle.nn.Conv2D(4, 4, 3, padding=[[0, 0], [0, 0], [1, 1], [1, 1]]),
+        paddle.nn.Conv2D(4, 4, 3, padding=(1, 2)),
+        paddle.nn.Conv2DTranspose(4, 4, 3, padding=1),
+    ]
+    plain = paddle.nn.Sequential(*layers)
+    fast = paddle.nn.Sequential(*[copy.deepcopy(layer) for layer in layers])
+    x = paddle.randn([2, 3, 11, 11])
+    assert ops.accelerate(fast) == 2
+    assert [("forward" in vars(layer)) for layer in fast] == [True, False, False, False, True, False]
+    assert_close(fast(x).numpy(), plain(x).numpy(), RTOL, "mixed layers")
+
+
+def test_a_deep_copy_of_an_accelerated_model_uses_its_own_weights(onednn):
+    """copy.deepcopy (e.g. a teacher or averaged model) must not keep calling the original's layers."""
+    paddle.seed(10)
+    model = paddle.nn.Sequential(paddle.nn.Conv2D(3, 6, 3, padding=1), paddle.nn.ReLU(), paddle.nn.Conv2D(6, 2, 1))
+    ops.accelerate(model)
+    twin = copy.deepcopy(model)
+    assert ops.is_accelerated(twin)
+    with paddle.no_grad():
+        for p in twin.parameters():
+            p.set_value(p * 2.0)
+    x = paddle.randn([1, 3, 8, 8])
+    plain_twin = copy.deepcopy(twin)
+    ops.restore(plain_twin)
+    assert_close(twin(x).numpy(), plain_twin(x).numpy(), RTOL, "copy with its own weights")
+    assert not np.allclose(twin(x).numpy(), model(x).numpy(), atol=1e-3)
+
+
+# --------------------------------------------------------------------------- export and other dtypes
+
+
+def test_an_accelerated_model_exports_with_paddle_jit(onednn, tmp_path):
+    plain, fast = twins("squeezenet1_1")
+    plain.eval()
+    fast.eval()
+    assert ops.accelerate(fast) > 0
+    x = paddle.to_tensor(np.random.default_rng(11).uniform(-1, 1, (2, 3, 64, 64)).astype("float32"))
+    with paddle.no_grad():
+        want = plain(x).numpy()
+    spec = [paddle.static.InputSpec([None, 3, 64, 64], "float32", name="image")]
+    static = paddle.jit.to_static(fast, input_spec=spec, full_graph=True)
+    paddle.jit.save(static, str(tmp_path / "model"))
+    loaded = paddle.jit.load(str(tmp_path / "model"))
+    loaded.eval()
+    with paddle.no_grad():
+        assert_close(loaded(x).numpy(), want, MODEL_RTOL, "exported program")
+    program = str(loaded.program()) if hasattr(loaded, "program") else ""
+    assert "palm_conv2d" not in program, "the exported program calls the custom operator"
+
+
+def test_float64_falls_back_to_paddle_convolution(onednn):
+    paddle.seed(12)
+    model = paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3, padding=1), paddle.nn.ReLU(),
+                                 paddle.nn.Conv2D(4, 2, 3, stride=2))
+    plain = copy.deepcopy(model)
+    assert ops.accelerate(model) == 2
+    model.to(dtype="float64")
+    plain.to(dtype="float64")
+    x = paddle.to_tensor(np.random.default_rng(13).standard_normal((2, 3, 9, 9)))
+    x.stop_gradient = False
+    out = model(x)
+    assert out.dtype == paddle.float64
+    want = plain(x)
+    np.testing.assert_allclose(out.numpy(), want.numpy(), rtol=1e-12, atol=1e-12)
+    out.sum().backward()
+    grad_fast = [p.grad.numpy() for p in model.parameters()]
+    want.sum().backward()
+    for g, h in zip(grad_fast, [p.grad.numpy() for p in plain.parameters()]):
+        np.testing.assert_allclose(g, h, rtol=1e-10, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- when it is unavailable
+
+
+def run_python(code, env_changes, cwd=REPO, timeout=180):
+    env = dict(os.environ)
+    env.update(env_changes)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=cwd,
+                          timeout=timeout)
+
+
+UNAVAILABLE_SCRIPT = r"""
+import json
+import numpy as np
+import paddle
+from paddle_palm import ops, runtime
+from paddle_palm.models import build_model
+
+result = {"module": repr(ops.load()), "reason": ops.unavailable_reason()}
+paddle.seed(0)
+model = build_model("senet18_cifar")
+lines = []
+result["conv"] = runtime.accelerate_model(model, log=lines.append)
+result["lines"] = lines
+result["accelerated"] = ops.is_accelerated(model)
+result["switched"] = ops.accelerate(model)
+try:
+    ops.conv2d(paddle.ones([1, 3, 4, 4]), paddle.ones([2, 3, 3, 3]))
+    result["conv2d"] = "no error"
+except ops.OpsUnavailable as exc:
+    result["conv2d"] = str(exc)
+before = [p.numpy().copy() for p in model.parameters()]
+opt = paddle.optimizer.Momentum(0.05, parameters=model.parameters())
+x = paddle.to_tensor(np.random.default_rng(0).uniform(-1, 1, (2, 3, 32, 32)).astype("float32"))
+loss = paddle.nn.functional.cross_entropy(model(x), paddle.to_tensor([1, 3]))
+loss.backward()
+opt.step()
+result["loss"] = float(loss)
+result["changed"] = sum(not np.array_equal(b, p.numpy()) for b, p in zip(before, model.parameters()))
+result["parameters"] = len(before)
+print(json.dumps(result))
+"""
+
+
+def test_switched_off_by_environment_training_keeps_paddle_convolution():
+    done = run_python(UNAVAILABLE_SCRIPT, {"PADDLE_PALM_ONEDNN": "0"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["module"] == "None"
+    assert "PADDLE_PALM_ONEDNN" in result["reason"] and "\n" not in result["reason"]
+    assert result["conv"] == "paddle"
+    assert len(result["lines"]) == 1 and "PADDLE_PALM_ONEDNN" in result["lines"][0], result["lines"]
+    assert not result["accelerated"] and result["switched"] == 0
+    assert "PADDLE_PALM_ONEDNN" in result["conv2d"]
+    assert np.isfinite(result["loss"]) and result["changed"] == result["parameters"] > 0
+
+
+def test_without_a_compiler_it_says_so_and_builds_nothing(tmp_path):
+    empty_bin = tmp_path / "bin"
+    empty_bin.mkdir()
+    cache = tmp_path / "cache"
+    code = UNAVAILABLE_SCRIPT.replace("print(json.dumps(result))", "") + r"""
+import contextlib, io
+from paddle_palm.ops import __main__ as cli
+err = io.StringIO()
+with contextlib.redirect_stderr(err):
+    result["cli_code"] = cli.main(["--no-download"])
+result["cli_stderr"] = err.getvalue()
+print(json.dumps(result))
+"""
+    done = run_python(code, {"PATH": str(empty_bin), "CXX": str(tmp_path / "no-such-compiler"),
+                             "PADDLE_PALM_CACHE": str(cache), "PADDLE_PALM_ONEDNN": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["module"] == "None"
+    assert "compiler" in result["reason"] and "\n" not in result["reason"], result["reason"]
+    assert result["conv"] == "paddle" and len(result["lines"]) == 1 and "compiler" in result["lines"][0]
+    assert result["switched"] == 0 and "compiler" in result["conv2d"]
+    assert result["changed"] == result["parameters"] > 0
+    assert result["cli_code"] == 1
+    message = result["cli_stderr"].strip().splitlines()
+    assert len(message) == 1 and message[0].startswith("oneDNN convolutions unavailable") and "compiler" in message[0]
+    assert not list(cache.rglob("*.so")) and not (cache / "onednn-headers").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "off", "False", "no"])
+def test_build_refuses_when_switched_off(monkeypatch, value):
+    monkeypatch.setenv("PADDLE_PALM_ONEDNN", value)
+    with pytest.raises(ops.OpsUnavailable, match=f"PADDLE_PALM_ONEDNN={value}"):
+        ops.build(download=False)
+
+
+def test_build_without_headers_and_without_download_is_one_line(monkeypatch, tmp_path):
+    if ops.onednn_library() is None:
+        pytest.skip("this Paddle ships no oneDNN library")
+    system = os.path.join(sys.prefix, "include")
+    if ops._header_version(system) is not None:
+        pytest.skip(f"oneDNN headers are installed in {system}")
+    fake = tmp_path / "old-headers"
+    (fake / "oneapi" / "dnnl").mkdir(parents=True)
+    (fake / "oneapi" / "dnnl" / "dnnl_version.h").write_text(
+        "#define DNNL_VERSION_MAJOR 2\n#define DNNL_VERSION_MINOR 7\n#define DNNL_VERSION_PATCH 0\n")
+    monkeypatch.setenv("PADDLE_PALM_ONEDNN", "1")
+    monkeypatch.setenv("PADDLE_PALM_CACHE", str(tmp_path / "cache"))
+    for include in (tmp_path / "nowhere", fake):  # missing, then of another oneDNN version
+        monkeypatch.setenv("PADDLE_PALM_ONEDNN_INCLUDE", str(include))
+        if ops._compiler() is None:
+            with pytest.raises(ops.OpsUnavailable, match="compiler"):
+                ops.build(download=False)
+            continue
+        with pytest.raises(ops.OpsUnavailable) as info:
+            ops.build(download=False)
+        message = str(info.value)
+        assert "\n" not in message and "headers not found" in message, message
+        assert "python -m paddle_palm.ops" in message
+    assert not list((tmp_path / "cache").rglob("*.so"))
+
+
+def test_build_in_the_warm_cache_returns_the_loaded_library(onednn):
+    path = ops.build(download=False)
+    assert path == onednn.path and os.path.isfile(path)
+    assert os.path.dirname(path) == os.path.join(ops.cache_dir(), "ops")
+    assert onednn.version == ops.onednn_version() and onednn.version[0] >= 3
+
+
+# --------------------------------------------------------------------------- command lines
+
+
+def test_python_m_paddle_palm_ops_reports_ready(onednn):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    done = subprocess.run([sys.executable, "-m", "paddle_palm.ops", "--no-download"], capture_output=True,
+                          text=True, cwd=REPO, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ready = [line for line in done.stdout.splitlines() if line.startswith("oneDNN") and "ready" in line]
+    assert len(ready) == 1, done.stdout
+    assert ".".join(map(str, onednn.version)) in ready[0] and onednn.path in ready[0]
+    difference = float(ready[0].rsplit(" ", 1)[-1].rstrip(")"))
+    assert difference < 1e-4
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    from paddle_palm.data.synthetic import make_synthetic_palm
+
+    return make_synthetic_palm(tmp_path_factory.mktemp("ops") / "data", n_train=8, n_valid=4, image_size=64, seed=1)
+
+
+@pytest.mark.parametrize("flag, expected", [("--fast", "oneDNN convolutions"), ("--no-fast", "plain dygraph")])
+def test_train_cli_says_which_convolution_it_uses(repo_root, tiny_data, tmp_path, flag, expected):
+    if flag == "--fast" and ops.load() is None:
+        expected = "Paddle convolutions"
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, str(repo_root / "tools" / "train.py"), "--arch", "squeezenet1_1",
+                           "--data-dir", str(tiny_data), "--image-size", "64", "--epochs", "1", "--batch-size", "4",
+                           "--no-progress", "--output-dir", str(out), flag],
+                          capture_output=True, text=True, cwd=repo_root, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [line for line in (out / "train.log").read_text().splitlines() if "device cpu" in line]
+    assert len(lines) == 1, lines
+    assert expected in lines[0], lines[0]
