@@ -343,7 +343,7 @@ def accelerate_model(model, threads=None, log=None):
         return "paddle"
     from paddle_palm import ops
 
-    if ops.load() is None:
+    if ops.load(log=log) is None:
         if log:
             log(f"note: oneDNN convolutions unavailable ({ops.unavailable_reason()}); using Paddle's convolution")
         return "paddle"

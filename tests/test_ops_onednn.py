@@ -35,6 +35,9 @@ REPO = Path(__file__).resolve().parents[1]
 RTOL = 1e-5
 #: A whole network (dozens of layers, batch norm on a small batch): same measure.
 MODEL_RTOL = 2e-4
+#: A whole network's parameter gradient: |difference| / |Paddle's gradient| (2-norms); catches
+#: a wrong layer, not rounding (see the model test for why it cannot be tighter).
+GRAD_NORM_RTOL = 0.1
 
 
 @pytest.fixture(scope="module")
@@ -193,17 +196,73 @@ def test_two_layers_of_the_same_geometry_keep_their_own_weights(onednn):
 
 
 def test_set_threads_reports_the_count_and_keeps_results(onednn):
+    """Primitives made with one thread count and run with another still compute the same convolution."""
     before = ops.set_threads(0)  # 0: ask without changing
     assert before >= 1
     rng = np.random.default_rng(5)
-    x = paddle.to_tensor(rng.standard_normal((2, 16, 12, 12)).astype("float32"))
-    w = paddle.to_tensor(rng.standard_normal((16, 16, 3, 3)).astype("float32"))
+    x = rng.standard_normal((4, 48, 14, 14)).astype("float32")
+    w = (rng.standard_normal((48, 48, 3, 3)) / 20).astype("float32")
+    r = rng.standard_normal((4, 48, 14, 14)).astype("float32")
+    want, want_grads = conv_and_grads(F.conv2d, x, w, None, r, padding=1)
     try:
         assert ops.set_threads(1) == 1
-        one = ops.conv2d(x, w, padding=1).numpy()
+        one, one_grads = conv_and_grads(ops.conv2d, x, w, None, r, padding=1)  # first use: made with 1 thread
+        assert ops.set_threads(2) == 2
+        two, two_grads = conv_and_grads(ops.conv2d, x, w, None, r, padding=1)
     finally:
         assert ops.set_threads(before) == before
-    assert_close(one, F.conv2d(x, w, padding=1).numpy(), RTOL, "output with 1 thread")
+    for label, got, grads in (("1 thread", one, one_grads), ("2 threads", two, two_grads)):
+        assert_close(got, want, RTOL, f"output with {label}")
+        assert_close(grads[0], want_grads[0], RTOL, f"input gradient with {label}")
+        assert_close(grads[1], want_grads[1], RTOL, f"weight gradient with {label}")
+
+
+def test_more_geometries_than_the_cache_holds(onednn):
+    """The primitive cache is emptied past 512 shapes; a backward after that rebuilds what it needs."""
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((2, 4, 9, 9)).astype("float32")
+    w = rng.standard_normal((5, 4, 3, 3)).astype("float32")
+    r = rng.standard_normal((2, 5, 9, 9)).astype("float32")
+    xt, wt = tensor(x), tensor(w)
+    out = ops.conv2d(xt, wt, padding=1)
+    one = paddle.ones([1, 1, 1, 1])
+    for width in range(1, 530):  # 529 other shapes between this forward and its backward
+        ops.conv2d(paddle.ones([1, 1, 1, width]), one)
+    (out * paddle.to_tensor(r)).sum().backward()
+    want, (want_x, want_w, _) = conv_and_grads(F.conv2d, x, w, None, r, padding=1)
+    assert_close(out.numpy(), want, RTOL, "output")
+    assert_close(xt.grad.numpy(), want_x, RTOL, "input gradient")
+    assert_close(wt.grad.numpy(), want_w, RTOL, "weight gradient")
+
+
+def test_shape_errors_name_the_operator_and_the_numbers(onednn):
+    cases = [
+        (paddle.ones([1, 4, 5, 5]), paddle.ones([2, 3, 3, 3]), {}, ["4 channels", "[2, 3, 3, 3]", "expects 3"]),
+        (paddle.ones([1, 3, 2, 2]), paddle.ones([2, 3, 3, 3]), {}, ["larger"]),
+        (paddle.ones([3, 5, 5]), paddle.ones([2, 3, 3, 3]), {}, ["4-D"]),
+        (paddle.ones([1, 3, 5, 5], dtype="float64"), paddle.ones([2, 3, 3, 3], dtype="float64"), {}, ["float32"]),
+    ]
+    for x, w, kwargs, words in cases:
+        with pytest.raises((ValueError, RuntimeError, OSError)) as info:
+            ops.conv2d(x, w, **kwargs)
+        first = str(info.value).strip().splitlines()[0]
+        assert first.startswith("palm_conv2d") and all(word in first for word in words), first
+
+
+def test_runtime_accelerate_model_switches_and_sets_threads(onednn):
+    before = ops.set_threads(0)
+    paddle.seed(15)
+    model = paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3, padding=1), paddle.nn.ReLU(), paddle.nn.Conv2D(4, 2, 1))
+    lines = []
+    try:
+        assert runtime.accelerate_model(model, threads=1, log=lines.append) == "onednn"
+        assert ops.set_threads(0) == 1
+    finally:
+        ops.set_threads(before)
+    assert ops.is_accelerated(model) and lines == []
+    assert runtime.accelerate_model(paddle.nn.Linear(2, 2)) == "paddle"  # nothing to switch
+    single = paddle.nn.Conv2D(2, 2, 1)
+    assert ops.accelerate(single) == 1 and ops.is_accelerated(single) and ops.restore(single) == 1
 
 
 # --------------------------------------------------------------------------- accelerate / restore
@@ -211,6 +270,31 @@ def test_set_threads_reports_the_count_and_keeps_results(onednn):
 
 def conv_layers(model):
     return [layer for layer in model.sublayers(include_self=True) if type(layer) is paddle.nn.Conv2D]
+
+
+def conv_layers_named(model):
+    return [(name, layer) for name, layer in model.named_sublayers() if type(layer) is paddle.nn.Conv2D]
+
+
+def record_conv_io(model):
+    """Record, per Conv2D of ``model``, its next input, whether it needs a gradient, and its output gradient.
+
+    Returns:
+        dict: name -> [input array, input needs a gradient, output gradient array (after backward)].
+    """
+    records = {}
+
+    def hook(name):
+        def on_forward(layer, inputs, output):
+            on_forward.handle.remove()  # the first call only
+            entry = records[name] = [inputs[0].numpy().copy(), not inputs[0].stop_gradient, None]
+            output.register_hook(lambda grad: entry.__setitem__(2, grad.numpy().copy()))
+        return on_forward
+
+    for name, layer in conv_layers_named(model):
+        function = hook(name)
+        function.handle = layer.register_forward_post_hook(function)
+    return records
 
 
 def twins(arch, **kwargs):
@@ -256,40 +340,62 @@ def test_accelerate_a_project_model_changes_nothing_but_the_kernel(onednn, arch,
         want_eval = plain(x).numpy()
         assert_close(fast(x).numpy(), want_eval, MODEL_RTOL, f"{arch} eval output")
 
-    # Training mode: same dropout masks (same seed), same output, same gradients, same BN statistics.
+    # Training mode: same dropout masks (same seed), same output, same BN statistics, and
+    # gradients that agree as a whole.  Whole-network gradients can only be compared loosely:
+    # a ReLU input within ~1e-7 of zero flips with any change of summation order (one such
+    # element changes senet18_cifar's upstream gradients by ~1%, batch norm over a 2x2 map
+    # in resnet50 at 64 px by ~2%), so each layer's gradients are checked tightly below,
+    # with the input and output gradient that layer really sees inside the network.
     plain.train()
     fast.train()
-    outputs, grads = [], []
+    outputs, grads, seen = [], [], []
     for model in (plain, fast):
+        record = record_conv_io(model)
         paddle.seed(7)
         out = model(x)
         weights = paddle.to_tensor(np.random.default_rng(8).standard_normal(out.shape).astype("float32"))
         (out * weights).sum().backward()
         outputs.append(out.numpy())
-        grads.append({p.name: p.grad.numpy() for p in model.parameters() if p.grad is not None})
+        grads.append([None if p.grad is None else p.grad.numpy() for p in model.parameters()])
+        seen.append(record)
     assert_close(outputs[1], outputs[0], MODEL_RTOL, f"{arch} train output")
-    names_plain = [p.name for p in plain.parameters()]
-    names_fast = [p.name for p in fast.parameters()]
-    assert sum(p in grads[1] for p in names_fast) == sum(p in grads[0] for p in names_plain) > 0
-    # All gradients against one scale: a conv bias in front of batch norm has a gradient that is
-    # zero in exact arithmetic, i.e. pure rounding noise in both models.
-    scale = max(float(np.abs(g).max()) for g in grads[0].values())
-    for p_plain, p_fast in zip(names_plain, names_fast):
-        if p_plain in grads[0]:
-            g, h = grads[1][p_fast], grads[0][p_plain]
-            error = float(np.abs(g - h).max())
-            own = float(np.abs(h).max())
-            assert error <= MODEL_RTOL * max(own, 1e-2 * scale), \
-                f"{arch} gradient of {p_plain}: max |difference| {error:.3g}, max |value| {own:.3g}"
+    names = [name for name, _ in plain.named_parameters()]
+    assert [g is None for g in grads[1]] == [g is None for g in grads[0]]
+    assert sum(g is not None for g in grads[0]) > 0
+    for name, g, h in zip(names, grads[1], grads[0]):
+        if h is not None:
+            error = float(np.linalg.norm(g - h) / max(np.linalg.norm(h), 1e-30))
+            assert error <= GRAD_NORM_RTOL, f"{arch} gradient of {name}: relative difference {error:.3g}"
     stats_plain, stats_fast = snapshot(plain), snapshot(fast)
     for key in stats_plain:
         assert_close(stats_fast[key], stats_plain[key], MODEL_RTOL, f"{arch} {key} after a training forward")
+
+    # Layer by layer: each switched Conv2D, fed the input and output gradient the plain network's
+    # layer saw in that training step, gives Paddle's output and gradients.
+    records, fast_convs = seen[0], dict(conv_layers_named(fast))
+    assert len(records) == count
+    for name, (inp, needs_grad, dy) in records.items():
+        assert dy is not None, f"{arch} {name}: no output gradient recorded"
+        results = []
+        for layer in (dict(conv_layers_named(plain))[name], fast_convs[name]):
+            layer.clear_gradients(set_to_zero=False)
+            xt = tensor(inp, needs_grad)
+            out = layer(xt)
+            (out * paddle.to_tensor(dy)).sum().backward()
+            results.append([out.numpy(), None if xt.grad is None else xt.grad.numpy(), layer.weight.grad.numpy(),
+                            None if layer.bias is None else layer.bias.grad.numpy()])
+        for label, g, h in zip(("output", "input gradient", "weight gradient", "bias gradient"), *results[::-1]):
+            if h is None:
+                assert g is None, f"{arch} {name}: {label} where Paddle has none"
+            else:
+                assert_close(g, h, RTOL, f"{arch} {name} {label}")
 
     # Restore: plain again, bit for bit.
     assert ops.restore(fast) == count
     assert not ops.is_accelerated(fast)
     assert all("forward" not in vars(layer) for layer in conv_layers(fast))
     assert ops.restore(fast) == 0
+    fast.set_state_dict(plain.state_dict())  # the running statistics moved by slightly different amounts
     plain.eval()
     fast.eval()
     with paddle.no_grad():
@@ -335,7 +441,8 @@ def test_a_deep_copy_of_an_accelerated_model_uses_its_own_weights(onednn):
 # --------------------------------------------------------------------------- export and other dtypes
 
 
-def test_an_accelerated_model_exports_with_paddle_jit(onednn, tmp_path):
+@pytest.mark.parametrize("full_graph", [True, False], ids=["ast", "sot"])
+def test_an_accelerated_model_exports_with_paddle_jit(onednn, tmp_path, full_graph):
     plain, fast = twins("squeezenet1_1")
     plain.eval()
     fast.eval()
@@ -344,14 +451,14 @@ def test_an_accelerated_model_exports_with_paddle_jit(onednn, tmp_path):
     with paddle.no_grad():
         want = plain(x).numpy()
     spec = [paddle.static.InputSpec([None, 3, 64, 64], "float32", name="image")]
-    static = paddle.jit.to_static(fast, input_spec=spec, full_graph=True)
+    static = paddle.jit.to_static(fast, input_spec=spec, full_graph=full_graph)
     paddle.jit.save(static, str(tmp_path / "model"))
     loaded = paddle.jit.load(str(tmp_path / "model"))
     loaded.eval()
     with paddle.no_grad():
         assert_close(loaded(x).numpy(), want, MODEL_RTOL, "exported program")
-    program = str(loaded.program()) if hasattr(loaded, "program") else ""
-    assert "palm_conv2d" not in program, "the exported program calls the custom operator"
+    program = str(loaded.program())
+    assert "conv2d" in program and "palm_conv2d" not in program, "the exported program calls the custom operator"
 
 
 def test_float64_falls_back_to_paddle_convolution(onednn):

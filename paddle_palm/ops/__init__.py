@@ -270,12 +270,19 @@ def build(download=True, log=None):
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time across processes
-        include = headers_dir(download=download)
+        try:
+            include = headers_dir(download=False)
+        except OpsUnavailable:
+            if not download:
+                raise
+            if log:
+                log("fetching the oneDNN C++ headers (pip download --no-deps onednn-devel, once) ...")
+            include = headers_dir(download=True)
         output = os.path.join(folder, f"palm_ops-{_build_key(include)}.so")
         if os.path.isfile(output):
             return output
         if log:
-            log(f"compiling the oneDNN convolution operator into {output} ...")
+            log(f"compiling the oneDNN convolution operator (once, about 15 s) into {output} ...")
         fd, partial = tempfile.mkstemp(dir=folder, prefix=".palm_ops-", suffix=".so")
         os.close(fd)
         try:
@@ -292,8 +299,12 @@ def build(download=True, log=None):
         return output
 
 
-def load(build_if_missing=True):
+def load(build_if_missing=True, log=None):
     """Build (when needed) and register the operator; remember the outcome for this process.
+
+    Args:
+        build_if_missing: fetch the headers when they are missing (the compiler runs in any case).
+        log: optional ``log(message)`` for progress lines (a first build takes about 15 s).
 
     Returns:
         types.SimpleNamespace or None: ``path`` (the library), ``version`` (oneDNN), or None when
@@ -303,12 +314,9 @@ def load(build_if_missing=True):
         return _state["module"]
     _state["tried"] = True
     try:
-        path = build(download=build_if_missing)
-        import warnings
+        path = build(download=build_if_missing, log=log)
+        from paddle.utils.cpp_extension import load_op_meta_info_and_register_op
 
-        with warnings.catch_warnings():  # its import warns about ccache, which is not used here
-            warnings.simplefilter("ignore")
-            from paddle.utils.cpp_extension import load_op_meta_info_and_register_op
         load_op_meta_info_and_register_op(path)
         library = ctypes.CDLL(path)
         library.palm_onednn_set_threads.restype = ctypes.c_int
@@ -366,6 +374,18 @@ def _paddings(padding):
     return None
 
 
+def _check_shapes(x, weight, groups):
+    """The operator's shape rules, as ValueErrors naming the values (like paddle's conv2d)."""
+    if len(x.shape) != 4 or len(weight.shape) != 4:
+        raise ValueError(f"palm_conv2d expects a 4-D NCHW input and a 4-D OIHW weight, "
+                         f"got shapes {list(x.shape)} and {list(weight.shape)}")
+    if groups < 1 or weight.shape[0] % groups:
+        raise ValueError(f"palm_conv2d: {weight.shape[0]} output channels do not divide into {groups} groups")
+    if x.shape[1] != weight.shape[1] * groups:
+        raise ValueError(f"palm_conv2d: the input has {x.shape[1]} channels; the weight {list(weight.shape)} "
+                         f"with groups={groups} expects {weight.shape[1] * groups}")
+
+
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """``paddle.nn.functional.conv2d`` (NCHW, float32, CPU) computed by oneDNN.
 
@@ -382,6 +402,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
     Raises:
         OpsUnavailable: the operator is not available here.
+        ValueError: shapes that do not fit together (the operator's own checks, for
+            dtypes and devices, raise what Paddle raises for a failed custom-operator check).
     """
     if load() is None:
         raise OpsUnavailable(unavailable_reason())
@@ -390,6 +412,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     paddings = _paddings(padding)
     if paddings is None:
         raise ValueError(f"padding {padding!r} is not supported by palm_conv2d; use explicit numbers")
+    _check_shapes(x, weight, int(groups))
     out = _C_ops._run_custom_op("palm_conv2d", x, weight, _pair(stride, "stride"), paddings,
                                 _pair(dilation, "dilation"), int(groups), not x.stop_gradient)
     if isinstance(out, (list, tuple)):

@@ -85,9 +85,11 @@ Geometry make_geometry(const std::vector<int64_t>& x, const std::vector<int64_t>
   PD_CHECK(x.size() == 4 && w.size() == 4, "palm_conv2d expects a 4-D input and a 4-D weight");
   PD_CHECK(strides.size() == 2 && dilations.size() == 2 && paddings.size() == 4,
            "palm_conv2d expects 2 strides, 2 dilations and 4 paddings (top, bottom, left, right)");
-  PD_CHECK(groups >= 1 && x[1] == w[1] * groups && w[0] % groups == 0,
-           "palm_conv2d: input channels ", x[1], " do not match the weight ", w[0], "x", w[1],
-           " with groups=", groups);
+  PD_CHECK(groups >= 1, "palm_conv2d: groups must be at least 1, got ", groups);
+  PD_CHECK(w[0] % groups == 0, "palm_conv2d: ", w[0], " output channels do not divide into ", groups,
+           " groups");
+  PD_CHECK(x[1] == w[1] * groups, "palm_conv2d: input channels ", x[1], " do not match the weight ",
+           w[0], "x", w[1], " with groups=", groups, " (expected ", w[1] * groups, ")");
   Geometry g;
   g.groups = groups;
   g.src = {x[0], x[1], x[2], x[3]};
