@@ -318,7 +318,7 @@ def setup_runtime(device="auto", fast=True, threads=None):
     return info
 
 
-def accelerate_model(model, threads=None, log=None):
+def accelerate_model(model, threads=None, log=None, channels_last=False):
     """Run ``model``'s convolutions with oneDNN on the CPU (:mod:`paddle_palm.ops`).
 
     Paddle's dynamic-graph convolution on a CPU is im2col + MKL; oneDNN's direct
@@ -333,6 +333,9 @@ def accelerate_model(model, threads=None, log=None):
             (:func:`paddle_palm.ops.accelerate`; :func:`paddle_palm.ops.restore` undoes it).
         threads: oneDNN threads; None means every usable core.
         log: optional ``log(message)``.
+        channels_last: run the inner layers of networks that support it on NHWC tensors
+            (:func:`paddle_palm.ops.accelerate`; faster for training; feature maps seen by
+            hooks inside those layers are then NHWC, so evaluation tools leave it off).
 
     Returns:
         str: ``"onednn"`` when convolutions now run on oneDNN, else ``"paddle"``.
@@ -348,7 +351,7 @@ def accelerate_model(model, threads=None, log=None):
             log(f"note: oneDNN convolutions unavailable ({ops.unavailable_reason()}); using Paddle's convolution")
         return "paddle"
     ops.set_threads(threads or usable_cores())
-    return "onednn" if ops.accelerate(model) else "paddle"
+    return "onednn" if ops.accelerate(model, channels_last=channels_last) else "paddle"
 
 
 def compile_train_step(step, model):

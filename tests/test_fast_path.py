@@ -47,7 +47,7 @@ def run(arch, optimizer, loss_name, size):
     model = build_model(arch)
     model.train()
     if mode == "fast":
-        info["conv"] = runtime.accelerate_model(model, threads=info["threads"])
+        info["conv"] = runtime.accelerate_model(model, threads=info["threads"], channels_last=True)
     params = model.parameters()
     opt = (paddle.optimizer.Adam(1e-3, parameters=params) if optimizer == "adam"
            else paddle.optimizer.Momentum(1e-3, momentum=0.9, parameters=params))

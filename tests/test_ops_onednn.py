@@ -99,14 +99,17 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("data_format", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("name", list(CASES))
-def test_conv2d_matches_paddle_forward_and_gradients(onednn, name):
+def test_conv2d_matches_paddle_forward_and_gradients(onednn, name, data_format):
     xs, ws, stride, padding, dilation, groups, has_bias = CASES[name]
     rng = np.random.default_rng(zlib.crc32(name.encode()))
     x = rng.standard_normal(xs).astype("float32")
+    if data_format == "NHWC":  # the same numbers, stored channels last
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     w = (rng.standard_normal(ws) / np.sqrt(np.prod(ws[1:]))).astype("float32")
     b = rng.standard_normal(ws[0]).astype("float32") if has_bias else None
-    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, data_format=data_format)
     # The weighted sum needs the output's shape: take it from Paddle's own result first.
     shape = F.conv2d(paddle.to_tensor(x), paddle.to_tensor(w), **kwargs).shape
     r = rng.standard_normal(shape).astype("float32")
@@ -400,6 +403,63 @@ def test_accelerate_a_project_model_changes_nothing_but_the_kernel(onednn, arch,
     fast.eval()
     with paddle.no_grad():
         assert np.array_equal(fast(x).numpy(), plain(x).numpy())
+
+
+def test_channels_last_resnet_computes_the_same_network(onednn):
+    """accelerate(channels_last=True): ResNet's stages run on NHWC tensors; same outputs, gradients, statistics."""
+    plain, fast = twins("resnet50")
+    rng = np.random.default_rng(11)
+    x = paddle.to_tensor(rng.uniform(-1, 1, (4, 3, 64, 64)).astype("float32"))
+    assert ops.accelerate(fast, channels_last=True) == len(conv_layers(fast))
+    assert fast.channels_last and not plain.channels_last
+    stage_formats = {layer._data_format for layer in fast.layer1.sublayers() if hasattr(layer, "_data_format")}
+    assert stage_formats == {"NHWC"}
+    assert fast.stem.conv._data_format == "NCHW"  # the stem and its max pool stay NCHW
+    plain.eval()
+    fast.eval()
+    with paddle.no_grad():
+        features = fast.forward_features(x)
+        assert features.shape == plain.forward_features(x).shape == [4, 2048, 2, 2]
+        assert_close(fast(x).numpy(), plain(x).numpy(), MODEL_RTOL, "channels-last eval output")
+    plain.train()
+    fast.train()
+    results = []
+    for model in (plain, fast):
+        out = model(x)
+        weights = paddle.to_tensor(np.random.default_rng(12).standard_normal(out.shape).astype("float32"))
+        (out * weights).sum().backward()
+        results.append((out.numpy(), {n: p.grad.numpy() for n, p in model.named_parameters() if p.grad is not None}))
+    assert_close(results[1][0], results[0][0], MODEL_RTOL, "channels-last train output")
+    assert results[1][1].keys() == results[0][1].keys() and results[0][1]
+    for name, h in results[0][1].items():
+        g = results[1][1][name]
+        assert g.shape == h.shape, name
+        error = float(np.linalg.norm(g - h) / max(np.linalg.norm(h), 1e-30))
+        assert error <= GRAD_NORM_RTOL, f"channels-last gradient of {name}: relative difference {error:.3g}"
+    stats_plain, stats_fast = snapshot(plain), snapshot(fast)
+    assert list(stats_fast) == list(stats_plain)  # same state dict: same names, same OIHW weights
+    for key in stats_plain:
+        assert stats_fast[key].shape == stats_plain[key].shape, key
+        assert_close(stats_fast[key], stats_plain[key], MODEL_RTOL, f"channels-last {key} after a training step")
+    assert ops.restore(fast) == len(conv_layers(fast))
+    assert not fast.channels_last
+    assert {layer._data_format for layer in fast.layer1.sublayers() if hasattr(layer, "_data_format")} == {"NCHW"}
+    fast.set_state_dict(plain.state_dict())
+    plain.eval()
+    fast.eval()
+    with paddle.no_grad():
+        assert np.array_equal(fast(x).numpy(), plain(x).numpy())
+
+
+def test_channels_last_is_left_alone_by_networks_without_it(onednn):
+    plain, fast = twins("squeezenet1_1")
+    assert ops.accelerate(fast, channels_last=True) == len(conv_layers(fast))
+    assert {layer._data_format for layer in conv_layers(fast)} == {"NCHW"}
+    x = paddle.to_tensor(np.random.default_rng(13).uniform(-1, 1, (2, 3, 64, 64)).astype("float32"))
+    plain.eval()
+    fast.eval()
+    with paddle.no_grad():
+        assert_close(fast(x).numpy(), plain(x).numpy(), MODEL_RTOL, "squeezenet output")
 
 
 def test_accelerate_switches_only_layers_it_can_compute(onednn):

@@ -180,7 +180,7 @@ class Trainer:
             self.net = self.model
         if c["fast"]:
             self.runtime["conv"] = runtime.accelerate_model(self.model, threads=self.runtime.get("threads"),
-                                                            log=self.log)
+                                                            log=self.log, channels_last=True)
         step = make_train_step(self.net, c["loss"], amp=self.amp)
         compile_step = getattr(runtime, "compile_train_step", None)
         self.train_step = compile_step(step, self.net) if (compile_step and c["fast"]) else step

@@ -124,6 +124,7 @@ class ResNet(nn.Layer):
         self.num_classes = check_num_classes(num_classes, arch)
         self.depth = depth
         self.input_check = InputCheck(arch, in_channels, min_size=32, recipe_size=224)
+        self.channels_last = False  # see set_channels_last
 
         self.stem = ConvBNLayer(in_channels, 64, 7, stride=2, act="relu")
         self.max_pool = nn.MaxPool2D(3, stride=2, padding=1)
@@ -149,14 +150,38 @@ class ResNet(nn.Layer):
             bias_attr=paddle.ParamAttr(initializer=nn.initializer.Constant(0.0)),
         )
 
+    def set_channels_last(self, enabled=True):
+        """Run the four stages on NHWC ("channels last") tensors, or back on NCHW.
+
+        With oneDNN convolutions (:mod:`paddle_palm.ops`) NHWC needs no layout
+        conversion around each convolution, and Paddle's batch norm is as fast or
+        faster on it.  Parameters, state dicts, the input, the output and
+        :meth:`forward_features` stay NCHW; the stem and its max pool (faster in
+        NCHW in Paddle) stay NCHW too.
+
+        Args:
+            enabled: True for NHWC stages, False for NCHW.
+        """
+        data_format = "NHWC" if enabled else "NCHW"
+        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+            for layer in stage.sublayers():
+                if isinstance(layer, nn.Conv2D):
+                    layer._data_format, layer._channel_dim = data_format, (3 if enabled else 1)
+                elif isinstance(layer, nn.BatchNorm2D):
+                    layer._data_format = data_format
+        self.channels_last = bool(enabled)
+
     def forward_features(self, x):
         """Stem and stages: ``[N, C, H, W]`` -> ``[N, 2048, H/32, W/32]``."""
         self.input_check(x)
         x = self.max_pool(self.stem(x))
+        if self.channels_last:
+            x = x.transpose([0, 2, 3, 1])
         x = self.layer1(x)
         x = self.layer2(x)
         x = self.layer3(x)
-        return self.layer4(x)
+        x = self.layer4(x)
+        return x.transpose([0, 3, 1, 2]) if self.channels_last else x
 
     def forward_head(self, x):
         """Global average pool and the classifier: ``[N, 2048, h, w]`` -> ``[N, num_classes]``."""

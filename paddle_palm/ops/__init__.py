@@ -216,7 +216,7 @@ def _compile_command(compiler, include, output):
     libs, base = os.path.join(paddle_dir, "libs"), os.path.join(paddle_dir, "base")
     paddle_include = os.path.join(paddle_dir, "include")
     return [
-        compiler, "-O3", "-fPIC", "-shared", "-std=c++17", "-fopenmp", "-w", "-DNDEBUG",
+        compiler, "-O3", "-fPIC", "-shared", "-std=c++17", "-w", "-DNDEBUG",
         "-DPADDLE_WITH_CUSTOM_KERNEL", "-D_GLIBCXX_USE_CXX11_ABI=1", "-DPADDLE_EXTENSION_NAME=palm_ops",
         f"-I{include}", f"-I{paddle_include}", f"-I{os.path.join(paddle_include, 'third_party')}",
         f"-I{os.path.join(paddle_include, 'paddle', 'phi', 'api', 'include', 'compat')}",
@@ -318,10 +318,7 @@ def load(build_if_missing=True, log=None):
         from paddle.utils.cpp_extension import load_op_meta_info_and_register_op
 
         load_op_meta_info_and_register_op(path)
-        library = ctypes.CDLL(path)
-        library.palm_onednn_set_threads.restype = ctypes.c_int
-        library.palm_onednn_set_threads.argtypes = [ctypes.c_int]
-        _state["module"] = types.SimpleNamespace(path=path, version=onednn_version(), library=library)
+        _state["module"] = types.SimpleNamespace(path=path, version=onednn_version())
     except OpsUnavailable as exc:
         _state["reason"] = str(exc)
     except (OSError, RuntimeError, ValueError) as exc:  # loading the library itself failed
@@ -334,16 +331,32 @@ def unavailable_reason():
     return _state["reason"]
 
 
+def _openmp():
+    """Paddle's Intel OpenMP runtime (the one its oneDNN library runs on), or None."""
+    path = os.path.join(_paddle_dir(), "libs", "libiomp5.so")
+    return ctypes.CDLL(path) if os.path.isfile(path) else None
+
+
 def set_threads(count):
-    """Threads for oneDNN (its OpenMP runtime ignores ``paddle.base.core.set_num_threads``).
+    """Threads for oneDNN (and Paddle's other CPU kernels); 0 asks without changing.
+
+    Paddle's ``libdnnl.so.3`` runs its parallel regions on the OpenMP runtime that Paddle
+    loads (Intel OpenMP, ``paddle/libs/libiomp5.so``), so setting it is
+    ``paddle.base.core.set_num_threads``; the count in force is read back from that runtime
+    (for the calling thread, which is the one that runs the operator).
 
     Returns:
-        int or None: the count in force, None when the operator is not loaded.
+        int: the count in force.
     """
-    module = load()
-    if module is None:
-        return None
-    return module.library.palm_onednn_set_threads(int(count))
+    import paddle
+
+    count = int(count)
+    if count < 0:
+        raise ValueError(f"threads must be at least 1 (or 0 to ask), got {count}")
+    if count:
+        paddle.base.core.set_num_threads(count)
+    runtime = _openmp()
+    return int(runtime.omp_get_max_threads()) if runtime is not None else count
 
 
 # --------------------------------------------------------------------------- the operator
@@ -374,31 +387,33 @@ def _paddings(padding):
     return None
 
 
-def _check_shapes(x, weight, groups):
+def _check_shapes(x, weight, groups, channels_last=False):
     """The operator's shape rules, as ValueErrors naming the values (like paddle's conv2d)."""
     if len(x.shape) != 4 or len(weight.shape) != 4:
-        raise ValueError(f"palm_conv2d expects a 4-D NCHW input and a 4-D OIHW weight, "
-                         f"got shapes {list(x.shape)} and {list(weight.shape)}")
+        raise ValueError(f"palm_conv2d expects a 4-D {'NHWC' if channels_last else 'NCHW'} input and a 4-D OIHW "
+                         f"weight, got shapes {list(x.shape)} and {list(weight.shape)}")
     if groups < 1 or weight.shape[0] % groups:
         raise ValueError(f"palm_conv2d: {weight.shape[0]} output channels do not divide into {groups} groups")
-    if x.shape[1] != weight.shape[1] * groups:
-        raise ValueError(f"palm_conv2d: the input has {x.shape[1]} channels; the weight {list(weight.shape)} "
+    channels = x.shape[3] if channels_last else x.shape[1]
+    if channels != weight.shape[1] * groups:
+        raise ValueError(f"palm_conv2d: the input has {channels} channels; the weight {list(weight.shape)} "
                          f"with groups={groups} expects {weight.shape[1] * groups}")
 
 
-def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """``paddle.nn.functional.conv2d`` (NCHW, float32, CPU) computed by oneDNN.
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, data_format="NCHW"):
+    """``paddle.nn.functional.conv2d`` (float32, CPU) computed by oneDNN.
 
     Args:
-        x: input, ``[N, C, H, W]`` float32 on the CPU.
+        x: input, ``[N, C, H, W]`` (or ``[N, H, W, C]`` with ``data_format="NHWC"``) float32 on the CPU.
         weight: ``[O, C / groups, KH, KW]``.
         bias: optional ``[O]``.
         stride, dilation: int or two ints.
         padding: int, ``[h, w]`` or ``[top, bottom, left, right]``.
         groups: number of groups.
+        data_format: ``"NCHW"`` or ``"NHWC"`` (channels last: no layout conversions inside).
 
     Returns:
-        paddle.Tensor: ``[N, O, OH, OW]``, differentiable with respect to ``x``, ``weight``, ``bias``.
+        paddle.Tensor: ``[N, O, OH, OW]`` (``[N, OH, OW, O]`` for NHWC), differentiable with respect to ``x``, ``weight``, ``bias``.
 
     Raises:
         OpsUnavailable: the operator is not available here.
@@ -412,13 +427,16 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     paddings = _paddings(padding)
     if paddings is None:
         raise ValueError(f"padding {padding!r} is not supported by palm_conv2d; use explicit numbers")
-    _check_shapes(x, weight, int(groups))
+    if data_format not in ("NCHW", "NHWC"):
+        raise ValueError(f"data_format must be 'NCHW' or 'NHWC', got {data_format!r}")
+    channels_last = data_format == "NHWC"
+    _check_shapes(x, weight, int(groups), channels_last)
     out = _C_ops._run_custom_op("palm_conv2d", x, weight, _pair(stride, "stride"), paddings,
-                                _pair(dilation, "dilation"), int(groups), not x.stop_gradient)
+                                _pair(dilation, "dilation"), int(groups), not x.stop_gradient, channels_last)
     if isinstance(out, (list, tuple)):
         out = out[0]
     if bias is not None:
-        out = out + bias.reshape([1, -1, 1, 1])
+        out = out + (bias if channels_last else bias.reshape([1, -1, 1, 1]))
     return out
 
 
@@ -426,7 +444,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
 
 def _supported(layer):
-    return (getattr(layer, "_data_format", "NCHW") == "NCHW"
+    return (getattr(layer, "_data_format", "NCHW") in ("NCHW", "NHWC")
             and getattr(layer, "_padding_mode", "zeros") == "zeros"
             and _paddings(layer._padding) is not None
             and len(layer.weight.shape) == 4)
@@ -437,12 +455,13 @@ def _onednn_forward(self, x):
 
     if (paddle.in_dynamic_mode() and x.dtype == paddle.float32 and x.place.is_cpu_place()
             and self.weight.dtype == paddle.float32):
-        return conv2d(x, self.weight, self.bias, self._stride, self._padding, self._dilation, self._groups)
+        return conv2d(x, self.weight, self.bias, self._stride, self._padding, self._dilation, self._groups,
+                      self._data_format)
     return type(self).forward(self, x)  # graphs being traced, other dtypes or devices: Paddle's own
 
 
-def accelerate(model):
-    """Make every ``paddle.nn.Conv2D`` of ``model`` (NCHW, zero padding) run ``palm_conv2d``.
+def accelerate(model, channels_last=False):
+    """Make every ``paddle.nn.Conv2D`` of ``model`` (zero padding) run ``palm_conv2d``.
 
     Only the forward method of each layer instance changes: parameters, state dicts,
     checkpoints and exported programs (``paddle.jit``) are those of the plain layers, and
@@ -450,6 +469,11 @@ def accelerate(model):
 
     Args:
         model: a ``paddle.nn.Layer``.
+        channels_last: also let the networks that can (those with a ``set_channels_last``
+            method, e.g. :class:`paddle_palm.models.resnet.ResNet`) run their inner layers
+            on NHWC tensors, which spares the convolutions their layout conversions
+            (ResNet-50 training about 1.2x faster again).  Inputs and outputs keep their
+            layout; :func:`restore` switches back.
 
     Returns:
         int: the number of layers switched (0 when the operator is unavailable).
@@ -458,6 +482,10 @@ def accelerate(model):
 
     if load() is None:
         return 0
+    if channels_last:
+        for layer in model.sublayers(include_self=True):
+            if callable(getattr(layer, "set_channels_last", None)):
+                layer.set_channels_last(True)
     switched = 0
     for layer in model.sublayers(include_self=True):
         if type(layer) is paddle.nn.Conv2D and _supported(layer) and "forward" not in vars(layer):
@@ -474,6 +502,8 @@ def restore(model):
     """
     restored = 0
     for layer in model.sublayers(include_self=True):
+        if getattr(layer, "channels_last", False) and callable(getattr(layer, "set_channels_last", None)):
+            layer.set_channels_last(False)
         method = vars(layer).get("forward")
         if isinstance(method, types.MethodType) and method.__func__ is _onednn_forward:
             del layer.forward

@@ -4,15 +4,16 @@
 // image; the oneDNN library that ships inside the Paddle wheel (paddle/libs/
 // libdnnl.so.3) has much faster direct convolutions (AVX2 / AVX-512 JIT kernels)
 // but dynamic mode never calls them.  This file defines one custom operator,
-// `palm_conv2d` (float32, NCHW, like paddle.nn.functional.conv2d without bias),
+// `palm_conv2d` (float32, NCHW or NHWC, like paddle.nn.functional.conv2d without bias),
 // with its gradient, on top of that library.  paddle_palm/ops/__init__.py builds
 // and loads it; docs/BENCHMARKS.md has the measurements.
 //
-// Layout: Paddle tensors stay plain NCHW / OIHW.  oneDNN picks its preferred
-// (blocked) layouts ("any"); inputs are reordered into them and the result is
-// reordered back, in reusable scratch buffers.  Primitives are cached by shape.
-
-#include <omp.h>
+// Layout: Paddle tensors stay plain NCHW (or NHWC) / OIHW.  For NCHW, oneDNN picks
+// its preferred (blocked) layouts ("any"); inputs are reordered into them and the
+// result is reordered back, in reusable scratch buffers.  NHWC ("channels last")
+// tensors are used as they are: no reorders but the weights'.  Primitives are cached
+// by shape.  Threads: oneDNN runs on the OpenMP runtime Paddle loads (Intel OpenMP),
+// so paddle.base.core.set_num_threads sets them.
 
 #include <cstdint>
 #include <cstdlib>
@@ -37,15 +38,6 @@ constexpr size_t kMaxCachedShapes = 512;
 std::mutex& op_mutex() {
   static std::mutex mutex;
   return mutex;
-}
-
-int& thread_count() {
-  static int count = [] {
-    const char* env = std::getenv("PADDLE_PALM_THREADS");
-    int value = env ? std::atoi(env) : 0;
-    return value > 0 ? value : omp_get_num_procs();
-  }();
-  return count;
 }
 
 dnnl::engine& cpu_engine() {
@@ -76,13 +68,15 @@ void* scratch(Slot slot, size_t bytes) {
 struct Geometry {
   memory::dims src, weights, dst, strides, dilates, pad_before, pad_after;
   int groups = 1;
+  bool channels_last = false;  // tensors are NHWC (the dims above stay N, C, H, W)
   std::string key;
 };
 
-Geometry make_geometry(const std::vector<int64_t>& x, const std::vector<int64_t>& w,
+Geometry make_geometry(std::vector<int64_t> x, const std::vector<int64_t>& w,
                        const std::vector<int>& strides, const std::vector<int>& paddings,
-                       const std::vector<int>& dilations, int groups) {
+                       const std::vector<int>& dilations, int groups, bool channels_last) {
   PD_CHECK(x.size() == 4 && w.size() == 4, "palm_conv2d expects a 4-D input and a 4-D weight");
+  if (channels_last) x = {x[0], x[3], x[1], x[2]};  // NHWC shape -> N, C, H, W
   PD_CHECK(strides.size() == 2 && dilations.size() == 2 && paddings.size() == 4,
            "palm_conv2d expects 2 strides, 2 dilations and 4 paddings (top, bottom, left, right)");
   PD_CHECK(groups >= 1, "palm_conv2d: groups must be at least 1, got ", groups);
@@ -92,6 +86,7 @@ Geometry make_geometry(const std::vector<int64_t>& x, const std::vector<int64_t>
            w[0], "x", w[1], " with groups=", groups, " (expected ", w[1] * groups, ")");
   Geometry g;
   g.groups = groups;
+  g.channels_last = channels_last;
   g.src = {x[0], x[1], x[2], x[3]};
   g.weights = groups == 1 ? memory::dims{w[0], w[1], w[2], w[3]}
                           : memory::dims{groups, w[0] / groups, w[1], w[2], w[3]};
@@ -111,18 +106,24 @@ Geometry make_geometry(const std::vector<int64_t>& x, const std::vector<int64_t>
   for (auto v : strides) key << v << ',';
   for (auto v : paddings) key << v << ',';
   for (auto v : dilations) key << v << ',';
-  key << groups;
+  key << groups << (channels_last ? "nhwc" : "nchw");
   g.key = key.str();
   return g;
 }
 
-memory::desc plain_src(const Geometry& g) { return memory::desc(g.src, DType::f32, Tag::nchw); }
-memory::desc plain_dst(const Geometry& g) { return memory::desc(g.dst, DType::f32, Tag::nchw); }
-memory::desc plain_weights(const Geometry& g) {
-  return memory::desc(g.weights, DType::f32, g.groups == 1 ? Tag::oihw : Tag::goihw);
-}
 memory::desc any_layout(const memory::dims& dims) {
   return memory::desc(dims, DType::f32, Tag::any);
+}
+Tag activation_tag(const Geometry& g) { return g.channels_last ? Tag::nhwc : Tag::nchw; }
+memory::desc plain_src(const Geometry& g) { return memory::desc(g.src, DType::f32, activation_tag(g)); }
+memory::desc plain_dst(const Geometry& g) { return memory::desc(g.dst, DType::f32, activation_tag(g)); }
+// NCHW tensors: oneDNN picks its blocked layout and the data is reordered in and out.
+// NHWC tensors: computed in place in that layout (oneDNN's brgemm kernels), no reorders.
+memory::desc activation_layout(const Geometry& g, const memory::dims& dims) {
+  return g.channels_last ? memory::desc(dims, DType::f32, Tag::nhwc) : any_layout(dims);
+}
+memory::desc plain_weights(const Geometry& g) {
+  return memory::desc(g.weights, DType::f32, g.groups == 1 ? Tag::oihw : Tag::goihw);
 }
 
 struct Primitives {
@@ -152,7 +153,7 @@ Primitives& primitives(const Geometry& g, bool backward) {
     auto made = std::make_unique<Primitives>();
     made->forward_pd = dnnl::convolution_forward::primitive_desc(
         cpu_engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
-        any_layout(g.src), any_layout(g.weights), any_layout(g.dst), g.strides, g.dilates,
+        activation_layout(g, g.src), any_layout(g.weights), activation_layout(g, g.dst), g.strides, g.dilates,
         g.pad_before, g.pad_after, attributes());
     made->forward = dnnl::convolution_forward(made->forward_pd);
     found = cache.emplace(g.key, std::move(made)).first;
@@ -160,13 +161,13 @@ Primitives& primitives(const Geometry& g, bool backward) {
   Primitives& p = *found->second;
   if (backward && !p.data_pd) {
     p.data_pd = std::make_unique<dnnl::convolution_backward_data::primitive_desc>(
-        cpu_engine(), dnnl::algorithm::convolution_direct, any_layout(g.src),
-        any_layout(g.weights), any_layout(g.dst), g.strides, g.dilates, g.pad_before,
+        cpu_engine(), dnnl::algorithm::convolution_direct, activation_layout(g, g.src),
+        any_layout(g.weights), activation_layout(g, g.dst), g.strides, g.dilates, g.pad_before,
         g.pad_after, p.forward_pd, attributes());
     p.data = dnnl::convolution_backward_data(*p.data_pd);
     p.weights_pd = std::make_unique<dnnl::convolution_backward_weights::primitive_desc>(
-        cpu_engine(), dnnl::algorithm::convolution_direct, any_layout(g.src),
-        any_layout(g.weights), any_layout(g.dst), g.strides, g.dilates, g.pad_before,
+        cpu_engine(), dnnl::algorithm::convolution_direct, activation_layout(g, g.src),
+        any_layout(g.weights), activation_layout(g, g.dst), g.strides, g.dilates, g.pad_before,
         g.pad_after, p.forward_pd, attributes());
     p.weights = dnnl::convolution_backward_weights(*p.weights_pd);
   }
@@ -204,7 +205,7 @@ memory scratchpad(const dnnl::primitive_desc_base& pd) {
 void check_tensor(const paddle::Tensor& t, const char* what) {
   PD_CHECK(t.is_cpu(), "palm_conv2d: the ", what, " must be on the CPU");
   PD_CHECK(t.dtype() == paddle::DataType::FLOAT32, "palm_conv2d: the ", what, " must be float32");
-  PD_CHECK(t.shape().size() == 4, "palm_conv2d: the ", what, " must be 4-D (NCHW / OIHW)");
+  PD_CHECK(t.shape().size() == 4, "palm_conv2d: the ", what, " must be 4-D (NCHW or NHWC / OIHW)");
 }
 
 }  // namespace
@@ -213,16 +214,16 @@ std::vector<paddle::Tensor> PalmConv2dForward(const paddle::Tensor& x, const pad
                                               const std::vector<int>& strides,
                                               const std::vector<int>& paddings,
                                               const std::vector<int>& dilations, int groups,
-                                              bool input_grad) {
+                                              bool input_grad, bool channels_last) {
   (void)input_grad;
   check_tensor(x, "input");
   check_tensor(w, "weight");
   std::lock_guard<std::mutex> lock(op_mutex());
-  omp_set_num_threads(thread_count());
-  const Geometry g = make_geometry(x.shape(), w.shape(), strides, paddings, dilations, groups);
+  const Geometry g = make_geometry(x.shape(), w.shape(), strides, paddings, dilations, groups, channels_last);
   Primitives& p = primitives(g, false);
-  auto out = paddle::empty({g.dst[0], g.dst[1], g.dst[2], g.dst[3]}, paddle::DataType::FLOAT32,
-                           paddle::CPUPlace());
+  std::vector<int64_t> out_shape = {g.dst[0], g.dst[1], g.dst[2], g.dst[3]};
+  if (channels_last) out_shape = {g.dst[0], g.dst[2], g.dst[3], g.dst[1]};
+  auto out = paddle::empty(out_shape, paddle::DataType::FLOAT32, paddle::CPUPlace());
   dnnl::stream stream(cpu_engine());
   memory src = in_layout(stream, plain_src(g), x.data<float>(), p.forward_pd.src_desc(), kSrc);
   memory weights =
@@ -242,13 +243,12 @@ std::vector<paddle::Tensor> PalmConv2dBackward(const paddle::Tensor& x, const pa
                                                const std::vector<int>& strides,
                                                const std::vector<int>& paddings,
                                                const std::vector<int>& dilations, int groups,
-                                               bool input_grad) {
+                                               bool input_grad, bool channels_last) {
   check_tensor(x, "input");
   check_tensor(w, "weight");
   check_tensor(dy, "output gradient");
   std::lock_guard<std::mutex> lock(op_mutex());
-  omp_set_num_threads(thread_count());
-  const Geometry g = make_geometry(x.shape(), w.shape(), strides, paddings, dilations, groups);
+  const Geometry g = make_geometry(x.shape(), w.shape(), strides, paddings, dilations, groups, channels_last);
   Primitives& p = primitives(g, true);
   auto dx = paddle::empty(x.shape(), paddle::DataType::FLOAT32, paddle::CPUPlace());
   auto dw = paddle::empty(w.shape(), paddle::DataType::FLOAT32, paddle::CPUPlace());
@@ -288,23 +288,16 @@ std::vector<paddle::Tensor> PalmConv2dBackward(const paddle::Tensor& x, const pa
   return {dx, dw};
 }
 
-// Threads oneDNN uses (its OpenMP runtime does not see paddle's set_num_threads).
-extern "C" int palm_onednn_set_threads(int count) {
-  std::lock_guard<std::mutex> lock(op_mutex());
-  if (count > 0) thread_count() = count;
-  return thread_count();
-}
-
 PD_BUILD_OP(palm_conv2d)
     .Inputs({"X", "W"})
     .Outputs({"Out"})
     .Attrs({"strides: std::vector<int>", "paddings: std::vector<int>",
-            "dilations: std::vector<int>", "groups: int", "input_grad: bool"})
+            "dilations: std::vector<int>", "groups: int", "input_grad: bool", "channels_last: bool"})
     .SetKernelFn(PD_KERNEL(PalmConv2dForward));
 
 PD_BUILD_GRAD_OP(palm_conv2d)
     .Inputs({"X", "W", paddle::Grad("Out")})
     .Outputs({paddle::Grad("X"), paddle::Grad("W")})
     .Attrs({"strides: std::vector<int>", "paddings: std::vector<int>",
-            "dilations: std::vector<int>", "groups: int", "input_grad: bool"})
+            "dilations: std::vector<int>", "groups: int", "input_grad: bool", "channels_last: bool"})
     .SetKernelFn(PD_KERNEL(PalmConv2dBackward));
