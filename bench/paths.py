@@ -119,8 +119,9 @@ class PaddleDygraph(Runner):
 
     With ``to_static=True`` the network is compiled by ``paddle.jit.to_static``.  With
     ``onednn_conv=True`` its ``Conv2D`` layers are switched to the oneDNN operator of
-    :mod:`paddle_palm.ops` by :func:`paddle_palm.runtime.accelerate_model`, as the trainer
-    does on its fast path; ``threads`` is then oneDNN's thread count (None: every usable core).
+    :mod:`paddle_palm.ops` by :func:`paddle_palm.runtime.accelerate_model` (with the
+    channels-last stages of the networks that have them), as the trainer does on its fast
+    path; ``threads`` is then oneDNN's thread count (None: every usable core).
 
     Raises:
         RuntimeError: ``onednn_conv`` was asked for but the operator is unavailable here
@@ -140,7 +141,7 @@ class PaddleDygraph(Runner):
         if onednn_conv:
             from paddle_palm import ops, runtime
 
-            if runtime.accelerate_model(self.model, threads=threads) != "onednn":
+            if runtime.accelerate_model(self.model, threads=threads, channels_last=True) != "onednn":
                 reason = ops.unavailable_reason() or "no Conv2D layer could be switched"
                 raise RuntimeError(f"oneDNN convolutions unavailable: {reason}")
         if to_static:

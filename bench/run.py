@@ -181,7 +181,7 @@ def measure_models(args, workers, log, on_round=None):
         spec_arch = item["arch"] if item["arch"] != "-" else "resnet50"
         started = time.perf_counter()
         reply = worker.request(cmd="prepare", path=item["path"], arch=spec_arch, metric=item["metric"],
-                               spec=item["spec"], **batch)
+                               spec=item["spec"], warmup=args.warmup, **batch)
         item["prepare_s"] = time.perf_counter() - started
         item["times"] = []
         if not reply["ok"]:
@@ -392,6 +392,9 @@ def parse_args(argv=None):
     size.add_argument("--image-size", type=int, default=224, help="input side in pixels (default 224)")
     size.add_argument("--iters", type=int, default=1, help="timed iterations per path in each round (default 1)")
     size.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    size.add_argument("--warmup", type=int, default=3,
+                      help="untimed iterations per path before the rounds (default 3: allocators and oneDNN "
+                           "primitives reach their steady state; PyTorch needs several steps)")
     size.add_argument("--data-images", type=int, default=100, help="original-size images for the data pipeline")
     size.add_argument("--data-workers", type=int, default=2, help="DataLoader workers for the cached pipeline")
     size.add_argument("--quick", action="store_true",
@@ -403,15 +406,15 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.quick:
         args.archs, args.batch_size, args.image_size = "squeezenet1_1", 2, 64
-        args.iters, args.rounds, args.data_images = 1, 1, 10
+        args.iters, args.rounds, args.data_images, args.warmup = 1, 1, 10, 1
         args.probes = False if args.probes is None else args.probes
     args.probes = True if args.probes is None else args.probes
     args.archs = [a.strip() for a in args.archs.split(",") if a.strip()]
     unknown = [a for a in args.archs if a not in RECIPES]
     if unknown:
         parser.error(f"unknown architecture {unknown[0]!r}; known: {', '.join(sorted(RECIPES))}")
-    for name in ("batch_size", "image_size", "iters", "rounds", "data_images", "data_workers"):
-        if getattr(args, name) < (0 if name == "data_workers" else 1):
+    for name in ("batch_size", "image_size", "iters", "rounds", "data_images", "data_workers", "warmup"):
+        if getattr(args, name) < (0 if name in ("data_workers", "warmup") else 1):
             parser.error(f"--{name.replace('_', '-')} must be positive")
     return args
 

@@ -703,3 +703,36 @@ def test_train_cli_says_which_convolution_it_uses(repo_root, tiny_data, tmp_path
     lines = [line for line in (out / "train.log").read_text().splitlines() if "device cpu" in line]
     assert len(lines) == 1, lines
     assert expected in lines[0], lines[0]
+
+
+# ResNet-50's real sizes at batch 10 (224 px): large maps make oneDNN split the work (and the
+# weight-gradient reductions) across threads differently from the small cases above.
+FULL_SIZE = [
+    ((10, 3, 224, 224), (64, 3, 7, 7), 2, 3),
+    ((10, 64, 56, 56), (64, 64, 3, 3), 1, 1),
+    ((10, 1024, 14, 14), (2048, 1024, 1, 1), 2, 0),
+]
+
+
+@pytest.mark.parametrize("data_format", ["NCHW", "NHWC"])
+def test_full_size_resnet50_geometries(onednn, data_format):
+    rng = np.random.default_rng(21)
+    threads = ops.set_threads(0)
+    try:
+        ops.set_threads(2)
+        for xs, ws, stride, padding in FULL_SIZE:
+            x = rng.standard_normal(xs).astype("float32")
+            if data_format == "NHWC":
+                x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+            w = (rng.standard_normal(ws) / np.sqrt(np.prod(ws[1:]))).astype("float32")
+            kwargs = dict(stride=stride, padding=padding, data_format=data_format)
+            shape = F.conv2d(paddle.to_tensor(x), paddle.to_tensor(w), **kwargs).shape
+            r = rng.standard_normal(shape).astype("float32")
+            want, want_grads = conv_and_grads(F.conv2d, x, w, None, r, **kwargs)
+            got, got_grads = conv_and_grads(ops.conv2d, x, w, None, r, **kwargs)
+            label = f"{data_format} {xs} * {ws}"
+            assert_close(got, want, RTOL, f"{label}: output")
+            assert_close(got_grads[0], want_grads[0], RTOL, f"{label}: input gradient")
+            assert_close(got_grads[1], want_grads[1], RTOL, f"{label}: weight gradient")
+    finally:
+        ops.set_threads(threads)
