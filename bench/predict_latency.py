@@ -26,11 +26,9 @@ Usage::
 Results: ``bench/results/predict-<time>.json`` / ``.md`` and ``predict-latest.*``.
 """
 
-import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time

@@ -217,6 +217,24 @@ def _rate(epochs, warmup):
     return (sum(e["images"] for e in timed) / seconds) if timed and seconds > 0 else None
 
 
+def _run_timed(command, timeout, result):
+    """Run ``command`` (from the repository root) within ``timeout`` seconds.
+
+    Records ``wall_s`` in ``result``, or ``ok=False`` and the timeout as ``error``.
+
+    Returns:
+        subprocess.CompletedProcess or None: None when it timed out.
+    """
+    started = time.perf_counter()
+    try:
+        done = subprocess.run(command, cwd=str(REPO), capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        result.update(ok=False, error=f"timed out after {timeout} s")
+        return None
+    result["wall_s"] = round(time.perf_counter() - started, 2)
+    return done
+
+
 def run_train_py(args, data_dir, run_dir, n_train, fast=True):
     """Run ``tools/train.py`` once; return its per-epoch training rates read from ``history.csv``.
 
@@ -229,14 +247,9 @@ def run_train_py(args, data_dir, run_dir, n_train, fast=True):
     """
     command = train_py_command(args, data_dir, run_dir, fast=fast)
     result = {"command": " ".join(command[1:]), "load_1min_before": round(os.getloadavg()[0], 2)}
-    started = time.perf_counter()
-    try:
-        done = subprocess.run(command, cwd=str(REPO), capture_output=True, text=True, timeout=args.timeout,
-                              check=False)
-    except subprocess.TimeoutExpired:
-        result.update(ok=False, error=f"timed out after {args.timeout} s")
+    done = _run_timed(command, args.timeout, result)
+    if done is None:
         return result
-    result["wall_s"] = round(time.perf_counter() - started, 2)
     output = done.stdout + "\n" + done.stderr
     found = re.search(r"\((fast path: [^)]*|plain dygraph)\)", output)
     result["execution"] = found.group(1) if found else "?"
@@ -368,14 +381,9 @@ def run_torch(args, spec):
     command = [sys.executable, str(Path(__file__).resolve()), "--torch-loop", json.dumps(spec)]
     result = {"command": "torch_loop " + json.dumps({k: v for k, v in spec.items() if k != "data_dir"}),
               "load_1min_before": round(os.getloadavg()[0], 2)}
-    started = time.perf_counter()
-    try:
-        done = subprocess.run(command, cwd=str(REPO), capture_output=True, text=True, timeout=args.timeout,
-                              check=False)
-    except subprocess.TimeoutExpired:
-        result.update(ok=False, error=f"timed out after {args.timeout} s")
+    done = _run_timed(command, args.timeout, result)
+    if done is None:
         return result
-    result["wall_s"] = round(time.perf_counter() - started, 2)
     reply = next((line[len(REPLY_PREFIX):] for line in done.stdout.splitlines() if line.startswith(REPLY_PREFIX)),
                  None)
     if done.returncode != 0 or reply is None:
