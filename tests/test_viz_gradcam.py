@@ -109,6 +109,18 @@ def test_grad_cam_on_registered_models(name):
     assert cam.shape == (64, 64) and 0 <= cam.min() <= cam.max() <= 1
 
 
+def test_grad_cam_of_a_channels_last_resnet_is_the_plain_one():
+    """The trainer runs ResNet's stages channels-last; Grad-CAM reads the same NCHW map from it."""
+    paddle.seed(3)
+    model = build_model("resnet50", num_classes=1)
+    image = np.random.default_rng(2).uniform(-1, 1, (1, 3, 64, 64)).astype("float32")
+    want = grad_cam(model, image)
+    model.set_channels_last(True)
+    got = grad_cam(model, image)
+    assert model.channels_last  # left as found
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
 def test_bad_arguments():
     model = BrightnessNet()
     with pytest.raises(ConfigError, match="no sublayer named"):

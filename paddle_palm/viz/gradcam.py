@@ -124,6 +124,11 @@ class GradCAM:
 
         was_training = self.model.training
         self.model.eval()
+        # A network running its stages channels-last (the trainer's fast path) is switched back to
+        # NCHW for the pass, so that the hooked feature map is [N, C, h, w].
+        channels_last = bool(getattr(self.model, "channels_last", False))
+        if channels_last:
+            self.model.set_channels_last(False)
         handle = self.layer.register_forward_post_hook(hook)
         try:
             with paddle.set_grad_enabled(True):
@@ -160,6 +165,8 @@ class GradCAM:
             cam = cam[0, 0].numpy().astype(np.float64)
         finally:
             handle.remove()
+            if channels_last:
+                self.model.set_channels_last(True)
             if was_training:
                 self.model.train()
         cam -= cam.min()
