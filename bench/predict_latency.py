@@ -53,9 +53,11 @@ def build_parser():
     parser.add_argument("--weights", metavar="FILE", help="trained weights (default: the network's initial weights)")
     parser.add_argument("--images", metavar="DIR", help="photographs for the end-to-end figure "
                         "(default: ../shared/palm/PALM-Validation400 when present, else synthetic ones)")
-    parser.add_argument("--image-count", type=cli.positive_int, default=20, metavar="N",
+    parser.add_argument("--image-count", type=cli.positive_int, default=48, metavar="N",
                         help="photographs for the end-to-end figure (default: %(default)s)")
     parser.add_argument("--threads", type=cli.positive_int, default=2, metavar="N", help="threads (default: %(default)s)")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=16, metavar="N",
+                        help="batch of the second end-to-end figure (default: %(default)s, tools/predict.py's)")
     parser.add_argument("--runs", type=cli.positive_int, default=20, metavar="N",
                         help="timed passes per round (default: %(default)s)")
     parser.add_argument("--rounds", type=cli.positive_int, default=3, metavar="N",
@@ -132,7 +134,7 @@ def _calibrate_head(predictor, images):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.quick:
-        args.runs, args.rounds, args.image_count = 3, 1, 4
+        args.runs, args.rounds, args.image_count, args.batch_size = 3, 1, 4, 2
     from paddle_palm import runtime
 
     info = runtime.setup_runtime(device="cpu", fast=True, threads=args.threads)
@@ -186,7 +188,7 @@ def main(argv=None):
         print(f"round {round_index + 1}/{args.rounds}: " + ", ".join(
             f"{name.split(' (')[0]} {values[-1]:.1f} ms" for name, values in latency.items()), flush=True)
 
-    end_to_end, probabilities = {}, {}
+    end_to_end, end_to_end_batched, probabilities = {}, {}, {}
     for name, predictor in paths.items():
         if name == "PyTorch reference":
             continue
@@ -195,6 +197,10 @@ def main(argv=None):
         records = inference.predict_images(predictor, images, batch_size=1)
         end_to_end[name] = (time.perf_counter() - start) * 1000.0 / len(images)
         probabilities[name] = np.array([r["pm_probability"] for r in records], dtype=np.float64)
+        inference.predict_images(predictor, images[:args.batch_size], batch_size=args.batch_size)  # warm-up
+        start = time.perf_counter()
+        inference.predict_images(predictor, images, batch_size=args.batch_size)
+        end_to_end_batched[name] = (time.perf_counter() - start) * 1000.0 / len(images)
     load_after = os.getloadavg()
 
     reference = probabilities["dygraph, Paddle conv (plain)"]
@@ -211,12 +217,13 @@ def main(argv=None):
             "vs_plain_dygraph": baseline / best,
             "vs_torch": (torch_ms / best) if torch_ms else None,
             "end_to_end_ms_per_image": end_to_end.get(name),
+            "end_to_end_batched_ms_per_image": end_to_end_batched.get(name),
             "max_abs_probability_difference": (float(np.max(np.abs(probabilities[name] - reference)))
                                                if name in probabilities else None),
         })
     record = {
         "arch": args.arch, "weights": args.weights or "initial weights (seed 0)", "threads": args.threads,
-        "runs": args.runs, "rounds": args.rounds, "images": len(images),
+        "runs": args.runs, "rounds": args.rounds, "images": len(images), "batch_size": args.batch_size,
         "image_folder": str(images[0].parent), "load_average_before": load_before, "load_average_after": load_after,
         "cpu": info.get("cpu"), "python": platform.python_version(), "paddle": paddle.__version__,
         "onednn_operator": None if restored == 0 and not ops.is_accelerated(fast.model) else ops.load().path,
@@ -234,16 +241,20 @@ def main(argv=None):
         f"{record['cpu']}; Python {record['python']}, paddle {record['paddle']}, torch {record['torch']}; "
         f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after. Network alone: batch 1, best of "
         f"{args.rounds} interleaved rounds of the median of {args.runs} passes. End to end: `predict_images` on "
-        f"{len(images)} photographs from {images[0].parent.name}/ (decode, resize, normalise, network), batch 1.",
+        f"{len(images)} photographs from {images[0].parent.name}/ (decode, resize, normalise, network), batch 1 "
+        f"and batch {args.batch_size} (`tools/predict.py`'s default).",
         "",
-        "| path | network ms | vs plain dygraph | vs PyTorch | end to end ms/image | max abs prob. diff |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        f"| path | network ms | vs plain dygraph | vs PyTorch | end to end ms/image, batch 1 | "
+        f"end to end ms/image, batch {args.batch_size} | max abs prob. diff |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in rows:
         lines.append(
             f"| {row['path']} | {row['latency_ms']:.1f} | {row['vs_plain_dygraph']:.2f}x | "
             + (f"{row['vs_torch']:.2f}x" if row["vs_torch"] else "n/a") + " | "
             + (f"{row['end_to_end_ms_per_image']:.1f}" if row["end_to_end_ms_per_image"] is not None else "n/a") + " | "
+            + (f"{row['end_to_end_batched_ms_per_image']:.1f}" if row["end_to_end_batched_ms_per_image"] is not None
+               else "n/a") + " | "
             + (f"{row['max_abs_probability_difference']:.1e}" if row["max_abs_probability_difference"] is not None
                else "n/a") + " |")
     text = "\n".join(lines) + "\n"

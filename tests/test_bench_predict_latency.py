@@ -29,7 +29,8 @@ def test_quick_run_reports_every_path_with_ratios_and_equal_probabilities(tmp_pa
     assert "Paddle Inference, no oneDNN (--no-onednn)" in rows
     for name, row in rows.items():
         assert row["latency_ms"] > 0 and row["end_to_end_ms_per_image"] > 0, name
+        assert row["end_to_end_batched_ms_per_image"] > 0, name
         assert abs(row["vs_plain_dygraph"] - plain["latency_ms"] / row["latency_ms"]) < 1e-9, name
         if "bf16" not in name:  # fp32 paths compute the checkpoint's numbers
             assert row["max_abs_probability_difference"] < 1e-4, (name, row["max_abs_probability_difference"])
-    assert record["images"] == 4 and len(record["rows"][0]["latency_rounds_ms"]) == 1
+    assert record["images"] == 4 and record["batch_size"] == 2 and len(record["rows"][0]["latency_rounds_ms"]) == 1
