@@ -117,7 +117,8 @@ def measure(shared_dir, count=100, image_size=224, batch_size=10, workers=2, arc
 
     Returns:
         dict: ``images``, ``original_size``, ``make_s``, ``rates`` (pipeline -> images/s for
-        one epoch), ``warm_cache_s``, ``loop`` (pipeline -> ``wait_s``, ``step_s``, ``share``).
+        one epoch), ``warm_cache_s``, ``step`` (the training step's execution path), ``loop``
+        (pipeline -> ``wait_s``, ``step_s``, ``share``).
     """
     import paddle
 
@@ -145,7 +146,12 @@ def measure(shared_dir, count=100, image_size=224, batch_size=10, workers=2, arc
         }
         result["rates"] = {name: _epoch_rate(make()) for name, make in pipelines.items()}
 
-        runner = PaddleDygraph(arch, batch_size, image_size)
+        try:  # the trainer's step: oneDNN convolutions when the operator is available
+            runner = PaddleDygraph(arch, batch_size, image_size, onednn_conv=True)
+            result["step"] = "dygraph + setup_runtime + oneDNN conv"
+        except RuntimeError:
+            runner = PaddleDygraph(arch, batch_size, image_size)
+            result["step"] = "dygraph + setup_runtime"
         model, optimizer, loss_name = runner.model, runner.optimizer, runner.loss_name
 
         def step(images, labels):

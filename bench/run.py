@@ -328,7 +328,7 @@ def markdown(report):
             lines.append(f"{data['images']} training images enlarged to {data['original_size'][0]}x"
                          f"{data['original_size'][1]} JPEG (made in {data['make_s']:.1f}s); "
                          f"warm_cache: {data['warm_cache_s']:.1f}s; the loop trains {report['meta']['data_arch']} "
-                         f"(dygraph + setup_runtime) at {report['meta']['image_size']} px, batch "
+                         f"({data.get('step', 'dygraph + setup_runtime')}) at {report['meta']['image_size']} px, batch "
                          f"{report['meta']['batch_size']}.")
             lines.append("")
             lines.append("| pipeline | epoch img/s | vs course reader | training loop: data wait s | step s | "
