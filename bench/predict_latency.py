@@ -155,7 +155,7 @@ def main(argv=None):
     plain = inference.CheckpointPredictor(weights, arch=args.arch if args.weights is None else None)
     from paddle_palm import ops
 
-    restored = ops.restore(plain.model)
+    ops.restore(plain.model)
     if args.weights is None:
         _calibrate_head(plain, images)
         paddle.save(plain.model.state_dict(), weights)
@@ -226,7 +226,7 @@ def main(argv=None):
         "runs": args.runs, "rounds": args.rounds, "images": len(images), "batch_size": args.batch_size,
         "image_folder": str(images[0].parent), "load_average_before": load_before, "load_average_after": load_after,
         "cpu": info.get("cpu"), "python": platform.python_version(), "paddle": paddle.__version__,
-        "onednn_operator": None if restored == 0 and not ops.is_accelerated(fast.model) else ops.load().path,
+        "onednn_operator": ops.load().path if ops.load() is not None else None,
         "rows": rows,
     }
     try:

@@ -35,6 +35,7 @@ Use::
 
 import ctypes
 import fcntl
+import functools
 import hashlib
 import os
 import platform
@@ -107,6 +108,7 @@ class _DnnlVersion(ctypes.Structure):
     ]
 
 
+@functools.lru_cache(maxsize=1)
 def onednn_version():
     """The version of Paddle's oneDNN library, read from the library itself.
 
@@ -505,15 +507,18 @@ def restore(model):
     for layer in model.sublayers(include_self=True):
         if getattr(layer, "channels_last", False) and callable(getattr(layer, "set_channels_last", None)):
             layer.set_channels_last(False)
-        method = vars(layer).get("forward")
-        if isinstance(method, types.MethodType) and method.__func__ is _onednn_forward:
+        if _switched(layer):
             del layer.forward
             restored += 1
     return restored
 
 
+def _switched(layer):
+    """Whether :func:`accelerate` gave this layer instance the operator's forward."""
+    method = vars(layer).get("forward")
+    return isinstance(method, types.MethodType) and method.__func__ is _onednn_forward
+
+
 def is_accelerated(model):
     """Whether any layer of ``model`` runs ``palm_conv2d``."""
-    return any(isinstance(vars(layer).get("forward"), types.MethodType)
-               and vars(layer)["forward"].__func__ is _onednn_forward
-               for layer in model.sublayers(include_self=True))
+    return any(_switched(layer) for layer in model.sublayers(include_self=True))

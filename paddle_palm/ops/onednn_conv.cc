@@ -16,7 +16,6 @@
 // so paddle.base.core.set_num_threads sets them.
 
 #include <cstdint>
-#include <cstdlib>
 #include <map>
 #include <memory>
 #include <mutex>
