@@ -6,7 +6,10 @@ datasets) -> ``models`` (the architecture zoo and its registry) -> ``engine``
 does not import Paddle; the subpackages that need it do.
 """
 
+from paddle_palm import compat
 from paddle_palm.errors import PalmError
+
+compat.load_zlib_before_paddle()  # before anything imports Paddle 2.6 (see the function)
 
 __version__ = "0.1.0"
 

@@ -2,7 +2,8 @@
 
 :func:`run` is the one place where our own errors become a one-line message on
 stderr and a non-zero exit code, so no tool ever shows a traceback for bad
-input.  Argument types such as :func:`positive_int` give argparse clear
+input; it also checks the installed Paddle and numpy first
+(:func:`paddle_palm.compat.check_environment`).  Argument types such as :func:`positive_int` give argparse clear
 messages for out-of-range numbers.
 """
 
@@ -10,6 +11,7 @@ import argparse
 import math
 import sys
 
+from paddle_palm import compat
 from paddle_palm.errors import PalmError
 
 #: Exit code for bad input or a failed run (argparse itself uses 2 for bad arguments).
@@ -27,6 +29,7 @@ def run(main, argv=None):
         Never: it calls ``sys.exit``.
     """
     try:
+        compat.check_environment()  # a Paddle/numpy pair that cannot work: one line, before Paddle crashes
         code = main(argv)
     except PalmError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)

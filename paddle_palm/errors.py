@@ -51,3 +51,7 @@ class ConfigError(PalmError, ValueError):
 
 class TrainingError(PalmError, RuntimeError):
     """Training cannot go on (for example the loss became NaN)."""
+
+
+class UnsupportedVersionError(PalmError, RuntimeError):
+    """The installed Paddle, numpy or Python is outside the supported range (SPEC 6)."""

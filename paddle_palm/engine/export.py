@@ -46,7 +46,6 @@ __all__ = ["EXPORT_TOLERANCE", "PMProbabilityModel", "export_checkpoint", "expor
 @functools.lru_cache(maxsize=1)
 def _pm_wrapper_class():
     import paddle
-    import paddle.nn.functional as F
 
     class PMProbabilityModel(paddle.nn.Layer):
         """A classifier with its probability layer: outputs the PM probability ``[N, 1]``.
@@ -63,12 +62,16 @@ def _pm_wrapper_class():
             super().__init__()
             self.network = network
             self.num_classes = int(num_classes)
+            # Layers, not names of the enclosing function: Paddle 2.6's dynamic-to-static
+            # conversion does not see those (NameError at export; paddle_palm.compat).
+            self.sigmoid = paddle.nn.Sigmoid()
+            self.softmax = paddle.nn.Softmax(axis=1)
 
         def forward(self, image):
             logits = self.network(image)
             if self.num_classes == 1:
-                return F.sigmoid(logits)
-            probs = F.softmax(logits, axis=1)
+                return self.sigmoid(logits)
+            probs = self.softmax(logits)
             if self.num_classes == 2:
                 return probs[:, 1:2]
             return probs

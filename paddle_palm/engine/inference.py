@@ -45,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
+from paddle_palm import compat
 from paddle_palm.errors import ConfigError, DataError, ImageError, LabelError, MissingFileError
 
 #: Name of the preprocessing record written beside an exported model.
@@ -315,14 +316,9 @@ class ExportedPredictor(_Predictor):
         config = inference.Config(os.fspath(model_file), os.fspath(params_file))
         config.disable_gpu()
         config.set_cpu_math_library_num_threads(threads)
-        if onednn:
-            config.enable_onednn()
-            if precision == "bf16":
-                config.enable_onednn_bfloat16()
-        else:
-            if precision == "bf16":
-                raise ConfigError("precision bf16 needs oneDNN")
-            config.disable_onednn()
+        if precision == "bf16" and not onednn:
+            raise ConfigError("precision bf16 needs oneDNN")
+        compat.set_inference_onednn(config, onednn, bfloat16=precision == "bf16")
         config.switch_ir_optim(True)
         config.disable_glog_info()
         try:
