@@ -251,3 +251,41 @@ def set_cpu_math_threads(count):
     if core is None:  # pragma: no cover - Paddle < 2.6 is refused by check_environment
         core = paddle.fluid.core
     core.set_num_threads(int(count))
+
+
+def cache_numpy_float_limits():
+    """Compute numpy's float limits now, before denormal flushing is turned on.
+
+    numpy 1.x computes ``np.finfo`` lazily and, with flush-to-zero on, warns
+    "The value of the smallest subnormal ... is zero" at its first use (Paddle 2.6
+    and pandas ask for it); numpy 2.x does not.  Computed once beforehand, the cached
+    values are the true ones and nothing is printed.
+    """
+    import numpy as np
+
+    for dtype in (np.float16, np.float32, np.float64):
+        np.finfo(dtype).smallest_subnormal  # noqa: B018  (fills numpy's cache)
+
+
+def set_dataloader_pin_memory(enabled):
+    """Make ``paddle.io.DataLoader`` copy batches through pinned host memory, or not.
+
+    Paddle has no public switch: the DataLoader reads the module-level
+    ``paddle.io.reader.use_pinned_memory()`` (present, with the same meaning, in 2.6.2,
+    3.0.0 and 3.3.1; None means "pin on CUDA builds").  CPU builds ignore it.
+
+    Args:
+        enabled: True to pin (GPU training with loader workers), False not to.
+
+    Returns:
+        bool: True when the setting could be made.
+    """
+    try:
+        from paddle.io import reader
+    except ImportError:
+        return False
+    switch = getattr(reader, "use_pinned_memory", None)
+    if switch is None:
+        return False
+    switch(bool(enabled))
+    return True

@@ -248,16 +248,9 @@ def keep_freed_memory():
 
 
 def _resolve_device(device):
-    import paddle
+    from paddle_palm.engine.device import select_device
 
-    if not isinstance(device, str) or device.split(":")[0] not in _DEVICES:
-        raise ConfigError(f"device must be one of {', '.join(_DEVICES)} (or gpu:N), got {device!r}")
-    if device == "auto":
-        has_gpu = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
-        return "gpu" if has_gpu else "cpu"
-    if device.startswith("gpu") and not paddle.device.is_compiled_with_cuda():
-        raise ConfigError(f"device {device!r} asked for, but this Paddle build has no CUDA support; use cpu")
-    return device
+    return select_device(device)
 
 
 def setup_runtime(device="auto", fast=True, threads=None):
@@ -289,11 +282,10 @@ def setup_runtime(device="auto", fast=True, threads=None):
     """
     threads = _check_threads(threads)
     cpu = cpu_info()
-    env = prepare_environment(cpu) if fast else {"MKL_DEBUG_CPU_TYPE": os.environ.get("MKL_DEBUG_CPU_TYPE")}
-    import paddle
-
-    device = _resolve_device(device)
-    paddle.set_device(device)
+    device = _resolve_device(device)  # sets Paddle's device; nothing computed yet
+    # The CPU settings tune Paddle's CPU kernels only: none of them runs on a GPU.
+    on_cpu = device == "cpu"
+    env = prepare_environment(cpu) if (fast and on_cpu) else {"MKL_DEBUG_CPU_TYPE": os.environ.get("MKL_DEBUG_CPU_TYPE")}
     info = {
         "device": device,
         "fast": bool(fast),
@@ -304,14 +296,17 @@ def setup_runtime(device="auto", fast=True, threads=None):
         "cpu": cpu["model"],
         "avx512_bf16": cpu["avx512_bf16"],
     }
-    if device != "cpu":
+    if not on_cpu:
         return info
+    from paddle_palm import compat
+
     if fast or threads is not None:
         count = threads if threads is not None else cpu["cores"]
-        paddle.base.core.set_num_threads(count)
+        compat.set_cpu_math_threads(count)
         info["threads"] = count
     if fast:
         info["keep_freed_memory"] = keep_freed_memory()
+        compat.cache_numpy_float_limits()  # before the flush (numpy 1.x warns otherwise)
         info["flush_denormal"] = set_flush_denormal(True)
         if not info["flush_denormal"]:
             warnings.warn("could not turn on denormal flushing on this platform; training may run slower",

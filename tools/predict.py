@@ -58,6 +58,8 @@ def build_parser():
                         help="with --weights: 1 (one PM logit) or 2 (softmax); default from config.yaml")
     source.add_argument("--image-size", type=cli.positive_int, metavar="N", help="with --weights: input side")
     source.add_argument("--preprocess", type=str.upper, choices=("A", "B"), help="with --weights: preprocessing")
+    parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
+                        help="where the model runs: auto (default; a GPU when Paddle has one), cpu or gpu")
     engine = parser.add_argument_group("inference engine (with --inference-model)")
     engine.add_argument("--threads", type=cli.positive_int, metavar="N",
                         help="CPU math threads (default: every core available)")
@@ -89,11 +91,13 @@ def main(argv=None):
                      "an exported model records its own")
 
     from paddle_palm.engine import inference
+    from paddle_palm.engine.device import select_device
 
+    device = select_device(args.device)
     if args.inference_model:
         predictor = inference.ExportedPredictor(args.inference_model, threads=args.threads,
                                                 onednn=not args.no_onednn, precision=args.precision,
-                                                threshold=args.threshold)
+                                                threshold=args.threshold, device=device)
     else:
         predictor = inference.CheckpointPredictor(args.weights, arch=args.arch, num_classes=args.num_classes,
                                                   image_size=args.image_size, preprocess=args.preprocess,

@@ -134,6 +134,9 @@ def build_parser():
     o.add_argument("--amp", action=argparse.BooleanOptionalAction,
                    help="mixed precision: float16 with loss scaling on GPU; bfloat16 auto-cast on CPU (Paddle 3.3 keeps "
                    "convolutions in float32 there, so expect no speed-up on CPU; docs/BENCHMARKS.md)")
+    o.add_argument("--amp-dtype", choices=cfg.CHOICES["amp_dtype"],
+                   help="with --amp: auto (float16 on GPU, bfloat16 on CPU), float16 (GPU, with loss scaling) or "
+                   "bfloat16 (CPU, or a GPU of compute capability 8.0+)")
 
     r = parser.add_argument_group("run and output")
     r.add_argument("--config", metavar="FILE", help="YAML settings (e.g. configs/palm_cpu.yaml or a run's config.yaml)")

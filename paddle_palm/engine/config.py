@@ -63,6 +63,7 @@ SECTIONS = {
         "ema": False,
         "ema_decay": 0.999,
         "amp": False,
+        "amp_dtype": "auto",  # auto: float16 (loss-scaled) on a GPU, bfloat16 on a CPU
         "grad_clip": None,
     },
     "run": {
@@ -136,6 +137,7 @@ CHOICES = {
     "lr_schedule": ("constant", "polynomial", "cosine", "plateau", "multistep"),
     "metric": ("val_acc", "val_auc", "val_loss"),
     "device": ("auto", "cpu", "gpu"),
+    "amp_dtype": ("auto", "float16", "bfloat16"),
 }
 
 # (type, minimum, inclusive) of the numeric keys; None in the type means the key may also be None.

@@ -297,9 +297,12 @@ class ExportedPredictor(_Predictor):
         precision: ``"fp32"`` (the same numbers as the checkpoint) or ``"bf16"``
             (oneDNN bfloat16 on CPUs that have it: faster, probabilities within about 1e-2).
         threshold: override the threshold recorded at export.
+        device: ``"cpu"`` (the default), or ``"gpu"`` / ``"gpu:N"`` for Paddle Inference on CUDA
+            (:func:`paddle_palm.engine.device.select_device` resolves ``auto``); ``threads``,
+            ``onednn`` and ``precision`` are CPU settings and do not apply there.
     """
 
-    def __init__(self, model_dir, threads=None, onednn=True, precision="fp32", threshold=None):
+    def __init__(self, model_dir, threads=None, onednn=True, precision="fp32", threshold=None, device="cpu"):
         from paddle import inference
 
         model_dir = Path(model_dir)
@@ -314,11 +317,17 @@ class ExportedPredictor(_Predictor):
             raise ConfigError(f"precision must be fp32 or bf16, got {precision!r}")
         threads = int(threads or _default_threads())
         config = inference.Config(os.fspath(model_file), os.fspath(params_file))
-        config.disable_gpu()
-        config.set_cpu_math_library_num_threads(threads)
-        if precision == "bf16" and not onednn:
-            raise ConfigError("precision bf16 needs oneDNN")
-        compat.set_inference_onednn(config, onednn, bfloat16=precision == "bf16")
+        on_gpu = str(device).split(":")[0] == "gpu"
+        if on_gpu:  # cuDNN kernels; the CPU settings below do not apply
+            if precision != "fp32":
+                raise ConfigError("--precision bf16 is a CPU (oneDNN) setting; on a GPU the model runs in fp32")
+            config.enable_use_gpu(256, int(str(device).partition(":")[2] or 0))  # initial memory pool (MB), card
+        else:
+            config.disable_gpu()
+            config.set_cpu_math_library_num_threads(threads)
+            if precision == "bf16" and not onednn:
+                raise ConfigError("precision bf16 needs oneDNN")
+            compat.set_inference_onednn(config, onednn, bfloat16=precision == "bf16")
         config.switch_ir_optim(True)
         config.disable_glog_info()
         try:
@@ -335,10 +344,10 @@ class ExportedPredictor(_Predictor):
         self.classes = self.record.get("classes")
         self.classes_zh = self.record.get("classes_zh")
         self.threads, self.onednn, self.precision = threads, bool(onednn), precision
-        self.description = (
-            f"{self.record.get('arch', 'model')} exported to {model_dir} "
-            f"(Paddle Inference, {'oneDNN ' + precision if onednn else 'plain CPU'}, {threads} threads)"
-        )
+        self.device = str(device)
+        backend = (f"CUDA {self.device}" if on_gpu else
+                   f"{'oneDNN ' + precision if onednn else 'plain CPU'}, {threads} threads")
+        self.description = f"{self.record.get('arch', 'model')} exported to {model_dir} (Paddle Inference, {backend})"
 
     def pm_probability(self, batch):
         batch = np.ascontiguousarray(batch, dtype=np.float32)
@@ -387,7 +396,7 @@ def load_predictor(weights=None, arch=None, inference_model=None, **kwargs):
     if (weights is None) == (inference_model is None):
         raise ConfigError("give either weights (with an architecture) or an exported model folder, not both")
     if inference_model is not None:
-        allowed = {k: v for k, v in kwargs.items() if k in ("threads", "onednn", "precision", "threshold")}
+        allowed = {k: v for k, v in kwargs.items() if k in ("threads", "onednn", "precision", "threshold", "device")}
         return ExportedPredictor(inference_model, **allowed)
     allowed = {k: v for k, v in kwargs.items() if k in ("num_classes", "image_size", "preprocess", "threshold")}
     return CheckpointPredictor(weights, arch=arch, **allowed)

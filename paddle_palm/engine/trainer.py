@@ -170,8 +170,9 @@ class Trainer:
         self.optimizer = build_optimizer(c, self.model.parameters())
         self.schedule = LearningRateSchedule.from_config(c, steps_per_epoch=len(self.train_sampler))
         self.ema = ModelEMA(self.model, c["ema_decay"]) if c["ema"] else None
-        self.amp = _amp_dtype(c["amp"], self.device)
-        self.scaler = paddle.amp.GradScaler() if self.amp == "float16" else None
+        self.amp_plan = _amp_plan(c, self.device)
+        self.amp = self.amp_plan.dtype if self.amp_plan else None
+        self.scaler = paddle.amp.GradScaler() if (self.amp_plan and self.amp_plan.loss_scaling) else None
         if self.resume:
             self._restore()
         if self.world_size > 1:
@@ -204,6 +205,10 @@ class Trainer:
 
         if self.config["num_workers"] == 0:
             return MainThreadLoader(dataset, sampler)
+        from paddle_palm import compat
+        from paddle_palm.engine.device import pin_memory
+
+        compat.set_dataloader_pin_memory(pin_memory(self.device, self.config["num_workers"]))
         return paddle.io.DataLoader(dataset, batch_sampler=sampler, num_workers=self.config["num_workers"],
                                     use_shared_memory=False)
 
@@ -628,16 +633,21 @@ def _distributed_rank_and_size():
     return dist.get_rank(), dist.get_world_size()
 
 
-def _amp_dtype(amp, device):
-    """``bfloat16`` on CPU, ``float16`` on GPU, None when off.
+def _amp_plan(config, device):
+    """The run's mixed precision (:func:`paddle_palm.engine.device.amp_plan`), or None when off.
 
-    On a CPU, Paddle 3.3's O1 auto-cast leaves convolutions in float32 (measured in
-    ``docs/BENCHMARKS.md``): ``--amp`` changes little there; on a GPU it is float16 O1
-    with dynamic loss scaling (``paddle.amp.GradScaler``).
+    On a GPU: float16 O1 with dynamic loss scaling (``paddle.amp.GradScaler``), or bfloat16
+    on Ampere and newer with ``--amp-dtype bfloat16``.  On a CPU: bfloat16 auto-cast, where
+    Paddle 3.3's O1 keeps convolutions in float32 (``docs/BENCHMARKS.md``): little changes.
     """
-    if not amp:
-        return None
-    return "float16" if str(device).startswith("gpu") else "bfloat16"
+    from paddle_palm.engine import device as devices
+
+    capability = None
+    if config["amp"] and devices.is_gpu(device):
+        from paddle_palm import compat
+
+        capability = compat.cuda_compute_capability(int(str(device).partition(":")[2] or 0))
+    return devices.amp_plan(config["amp"], config.get("amp_dtype", "auto"), device, capability)
 
 
 def _python_rng_state():
