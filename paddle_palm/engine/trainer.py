@@ -254,16 +254,24 @@ class Trainer:
 
     def _restore(self):
         states = ckpt.verify_checkpoint(self.run_dir, "latest", recover=self.is_writer)
+        ckpt.require_states(states, ("epoch", "global_step", "best"), os.path.join(self.run_dir, "latest.pdstates"))
         if states.get("arch") not in (None, self.config["arch"]):
             raise ConfigError(f"{self.run_dir} holds a {states.get('arch')} run, not {self.config['arch']}")
         ckpt.load_weights(self.model, os.path.join(self.run_dir, "latest.pdparams"), arch=self.config["arch"])
-        opt_state = ckpt.load_state_file(os.path.join(self.run_dir, "latest.pdopt"), what="optimizer state")
-        ckpt.restore_optimizer_state(self.model, self.optimizer, opt_state)
+        opt_path = os.path.join(self.run_dir, "latest.pdopt")
+        opt_state = ckpt.load_state_file(opt_path, what="optimizer state")
+        try:
+            ckpt.restore_optimizer_state(self.model, self.optimizer, opt_state)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # content of another kind
+            raise ckpt.CheckpointError(f"{opt_path} does not hold this optimizer's state ({type(exc).__name__})") from None
         if self.ema:
             ema_path = os.path.join(self.run_dir, "latest.pdema")
             if not os.path.isfile(ema_path):
                 raise ConfigError(f"{self.run_dir} was trained without --ema; resume it without --ema")
-            self.ema.set_state_dict(ckpt.load_state_file(ema_path, what="EMA state"))
+            try:
+                self.ema.set_state_dict(ckpt.load_state_file(ema_path, what="EMA state"))
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise ckpt.CheckpointError(f"{ema_path} does not hold EMA weights ({type(exc).__name__})") from None
         self.start_epoch = int(states["epoch"])
         if self.start_epoch >= self.config["epochs"]:
             raise ConfigError(f"{self.run_dir} has already trained {self.start_epoch} epochs; "
