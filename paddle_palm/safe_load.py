@@ -40,14 +40,14 @@ def _guarded_eval(expression, namespace=None, *rest):
     if (expression == "data" and not rest and isinstance(namespace, dict) and list(namespace) == ["data"]
             and isinstance(namespace["data"], np.ndarray)):
         return namespace["data"]
-    raise pickle.UnpicklingError("builtins.eval with arguments other than paddle.save's ('data', {'data': array})")
+    raise UnsafeFileError("builtins.eval with arguments other than paddle.save's eval('data', {'data': array})")
 
 
 def _guarded_encode(text, encoding="utf-8", *rest):
     # A protocol-2 pickle written by Python 3 stores bytes as _codecs.encode(str, 'latin1').
     if isinstance(text, str) and not rest and encoding in ("latin1", "latin-1"):
         return text.encode("latin1")
-    raise pickle.UnpicklingError("_codecs.encode with arguments other than (str, 'latin1')")
+    raise UnsafeFileError("_codecs.encode with arguments other than (str, 'latin1')")
 
 
 def _guarded_dtype(*args, **kwargs):
@@ -55,7 +55,7 @@ def _guarded_dtype(*args, **kwargs):
 
     dtype = np.dtype(*args, **kwargs)
     if dtype.hasobject:
-        raise pickle.UnpicklingError(f"numpy dtype {dtype} holds Python objects")
+        raise UnsafeFileError(f"numpy.dtype of Python objects ({dtype})")
     return dtype
 
 
@@ -90,11 +90,11 @@ class _CheckpointUnpickler(pickle.Unpickler):
         # Python 2 names (__builtin__.tuple in a protocol-2 pickle), mapped as pickle's fix_imports does.
         key = _compat_pickle.NAME_MAPPING.get((module, name), (_compat_pickle.IMPORT_MAPPING.get(module, module), name))
         if key not in self._allowed:
-            raise UnsafeFileError(f"{module}.{name}")
+            raise UnsafeFileError(f"the Python global {module}.{name}")
         return self._allowed[key]
 
     def persistent_load(self, pid):
-        raise UnsafeFileError(f"persistent id {str(pid)[:40]!r}")
+        raise UnsafeFileError(f"a persistent id ({str(pid)[:40]!r})")
 
 
 def _check_plain(obj, depth=0):
@@ -135,8 +135,8 @@ def restricted_loads(data, source):
         obj = _CheckpointUnpickler(io.BytesIO(data), _allowed_globals()).load()
     except UnsafeFileError as exc:
         raise UnsafeFileError(
-            f"refusing to load {source}: it asks for the Python global {exc}, which a Paddle checkpoint "
-            "never holds (the file could run code; nothing from it was run)"
+            f"refusing to load {source}: it asks for {exc}, which a Paddle checkpoint never holds "
+            "(the file could run code; nothing from it was run)"
         ) from None
     except RecursionError:
         raise CheckpointError(f"{source} is not a Paddle checkpoint: nested too deeply") from None

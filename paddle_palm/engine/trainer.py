@@ -268,8 +268,9 @@ class Trainer:
             ema_path = os.path.join(self.run_dir, "latest.pdema")
             if not os.path.isfile(ema_path):
                 raise ConfigError(f"{self.run_dir} was trained without --ema; resume it without --ema")
+            ema_state = ckpt.load_state_file(ema_path, what="EMA state")
             try:
-                self.ema.set_state_dict(ckpt.load_state_file(ema_path, what="EMA state"))
+                self.ema.set_state_dict(ema_state)
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise ckpt.CheckpointError(f"{ema_path} does not hold EMA weights ({type(exc).__name__})") from None
         self.start_epoch = int(states["epoch"])
