@@ -314,7 +314,7 @@ def _bad_states_field(states, prefix):
         # Only <prefix>.pdparams/.pdopt/.pdema in the run folder itself: no path, no other file.
         if name not in [prefix + suffix for suffix in CHECKPOINT_SUFFIXES] or not isinstance(digest, str) \
                 or not _HEX64.match(digest):
-            return f"files[{name!r}]"
+            return f"files/{name}"
     checks = {
         "epoch": lambda v: _is_int(v, 0, 10 ** 6),
         "global_step": _is_int,
@@ -352,7 +352,7 @@ def validate_states(states, path, prefix):
     """
     bad = _bad_states_field(states, prefix)
     if bad is not None:
-        raise CheckpointError(f"{path} is damaged or was edited: field {bad!r} is not what a paddle_palm "
+        raise CheckpointError(f"{path} is damaged or was edited: field '{bad}' is not what a paddle_palm "
                               f"checkpoint (format {STATES_FORMAT}) holds")
     if states["format"] == 1 and "digest" not in states:
         return

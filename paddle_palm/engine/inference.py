@@ -301,14 +301,13 @@ class ExportedPredictor(_Predictor):
     def __init__(self, model_dir, threads=None, onednn=True, precision="fp32", threshold=None):
         from paddle import inference
 
+        from paddle_palm.engine.export import check_export_record
+
         model_dir = Path(model_dir)
         self.record = read_export_record(model_dir)
-        files = self.record["files"]
-        model_file = model_dir / files["model"]
-        params_file = model_dir / files["params"]
-        for f in (model_file, params_file):
-            if not f.is_file():
-                raise MissingFileError(f"exported model file missing: {f} (re-run tools/export.py)")
+        # Schema, files inside the folder, digests of export time: checked before Paddle Inference parses them.
+        files = check_export_record(model_dir, self.record, model_dir / PREPROCESS_FILE)
+        model_file, params_file = files["model"], files["params"]
         if precision not in ("fp32", "bf16"):
             raise ConfigError(f"precision must be fp32 or bf16, got {precision!r}")
         threads = int(threads or _default_threads())
