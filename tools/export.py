@@ -47,7 +47,7 @@ def build_parser():
                        help="trained weights: a .pdparams file, its prefix, or a run folder")
     model.add_argument("--num-classes", type=cli.positive_int, metavar="N",
                        help="outputs of the network: 1 (one PM logit) or 2 (softmax)")
-    model.add_argument("--image-size", type=cli.positive_int, metavar="N",
+    model.add_argument("--image-size", type=cli.image_side, metavar="N",
                        help="input side fixed in the exported model (default: the run's)")
     model.add_argument("--preprocess", type=str.upper, choices=("A", "B"),
                        help="preprocessing recorded for the model (default: the run's)")

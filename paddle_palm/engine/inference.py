@@ -310,7 +310,11 @@ class ExportedPredictor(_Predictor):
         model_file, params_file = files["model"], files["params"]
         if precision not in ("fp32", "bf16"):
             raise ConfigError(f"precision must be fp32 or bf16, got {precision!r}")
+        from paddle_palm.runtime import MAX_THREADS
+
         threads = int(threads or _default_threads())
+        if not 1 <= threads <= MAX_THREADS:
+            raise ConfigError(f"threads must be from 1 to {MAX_THREADS}, got {threads}")
         config = inference.Config(os.fspath(model_file), os.fspath(params_file))
         config.disable_gpu()
         config.set_cpu_math_library_num_threads(threads)
@@ -571,7 +575,7 @@ def write_predictions_csv(records, path):
     """
     import csv
 
-    from paddle_palm.fileio import atomic_path, make_parent_dirs
+    from paddle_palm.fileio import atomic_path, make_parent_dirs, spreadsheet_safe
 
     path = Path(path)
     make_parent_dirs(path)
@@ -580,7 +584,8 @@ def write_predictions_csv(records, path):
             writer = csv.writer(fh)
             writer.writerow(CSV_COLUMNS)
             for r in records:
-                writer.writerow([r["file"], f"{r['pm_probability']:.6f}", r["label"], r["class_name"]])
+                writer.writerow([spreadsheet_safe(r["file"]), f"{r['pm_probability']:.6f}", r["label"],
+                                 spreadsheet_safe(r["class_name"])])
     return path
 
 

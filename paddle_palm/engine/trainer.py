@@ -43,7 +43,8 @@ import numpy as np
 
 from paddle_palm.engine import checkpoint as ckpt
 from paddle_palm.engine import config as cfg
-from paddle_palm.engine.loaders import EpochBatchSampler, MainThreadLoader, build_datasets, epoch_seed, iterate_batches
+from paddle_palm.engine.loaders import (EpochBatchSampler, MainThreadLoader, build_datasets, check_num_workers,
+                                       epoch_seed, iterate_batches, worker_init_function)
 from paddle_palm.engine.optim import LearningRateSchedule, ModelEMA, build_optimizer
 from paddle_palm.engine.run_folder import (OutputLock, RunLog, default_output_dir, read_csv,
                                            remove_stale_temporaries, write_csv)
@@ -204,8 +205,9 @@ class Trainer:
 
         if self.config["num_workers"] == 0:
             return MainThreadLoader(dataset, sampler)
-        return paddle.io.DataLoader(dataset, batch_sampler=sampler, num_workers=self.config["num_workers"],
-                                    use_shared_memory=False)
+        return paddle.io.DataLoader(dataset, batch_sampler=sampler,
+                                    num_workers=check_num_workers(self.config["num_workers"]),
+                                    use_shared_memory=False, worker_init_fn=worker_init_function())
 
     def _open_visualdl(self):
         if not (self.is_writer and self.config["visualdl"]):
