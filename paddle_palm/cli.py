@@ -43,15 +43,38 @@ class _SignalState:
     main_pid = None
     stopping = False
     hard_exit = False
+    in_main = False
+    signum = None
+    stderr_fd = None
     reported = threading.Lock()
 
 
 def _finish(signum):
     """Print the one line for ``signum`` (once per process) and end the process at once."""
     if _SignalState.reported.acquire(blocking=False):
-        print(_SIGNAL_MESSAGES[signum], file=sys.stderr, flush=True)
-        sys.stdout.flush()
+        try:
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            pass
+        fd = _SignalState.stderr_fd if _SignalState.stderr_fd is not None else 2
+        os.write(fd, (_SIGNAL_MESSAGES[signum] + "\n").encode())
     os._exit(128 + signum)
+
+
+def _silence_stderr():
+    """Send what libraries print while the process unwinds to /dev/null; keep the real stderr for our line.
+
+    Paddle prints its own lines when an import or a worker is interrupted (from Python and
+    from C++, straight to file descriptor 2): after a signal only our one line is wanted.
+    """
+    try:
+        sys.stderr.flush()
+        _SignalState.stderr_fd = os.dup(2)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        os.close(null)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def _on_signal(signum, frame):
@@ -61,15 +84,19 @@ def _on_signal(signum, frame):
         if signum == signal.SIGTERM:
             os._exit(128 + signum)
         return
-    if _SignalState.stopping:  # a second signal while unwinding: end now
+    if _SignalState.stopping or (_SignalState.hard_exit and not _SignalState.in_main):
+        # A second signal while unwinding, or one before the tool's work began or after it
+        # ended (nothing to clean up): end now.
         _finish(signum)
     _SignalState.stopping = True
+    _SignalState.signum = signum
     # Paddle's DataLoader logs the end of its workers as a warning: expected now, and not our one line.
     logging.disable(logging.CRITICAL)
     # Paddle's DataLoader turns the end of a worker into an error raised from its SIGCHLD handler;
     # while stopping, a worker that ends is expected.
     signal.signal(signal.SIGCHLD, lambda *_: None)
     if _SignalState.hard_exit:
+        _silence_stderr()
         # Never a hang: if unwinding is stuck (in C++, in a join), end after a grace period.
         timer = threading.Timer(SIGNAL_GRACE_SECONDS, _finish, (signum,))
         timer.daemon = True
@@ -116,6 +143,19 @@ def _quiet_while_stopping(previous):
     return hook
 
 
+def handle_signals_early():
+    """Install :func:`run`'s SIGINT/SIGTERM handling now, before a tool's own imports.
+
+    The tools call it first thing, so that Ctrl-C while Python imports Paddle (seconds) also
+    ends with one line and exit code 130, not a KeyboardInterrupt traceback.
+    """
+    _SignalState.main_pid = os.getpid()
+    _SignalState.hard_exit = True
+    _install_handlers()
+    if "paddle" not in sys.modules and not any(isinstance(f, _HandlersAfterPaddle) for f in sys.meta_path):
+        sys.meta_path.insert(0, _HandlersAfterPaddle())
+
+
 def run(main, argv=None, hard_exit=None):
     """Call ``main(argv)`` and turn our errors into ``error: ...`` and exit code 1.
 
@@ -137,31 +177,38 @@ def run(main, argv=None, hard_exit=None):
     """
     _SignalState.main_pid = os.getpid()
     _SignalState.stopping = False
+    _SignalState.signum = None
     _SignalState.hard_exit = argv is None if hard_exit is None else bool(hard_exit)
     handlers = _install_handlers()
-    finder = _HandlersAfterPaddle()
-    if "paddle" not in sys.modules:
+    finder = next((f for f in sys.meta_path if isinstance(f, _HandlersAfterPaddle)), _HandlersAfterPaddle())
+    if "paddle" not in sys.modules and finder not in sys.meta_path:
         sys.meta_path.insert(0, finder)
     hooks = (threading.excepthook, sys.unraisablehook)
     threading.excepthook = _quiet_while_stopping(hooks[0])
     sys.unraisablehook = _quiet_while_stopping(hooks[1])
     try:
+        _SignalState.in_main = True
         code = main(argv)
-    except Stopped as exc:
-        code = _stopped(exc.signum)
-    except KeyboardInterrupt:  # raised by other code than our handler
-        code = _stopped(signal.SIGINT)
-    except PalmError as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        code = EXIT_FAILURE
-    except MemoryError:
-        print("error: out of memory; try a smaller --batch-size or --image-size", file=sys.stderr)
-        code = EXIT_FAILURE
-    except OSError as exc:
-        # Permission denied, disk full, read-only folder: name the file, no traceback.
-        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
-        code = EXIT_FAILURE
+    except BaseException as exc:  # noqa: B036  every way out is decided here, in one place
+        if isinstance(exc, SystemExit) and not _SignalState.stopping:
+            raise
+        if _SignalState.stopping or isinstance(exc, (Stopped, KeyboardInterrupt)):
+            # Also when a library turned our Stopped into its own error (paddle's import does).
+            code = _stopped(_SignalState.signum or signal.SIGINT)
+        elif isinstance(exc, PalmError):
+            print(f"error: {one_line(exc)}", file=sys.stderr)
+            code = EXIT_FAILURE
+        elif isinstance(exc, MemoryError):
+            print("error: out of memory; try a smaller --batch-size or --image-size", file=sys.stderr)
+            code = EXIT_FAILURE
+        elif isinstance(exc, OSError):
+            # Permission denied, disk full, read-only folder: name the file, no traceback.
+            print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+            code = EXIT_FAILURE
+        else:
+            raise
     finally:
+        _SignalState.in_main = False
         if finder in sys.meta_path:
             sys.meta_path.remove(finder)
         for signum, handler in handlers.items():

@@ -134,3 +134,59 @@ def _alive(pid):
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+# --------------------------------------------------------------------------- every tool
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sigrun") / "run"
+    result = subprocess.run([sys.executable, os.path.join(REPO, "tools", "train.py"), "--arch", "squeezenet1_1",
+                             "--data-dir", str(data), "--epochs", "1", "--image-size", "32", "--batch-size", "4",
+                             "--no-progress", "--output-dir", str(out)], capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr
+    return out / "best_model.pdparams"
+
+
+def _tool_args(tool, data, weights, out):
+    return {
+        "predict": ["--weights", weights, data / "PALM-Validation400", "--csv", out / "p.csv"],
+        "eval": ["--weights", weights, "--data-dir", data, "--num-workers", "2", "--output-dir", out / "ev"],
+        "export": ["--weights", weights, "--output", out / "exported"],
+        "summary": ["--arch", "resnet50"],
+        "prepare_data": ["--archives", os.path.join(os.environ.get("PALM_SHARED_DIR", os.path.join(REPO, "..", "shared")),
+                                                    "palm-mini-zips"), "--out", out / "palm"],
+    }[tool]
+
+
+@pytest.mark.parametrize("tool, signum, delay", [
+    ("eval", signal.SIGINT, 3.0), ("predict", signal.SIGTERM, 2.0), ("prepare_data", signal.SIGINT, 0.3),
+    pytest.param("export", signal.SIGTERM, 2.5, marks=pytest.mark.slow),
+    pytest.param("summary", signal.SIGINT, 1.5, marks=pytest.mark.slow),
+    pytest.param("eval", signal.SIGTERM, 1.0, marks=pytest.mark.slow),
+    pytest.param("predict", signal.SIGINT, 3.5, marks=pytest.mark.slow),
+    pytest.param("export", signal.SIGINT, 0.5, marks=pytest.mark.slow),
+])
+def test_every_tool_ends_on_a_signal_with_one_line(data, trained, tmp_path, tool, signum, delay):
+    """Signalled while importing, loading or working: one line and 128 + signal, or a normal finish."""
+    args = [sys.executable, os.path.join(REPO, "tools", tool + ".py"), *map(str, _tool_args(tool, data, trained, tmp_path))]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    time.sleep(delay)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signum)
+    try:
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    deadline = time.monotonic() + 5
+    while group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not group_alive(proc.pid)
+    if proc.returncode == 0:  # it finished before the signal
+        assert "Traceback" not in err
+        return
+    message = {signal.SIGINT: "error: interrupted", signal.SIGTERM: "error: terminated"}[signum]
+    assert (proc.returncode, err.strip().splitlines()) == (128 + signum, [message]), err

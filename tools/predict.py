@@ -37,6 +37,9 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 
 from paddle_palm import cli  # noqa: E402
 
+if __name__ == "__main__":
+    cli.handle_signals_early()  # Ctrl-C while Paddle is imported: one line too
+
 
 def build_parser():
     """The argument parser of ``tools/predict.py``."""

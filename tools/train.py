@@ -29,6 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 warnings.filterwarnings("ignore", message=".*ccache.*")
 
 from paddle_palm import cli  # noqa: E402
+
+if __name__ == "__main__":
+    cli.handle_signals_early()  # Ctrl-C while Paddle is imported: one line too
 from paddle_palm.engine import config as cfg  # noqa: E402
 
 S = argparse.SUPPRESS
