@@ -97,22 +97,29 @@ class _CheckpointUnpickler(pickle.Unpickler):
         raise UnsafeFileError(f"a persistent id ({str(pid)[:40]!r})")
 
 
-def _check_plain(obj, depth=0):
-    """Refuse anything in the result that is not plain data (object arrays, deep nesting)."""
+def _check_plain(obj, depth=0, seen=None):
+    """Refuse anything in the result that is not plain data (object arrays, deep nesting).
+
+    A container reached twice is refused: a pickle can share one list many times over
+    (``[x, x]`` nested 60 deep), and every walk of all paths through such a graph, this one
+    or Paddle's own conversion to tensors, would never end.  ``paddle.save`` never shares one.
+    """
     import numpy as np
 
+    seen = set() if seen is None else seen
     if depth > 64:
         raise pickle.UnpicklingError("nesting deeper than 64 levels")
     if isinstance(obj, np.ndarray):
         if obj.dtype.hasobject:
             raise pickle.UnpicklingError("a numpy array of Python objects")
-    elif isinstance(obj, dict):
-        for key, value in obj.items():
-            _check_plain(key, depth + 1)
-            _check_plain(value, depth + 1)
-    elif isinstance(obj, (list, tuple, set, frozenset)):
-        for value in obj:
-            _check_plain(value, depth + 1)
+    elif isinstance(obj, (dict, list, tuple, set, frozenset)):
+        if id(obj) in seen:
+            raise pickle.UnpicklingError(f"one {type(obj).__name__} referenced from several places")
+        seen.add(id(obj))
+        items = obj.items() if isinstance(obj, dict) else ((None, value) for value in obj)
+        for key, value in items:
+            _check_plain(key, depth + 1, seen)
+            _check_plain(value, depth + 1, seen)
     elif not isinstance(obj, (str, bytes, bytearray, int, float, complex, bool, type(None), np.generic)):
         raise pickle.UnpicklingError(f"an object of type {type(obj).__name__}")
 

@@ -245,3 +245,33 @@ def test_resume_refuses_a_poisoned_latest_checkpoint(repo_root, trained_run, tmp
                       cwd=tmp_path)
     _assert_refused(result, marker, path)
     assert (tmp_path / "run" / "latest.pdstates").read_bytes() == before
+
+
+def test_a_shared_container_graph_is_refused_at_once():
+    """One list referenced from many places: 60 containers, 2**60 paths for any walk (Paddle's too)."""
+    node = [np.zeros(1)]
+    for _ in range(60):
+        node = [node, node]
+    with pytest.raises(UnsafeFileError, match="several places"):
+        restricted_loads(pickle.dumps({"w": node}, protocol=4), "x")
+
+
+FLUID18 = os.path.expanduser(os.path.join("~", ".cache", "paddle_palm", "fluid18", "bin", "python"))
+
+
+@pytest.mark.skipif(not os.path.isfile(FLUID18), reason="real Paddle 1.8.5 not set up (.ci/fluid_golden.sh)")
+def test_real_paddle_1_8_save_dygraph_files_load(tmp_path):
+    import paddle
+
+    code = ("import numpy as np, paddle.fluid as fluid\n"
+            "with fluid.dygraph.guard():\n"
+            "    fc = fluid.dygraph.Linear(3, 2)\n"
+            "    opt = fluid.optimizer.AdamOptimizer(learning_rate=fluid.dygraph.PiecewiseDecay([1], [0.1, 0.01], 0),"
+            " parameter_list=fc.parameters())\n"
+            "    loss = fluid.layers.reduce_mean(fc(fluid.dygraph.to_variable(np.ones((2, 3), 'float32'))))\n"
+            "    loss.backward(); opt.minimize(loss)\n"
+            "    fluid.save_dygraph(fc.state_dict(), 'f18'); fluid.save_dygraph(opt.state_dict(), 'f18')\n")
+    subprocess.run([FLUID18, "-c", code], cwd=tmp_path, check=True, capture_output=True, timeout=120)
+    for name in ("f18.pdparams", "f18.pdopt"):
+        ours, theirs = paddle_load(tmp_path / name), paddle.load(str(tmp_path / name))
+        assert sorted(ours) == sorted(theirs) and "weight" in ours or "LR_Scheduler" in ours
