@@ -2,8 +2,11 @@
 
 :func:`run` is the one place where our own errors become a one-line message on
 stderr and a non-zero exit code, so no tool ever shows a traceback for bad
-input.  Argument types such as :func:`positive_int` give argparse clear
-messages for out-of-range numbers.
+input; it also turns SIGINT and SIGTERM into one line and exit code 130 / 143
+(workers included, never a hang).  Argument types such as :func:`positive_int`
+give argparse clear messages for out-of-range numbers; the resource options
+(``--threads``, ``--num-workers``, ``--batch-size``, ``--image-size``) have upper
+bounds too.
 """
 
 import argparse
@@ -211,8 +214,9 @@ def run(main, argv=None, hard_exit=None):
         _SignalState.in_main = False
         if finder in sys.meta_path:
             sys.meta_path.remove(finder)
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)
+        if not _SignalState.hard_exit:  # a command line keeps them: a signal while exiting is one line too
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
         threading.excepthook, sys.unraisablehook = hooks
     sys.exit(code or 0)
 

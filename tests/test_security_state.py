@@ -166,3 +166,16 @@ def test_a_damaged_export_is_refused_before_paddle_inference_reads_it(run_and_ex
     line = one_error_line(result)
     assert result.returncode == 1 and "preprocess.json" in line or model in line, line
     assert expected in line, line
+
+
+def test_weights_beside_a_foreign_or_tampered_state_file(tmp_path):
+    """PaddleClas writes a pickled ``.pdstates``: ignored.  One of ours that was edited: refused."""
+    paddle.seed(0)
+    net = paddle.nn.Linear(3, 2)
+    paddle.save(net.state_dict(), str(tmp_path / "best_model.pdparams"))
+    paddle.save({"epoch": 3, "metric": 0.9}, str(tmp_path / "best_model.pdstates"))  # PaddleClas layout
+    assert ckpt.load_weights(paddle.nn.Linear(3, 2), tmp_path / "best_model.pdparams")
+    ckpt.save_checkpoint(tmp_path, "best_model", net, None, {"epoch": 1})
+    _edit(tmp_path / "best_model.pdstates", lambda s: s.update(epoch=7))
+    with pytest.raises(CheckpointError, match=r"best_model\.pdstates.*'digest'"):
+        ckpt.load_weights(paddle.nn.Linear(3, 2), tmp_path / "best_model.pdparams")

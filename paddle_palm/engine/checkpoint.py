@@ -448,6 +448,24 @@ def _architecture_named_beside(path):
         return None
 
 
+def _own_states_beside(prefix_path):
+    """The validated ``<prefix>.pdstates`` beside a weights file when it is one of ours, else None.
+
+    PaddleClas writes a ``.pdstates`` of its own (a pickle, never read here); a JSON one with
+    ``files`` is ours and is checked like any state file (schema, its own digest).
+    """
+    path = prefix_path + STATES_SUFFIX
+    try:
+        with open(path, encoding="utf-8") as fh:
+            states = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(states, dict) or "files" not in states:
+        return None
+    validate_states(states, path, os.path.basename(prefix_path))
+    return states
+
+
 def load_weights(model, path, arch=None):
     """Load trained weights into ``model``, refusing anything that does not fit it exactly.
 
@@ -474,9 +492,8 @@ def load_weights(model, path, arch=None):
         raise CheckpointError(f"weights file not found: {path} (expected a .pdparams file for {expected})")
     # A digest recorded beside the file (``<prefix>.pdstates``) catches damage early.
     prefix_path = path[: -len(PARAMS_SUFFIX)] if path.endswith(PARAMS_SUFFIX) else None
-    if prefix_path and os.path.isfile(prefix_path + STATES_SUFFIX):
-        # Validated like any state file (schema, own digest); a damaged one is refused, not skipped.
-        states = read_states(os.path.dirname(prefix_path) or ".", os.path.basename(prefix_path), recover=False)
+    states = _own_states_beside(prefix_path) if prefix_path else None
+    if states is not None:
         digest = states["files"].get(os.path.basename(path))
         if digest and sha256_file(path) != digest:
             raise CheckpointError(
