@@ -2,50 +2,242 @@
 
 :func:`run` is the one place where our own errors become a one-line message on
 stderr and a non-zero exit code, so no tool ever shows a traceback for bad
-input; it also checks the installed Paddle and numpy first
-(:func:`paddle_palm.compat.check_environment`).  Argument types such as :func:`positive_int` give argparse clear
-messages for out-of-range numbers.
+input; it checks the installed Paddle and numpy first
+(:func:`paddle_palm.compat.check_environment`) and turns SIGINT and SIGTERM into
+one line and exit code 130 / 143 (workers included, never a hang).  Argument
+types such as :func:`positive_int` give argparse clear messages for out-of-range
+numbers; the resource options (``--threads``, ``--num-workers``, ``--batch-size``,
+``--image-size``) have upper bounds too.
 """
 
 import argparse
+import logging
 import math
+import os
+import signal
 import sys
+import threading
 
 from paddle_palm import compat
 from paddle_palm.errors import PalmError
 
 #: Exit code for bad input or a failed run (argparse itself uses 2 for bad arguments).
 EXIT_FAILURE = 1
+#: Exit codes after SIGINT (Ctrl-C) and SIGTERM: 128 + the signal number, as a shell reports them.
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+EXIT_TERMINATED = 128 + signal.SIGTERM
+#: Seconds the process may take to unwind after a signal before it ends regardless (never a hang).
+SIGNAL_GRACE_SECONDS = 10.0
+
+_SIGNAL_MESSAGES = {signal.SIGINT: "error: interrupted", signal.SIGTERM: "error: terminated"}
 
 
-def run(main, argv=None):
+class Stopped(BaseException):
+    """Raised in the main thread by SIGINT or SIGTERM (a BaseException, like KeyboardInterrupt).
+
+    Like KeyboardInterrupt it passes through ``except Exception``, so ``finally`` blocks and
+    context managers run (locks released, temporary files removed) on the way out.
+    """
+
+    def __init__(self, signum):
+        super().__init__(_SIGNAL_MESSAGES[signum])
+        self.signum = signum
+
+
+class _SignalState:
+    main_pid = None
+    stopping = False
+    hard_exit = False
+    in_main = False
+    signum = None
+    stderr_fd = None
+    reported = threading.Lock()
+
+
+def _finish(signum):
+    """Print the one line for ``signum`` (once per process) and end the process at once."""
+    if _SignalState.reported.acquire(blocking=False):
+        try:
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            pass
+        fd = _SignalState.stderr_fd if _SignalState.stderr_fd is not None else 2
+        os.write(fd, (_SIGNAL_MESSAGES[signum] + "\n").encode())
+    os._exit(128 + signum)
+
+
+def _silence_stderr():
+    """Send what libraries print while the process unwinds to /dev/null; keep the real stderr for our line.
+
+    Paddle prints its own lines when an import or a worker is interrupted (from Python and
+    from C++, straight to file descriptor 2): after a signal only our one line is wanted.
+    """
+    try:
+        sys.stderr.flush()
+        _SignalState.stderr_fd = os.dup(2)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        os.close(null)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _on_signal(signum, frame):
+    if os.getpid() != _SignalState.main_pid:
+        # A forked DataLoader worker inherits this handler.  Ctrl-C reaches the whole process
+        # group: the worker stays quiet (only the tool reports) and SIGTERM ends it silently.
+        if signum == signal.SIGTERM:
+            os._exit(128 + signum)
+        return
+    if _SignalState.stopping or (_SignalState.hard_exit and not _SignalState.in_main):
+        # A second signal while unwinding, or one before the tool's work began or after it
+        # ended (nothing to clean up): end now.
+        _finish(signum)
+    _SignalState.stopping = True
+    _SignalState.signum = signum
+    # Paddle's DataLoader logs the end of its workers as a warning: expected now, and not our one line.
+    logging.disable(logging.CRITICAL)
+    # Paddle's DataLoader turns the end of a worker into an error raised from its SIGCHLD handler;
+    # while stopping, a worker that ends is expected.
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    if _SignalState.hard_exit:
+        _silence_stderr()
+        # Never a hang: if unwinding is stuck (in C++, in a join), end after a grace period.
+        timer = threading.Timer(SIGNAL_GRACE_SECONDS, _finish, (signum,))
+        timer.daemon = True
+        timer.start()
+    raise Stopped(signum)
+
+
+class _HandlersAfterPaddle:
+    """Import hook: put our SIGINT/SIGTERM handlers back once ``import paddle`` has run.
+
+    Importing Paddle installs C++ handlers for SIGTERM (and others) that print a
+    "FatalError" block and abort; the tools import Paddle lazily, after :func:`run`
+    installed its handlers.
+    """
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "paddle":
+            return None
+        import importlib.machinery
+
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return spec
+        loader_exec = spec.loader.exec_module
+
+        def exec_module(module):
+            loader_exec(module)
+            _install_handlers()
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def _install_handlers():
+    if threading.current_thread() is not threading.main_thread() or os.getpid() != _SignalState.main_pid:
+        return {}
+    return {signum: signal.signal(signum, _on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _quiet_while_stopping(previous):
+    def hook(args):
+        if not _SignalState.stopping:
+            previous(args)
+    return hook
+
+
+def handle_signals_early():
+    """Install :func:`run`'s SIGINT/SIGTERM handling now, before a tool's own imports.
+
+    The tools call it first thing, so that Ctrl-C while Python imports Paddle (seconds) also
+    ends with one line and exit code 130, not a KeyboardInterrupt traceback.
+    """
+    _SignalState.main_pid = os.getpid()
+    _SignalState.hard_exit = True
+    _install_handlers()
+    if "paddle" not in sys.modules and not any(isinstance(f, _HandlersAfterPaddle) for f in sys.meta_path):
+        sys.meta_path.insert(0, _HandlersAfterPaddle())
+
+
+def run(main, argv=None, hard_exit=None):
     """Call ``main(argv)`` and turn our errors into ``error: ...`` and exit code 1.
+
+    SIGINT and SIGTERM end the tool with one line (``error: interrupted`` /
+    ``error: terminated``) and exit code 130 / 143: the main thread unwinds (files
+    being written are removed, the last complete checkpoint stays), then the
+    process ends.  Threads and worker processes print nothing meanwhile.
 
     Args:
         main: a function taking the argument list and returning an exit code or None.
         argv: the arguments (``sys.argv[1:]`` when None).
+        hard_exit: after a signal, end the process with ``os._exit`` (no interpreter
+            shutdown, which can wait forever on a worker's queue) and end it after
+            :data:`SIGNAL_GRACE_SECONDS` if unwinding is stuck.  Default: True when
+            ``argv`` is None (a real command line), False when called from Python.
 
     Returns:
-        Never: it calls ``sys.exit``.
+        Never: it calls ``sys.exit`` (or ``os._exit`` after a signal with ``hard_exit``).
     """
+    _SignalState.main_pid = os.getpid()
+    _SignalState.stopping = False
+    _SignalState.signum = None
+    _SignalState.hard_exit = argv is None if hard_exit is None else bool(hard_exit)
+    handlers = _install_handlers()
+    finder = next((f for f in sys.meta_path if isinstance(f, _HandlersAfterPaddle)), _HandlersAfterPaddle())
+    if "paddle" not in sys.modules and finder not in sys.meta_path:
+        sys.meta_path.insert(0, finder)
+    hooks = (threading.excepthook, sys.unraisablehook)
+    threading.excepthook = _quiet_while_stopping(hooks[0])
+    sys.unraisablehook = _quiet_while_stopping(hooks[1])
     try:
+        _SignalState.in_main = True
         compat.check_environment()  # a Paddle/numpy pair that cannot work: one line, before Paddle crashes
         code = main(argv)
-    except PalmError as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        sys.exit(EXIT_FAILURE)
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        sys.exit(130)
-    except MemoryError:
-        print("error: out of memory; try a smaller --batch-size or --image-size", file=sys.stderr)
-        sys.exit(EXIT_FAILURE)
-    except OSError as exc:
-        # Permission denied, disk full, read-only folder: name the file, no traceback.
-        name = f" {exc.filename}" if getattr(exc, "filename", None) else ""
-        print(f"error: {exc.strerror or exc}{':' if name else ''}{name}", file=sys.stderr)
-        sys.exit(EXIT_FAILURE)
+    except BaseException as exc:  # noqa: B036  every way out is decided here, in one place
+        if isinstance(exc, SystemExit) and not _SignalState.stopping:
+            raise
+        if _SignalState.stopping or isinstance(exc, (Stopped, KeyboardInterrupt)):
+            # Also when a library turned our Stopped into its own error (paddle's import does).
+            code = _stopped(_SignalState.signum or signal.SIGINT)
+        elif isinstance(exc, PalmError):
+            print(f"error: {one_line(exc)}", file=sys.stderr)
+            code = EXIT_FAILURE
+        elif isinstance(exc, MemoryError):
+            print("error: out of memory; try a smaller --batch-size or --image-size", file=sys.stderr)
+            code = EXIT_FAILURE
+        elif isinstance(exc, OSError):
+            # Permission denied, disk full, read-only folder: name the file, no traceback.
+            print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+            code = EXIT_FAILURE
+        else:
+            raise
+    finally:
+        _SignalState.in_main = False
+        if finder in sys.meta_path:
+            sys.meta_path.remove(finder)
+        if not _SignalState.hard_exit:  # a command line keeps them: a signal while exiting is one line too
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
+        threading.excepthook, sys.unraisablehook = hooks
     sys.exit(code or 0)
+
+
+def _stopped(signum):
+    _SignalState.stopping = True
+    logging.disable(logging.CRITICAL)
+    if _SignalState.hard_exit:
+        _finish(signum)
+    print(_SIGNAL_MESSAGES[signum], file=sys.stderr)
+    return 128 + signum
+
+
+def describe_os_error(exc):
+    """One line for an OSError, naming the file it concerns (disk full, permission denied, ...)."""
+    name = getattr(exc, "filename", None)
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return f"{reason}: {name}" if name else reason
 
 
 def one_line(exc):
@@ -78,6 +270,22 @@ non_negative_int = _number(int, minimum=0)
 positive_float = _number(float, minimum=0.0, inclusive_min=False)
 non_negative_float = _number(float, minimum=0.0)
 probability = _number(float, minimum=0.0, maximum=1.0)
+
+# Resource flags: bounded far above any sensible value and below what makes a library abort or
+# exhaust the machine (--threads 100000 aborts inside OpenMP).
+#: Most CPU math threads (``--threads``); the same bound as paddle_palm.runtime.MAX_THREADS.
+MAX_THREADS = 256
+#: Most data-loading worker processes (``--num-workers``).
+MAX_WORKERS = 64
+#: Largest batch (``--batch-size``) and image side in pixels (``--image-size``).
+MAX_BATCH_SIZE = 4096
+MAX_IMAGE_SIZE = 4096
+thread_count = _number(int, minimum=1, maximum=MAX_THREADS)
+worker_count = _number(int, minimum=0, maximum=MAX_WORKERS)
+batch_size = _number(int, minimum=1, maximum=MAX_BATCH_SIZE)
+image_side = _number(int, minimum=1, maximum=MAX_IMAGE_SIZE)
+#: At most this many images in a drawn grid (``--grid-max``).
+grid_count = _number(int, minimum=1, maximum=1000)
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -12,6 +12,20 @@ import os
 import tempfile
 
 
+#: First characters that make a spreadsheet (Excel, LibreOffice) read a CSV cell as a formula.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(text):
+    """A CSV text cell that a spreadsheet shows as text, never runs as a formula.
+
+    A file name such as ``=HYPERLINK(...)`` or ``@SUM(...)`` would otherwise be
+    evaluated when the CSV is opened; a leading apostrophe makes it plain text.
+    """
+    text = str(text)
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside ``path``; rename it to ``path`` on success.
@@ -34,9 +48,12 @@ def atomic_path(path):
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
+        if isinstance(exc, OSError) and not exc.filename and exc.errno is not None:
+            # A full disk fails in write() or fsync(), whose error names no file: name the one being written.
+            raise OSError(exc.errno, exc.strerror, path) from None
         raise
 
 

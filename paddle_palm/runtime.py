@@ -123,11 +123,15 @@ def usable_cores():
     return max(1, len(cores))
 
 
+#: Most math threads accepted: far above any CPU this runs on, far below what aborts OpenMP (100000 does).
+MAX_THREADS = 256
+
+
 def _check_threads(threads):
     if threads is None:
         return None
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ConfigError(f"threads must be a positive integer or None (all cores), got {threads!r}")
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS:
+        raise ConfigError(f"threads must be an integer from 1 to {MAX_THREADS} or None (all cores), got {threads!r}")
     return threads
 
 

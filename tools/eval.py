@@ -31,6 +31,9 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 
 from paddle_palm import cli  # noqa: E402
 
+if __name__ == "__main__":
+    cli.handle_signals_early()  # Ctrl-C while Paddle is imported: one line too
+
 
 def build_parser():
     """The argument parser of ``tools/eval.py``."""
@@ -56,12 +59,12 @@ def build_parser():
                       help="label sheet (csv or xlsx with imgName, Label) choosing the validation rows "
                       "(default: the folder's own)")
     data.add_argument("--split", choices=("valid", "train"), default="valid", help="which images to evaluate (default: %(default)s)")
-    data.add_argument("--image-size", type=cli.positive_int, metavar="N", help="input side (default: the run's)")
+    data.add_argument("--image-size", type=cli.image_side, metavar="N", help="input side (default: the run's)")
     data.add_argument("--preprocess", type=str.upper, choices=("A", "B"),
                       help="A: course BGR resize to [-1, 1] (SPEC 1.3); B: seed 004 padding_black + Normalize (SPEC 1.4)")
-    data.add_argument("--batch-size", type=cli.positive_int, default=32, metavar="N",
+    data.add_argument("--batch-size", type=cli.batch_size, default=32, metavar="N",
                       help="images per forward pass (default: %(default)s)")
-    data.add_argument("--num-workers", type=cli.non_negative_int, default=0, metavar="N",
+    data.add_argument("--num-workers", type=cli.worker_count, default=0, metavar="N",
                       help="data-loading worker processes (default: %(default)s)")
     out = parser.add_argument_group("output")
     out.add_argument("--threshold", type=cli.probability, metavar="P",

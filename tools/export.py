@@ -30,6 +30,9 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 
 from paddle_palm import cli  # noqa: E402
 
+if __name__ == "__main__":
+    cli.handle_signals_early()  # Ctrl-C while Paddle is imported: one line too
+
 
 def build_parser():
     """The argument parser of ``tools/export.py``."""
@@ -47,7 +50,7 @@ def build_parser():
                        help="trained weights: a .pdparams file, its prefix, or a run folder")
     model.add_argument("--num-classes", type=cli.positive_int, metavar="N",
                        help="outputs of the network: 1 (one PM logit) or 2 (softmax)")
-    model.add_argument("--image-size", type=cli.positive_int, metavar="N",
+    model.add_argument("--image-size", type=cli.image_side, metavar="N",
                        help="input side fixed in the exported model (default: the run's)")
     model.add_argument("--preprocess", type=str.upper, choices=("A", "B"),
                        help="preprocessing recorded for the model (default: the run's)")

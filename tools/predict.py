@@ -37,6 +37,9 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 
 from paddle_palm import cli  # noqa: E402
 
+if __name__ == "__main__":
+    cli.handle_signals_early()  # Ctrl-C while Paddle is imported: one line too
+
 
 def build_parser():
     """The argument parser of ``tools/predict.py``."""
@@ -56,12 +59,12 @@ def build_parser():
     source.add_argument("--arch", metavar="NAME", help="architecture, with --weights (default: from config.yaml)")
     source.add_argument("--num-classes", type=cli.positive_int, metavar="N",
                         help="with --weights: 1 (one PM logit) or 2 (softmax); default from config.yaml")
-    source.add_argument("--image-size", type=cli.positive_int, metavar="N", help="with --weights: input side")
+    source.add_argument("--image-size", type=cli.image_side, metavar="N", help="with --weights: input side")
     source.add_argument("--preprocess", type=str.upper, choices=("A", "B"), help="with --weights: preprocessing")
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
                         help="where the model runs: auto (default; a GPU when Paddle has one), cpu or gpu")
     engine = parser.add_argument_group("inference engine (with --inference-model)")
-    engine.add_argument("--threads", type=cli.positive_int, metavar="N",
+    engine.add_argument("--threads", type=cli.thread_count, metavar="N",
                         help="CPU math threads (default: every core available)")
     engine.add_argument("--no-onednn", action="store_true", help="plain CPU kernels instead of oneDNN")
     engine.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
@@ -72,12 +75,12 @@ def build_parser():
                      help="PM when pm_probability >= P (default: the run's or the export's, else 0.5)")
     out.add_argument("--csv", metavar="FILE", help="write file,pm_probability,label,class_name rows here")
     out.add_argument("--grid", metavar="FILE", help="draw a PNG grid of the images with predicted and true labels")
-    out.add_argument("--grid-max", type=cli.positive_int, default=20, metavar="N",
+    out.add_argument("--grid-max", type=cli.grid_count, default=20, metavar="N",
                      help="at most this many images (the first ones) in the grid (default: %(default)s)")
     out.add_argument("--labels", metavar="FILE", help="label sheet (csv/xlsx: imgName, Label) giving true labels")
     out.add_argument("--skip-bad-images", action="store_true",
                      help="skip unreadable images with a warning instead of stopping")
-    out.add_argument("--batch-size", type=cli.positive_int, default=16, metavar="N", help="images per forward pass (default: %(default)s)")
+    out.add_argument("--batch-size", type=cli.batch_size, default=16, metavar="N", help="images per forward pass (default: %(default)s)")
     out.add_argument("--quiet", action="store_true", help="no table on standard output")
     return parser
 

@@ -16,6 +16,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from paddle_palm.cli import ArgumentParser, run  # noqa: E402
+
+if __name__ == "__main__":
+    from paddle_palm.cli import handle_signals_early
+
+    handle_signals_early()  # Ctrl-C while the modules below are imported: one line too
 from paddle_palm.data.archives import is_prepared, prepare_palm  # noqa: E402
 from paddle_palm.data.layout import describe_dataset  # noqa: E402
 

@@ -25,6 +25,9 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 
 from paddle_palm import cli  # noqa: E402
 
+if __name__ == "__main__":
+    cli.handle_signals_early()  # Ctrl-C while Paddle is imported: one line too
+
 
 def input_shape(text):
     """argparse type: ``"1,3,224,224"`` -> ``(1, 3, 224, 224)``, four positive integers."""

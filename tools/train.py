@@ -29,6 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 warnings.filterwarnings("ignore", message=".*ccache.*")
 
 from paddle_palm import cli  # noqa: E402
+
+if __name__ == "__main__":
+    cli.handle_signals_early()  # Ctrl-C while Paddle is imported: one line too
 from paddle_palm.engine import config as cfg  # noqa: E402
 
 S = argparse.SUPPRESS
@@ -99,12 +102,12 @@ def build_parser():
     d.add_argument("--labels-file", metavar="FILE", help="validation labels (csv/xlsx; default: the folder's labels.csv)")
     d.add_argument("--dataset", choices=cfg.CHOICES["dataset"],
                    help="palm (default), or the seed data sets mnist / cifar10 from local files in --data-dir")
-    d.add_argument("--image-size", type=cli.positive_int, metavar="PX", help="input side in pixels (default 224)")
+    d.add_argument("--image-size", type=cli.image_side, metavar="PX", help="input side in pixels (default 224)")
     d.add_argument("--preprocess", type=_upper, choices=cfg.CHOICES["preprocess"],
                    help="A: cv2 BGR resize, [-1, 1] (seeds 000/001); B: RGB, black padding, normalised (seed 004)")
     d.add_argument("--augment", choices=cfg.CHOICES["augment"],
                    help="flip: random horizontal and vertical flips (seed 004)")
-    d.add_argument("--num-workers", type=cli.non_negative_int, metavar="N", help="data-loading processes (default 0)")
+    d.add_argument("--num-workers", type=cli.worker_count, metavar="N", help="data-loading processes (default 0)")
     d.add_argument("--cache", action=argparse.BooleanOptionalAction,
                    help="decode and resize every image once, before training, and keep them in memory")
 
@@ -126,7 +129,7 @@ def build_parser():
     o.add_argument("--min-lr", type=cli.non_negative_float, metavar="F", help="plateau floor")
     o.add_argument("--warmup-epochs", type=cli.non_negative_int, metavar="N", help="linear warm-up epochs (default 0)")
     o.add_argument("--epochs", type=cli.positive_int, metavar="N", help="total epochs (also when resuming)")
-    o.add_argument("--batch-size", type=cli.positive_int, metavar="N", help="images per batch (per process)")
+    o.add_argument("--batch-size", type=cli.batch_size, metavar="N", help="images per batch (per process)")
     o.add_argument("--grad-clip", type=cli.positive_float, metavar="F", help="clip the gradient's global norm")
     o.add_argument("--ema", action=argparse.BooleanOptionalAction,
                    help="validate and save as best_model an exponential moving average of the weights")
@@ -156,7 +159,7 @@ def build_parser():
     t.add_argument("--device", choices=cfg.CHOICES["device"], help="where to train (default auto: GPU if present)")
     t.add_argument("--fast", action=argparse.BooleanOptionalAction,
                    help="the fast CPU execution path (default on); --no-fast: plain dygraph")
-    t.add_argument("--threads", type=cli.positive_int, metavar="N", help="CPU threads (default: all cores)")
+    t.add_argument("--threads", type=cli.thread_count, metavar="N", help="CPU threads (default: all cores)")
     return parser
 
 

@@ -24,6 +24,13 @@ Safety
       compression ratio of at most :data:`MAX_COMPRESSION_RATIO` for large
       members), and extraction stops if a member yields more bytes than declared
       (zip bomb).
+    * What one archive may write in all, its nested zip and what that holds
+      included, is budgeted: at most :data:`MAX_EXPANSION` times the archive's
+      size and never over :data:`MAX_TOTAL_BYTES` (the real PALM archives write
+      about twice their size).  Each step reserves its declared bytes from the
+      budget, and checks the free disk space, before it writes anything, so a
+      bomb of many small members, nested or not, is refused before it fills the
+      disk.
     * Everything is extracted into a hidden temporary folder inside ``out_dir``
       and moved into place only when all archives were read and checked, so a
       failure leaves ``out_dir`` as it was.  Dataset folders already in
@@ -66,6 +73,10 @@ MAX_MEMBER_BYTES = 4 * 1024 ** 3
 MAX_TOTAL_BYTES = 16 * 1024 ** 3
 #: Largest accepted ratio of declared to compressed size for members over 16 MB.
 MAX_COMPRESSION_RATIO = 200
+#: What extracting one archive may write in all (nested archives included), as a multiple of its size.
+MAX_EXPANSION = 10
+#: Free disk space kept beyond what an extraction step needs.
+DISK_MARGIN_BYTES = 64 * 1024 ** 2
 #: Stamp file written into the dataset folder when preparation is complete.
 STAMP_NAME = ".palm_prepared.json"
 _STAMP_VERSION = 1
@@ -200,11 +211,44 @@ def _check_total(files, label):
                            f"limit (zip bomb?)")
 
 
-def _extract_images(zf, members, folder, label, progress, check_prefix):
+class ExtractionBudget:
+    """The bytes one archive may still write (nested archives included), and the disk-space check.
+
+    Args:
+        archive: the archive on disk (its size sets the budget).
+        folder: where the bytes are written (for the free-space check).
+    """
+
+    def __init__(self, archive, folder):
+        self.archive = str(archive)
+        self.folder = folder
+        self.limit = min(MAX_TOTAL_BYTES, MAX_EXPANSION * Path(archive).stat().st_size)
+        self.reserved = 0
+
+    def reserve(self, nbytes, label):
+        """Take ``nbytes`` (declared sizes about to be written) from the budget, before writing them.
+
+        Raises:
+            ArchiveError: over the archive's budget (zip bomb), or not enough free disk space.
+        """
+        if self.reserved + nbytes > self.limit:
+            raise ArchiveError(f"{label}: extracting it would write {self.reserved + nbytes:,} bytes in all, over "
+                               f"the budget of {self.limit:,} bytes for {self.archive} ({MAX_EXPANSION} times its "
+                               f"size; zip bomb?); refusing to extract")
+        free = shutil.disk_usage(self.folder).free
+        if nbytes + DISK_MARGIN_BYTES > free:
+            raise ArchiveError(f"{label}: extracting it needs {nbytes:,} bytes, but {self.folder} has only {free:,} "
+                               f"bytes free")
+        self.reserved += nbytes
+
+
+def _extract_images(zf, members, folder, label, progress, check_prefix, budget=None):
     """Extract image members flat into ``folder``; return the names written."""
     from tqdm import tqdm
 
     folder.mkdir(parents=True, exist_ok=True)
+    if budget is not None:
+        budget.reserve(sum(info.file_size for info in members), label)
     written = set()
     for info in tqdm(members, desc=f"extracting {Path(label.split(' > ')[-1]).name}", unit="file",
                      disable=not progress, leave=False):
@@ -240,6 +284,7 @@ def _image_members(files):
 
 def _prepare_training(archive, tmp, progress):
     label = str(archive)
+    budget = ExtractionBudget(archive, tmp)
     with open_zip(archive) as zf:
         files = safe_members(zf, label)
         _check_total(files, label)
@@ -250,6 +295,7 @@ def _prepare_training(archive, tmp, progress):
         if nested:
             inner_path = tmp / "_nested" / NESTED_TRAINING_ZIP
             inner_path.parent.mkdir(parents=True, exist_ok=True)
+            budget.reserve(nested[0].file_size, label)
             extract_member(zf, nested[0], inner_path, label)
             inner_label = f"{label} > {nested[0].filename}"
             with open_zip(inner_path, inner_label) as inner:
@@ -259,14 +305,14 @@ def _prepare_training(archive, tmp, progress):
                 if not members:
                     raise ArchiveError(f"{inner_label}: no training images inside; expected "
                                        f"{TRAIN_DIR}/H*.jpg, N*.jpg, P*.jpg")
-                names = _extract_images(inner, members, tmp / TRAIN_DIR, inner_label, progress, True)
+                names = _extract_images(inner, members, tmp / TRAIN_DIR, inner_label, progress, True, budget)
             shutil.rmtree(tmp / "_nested")
             return names
         members = _image_members(files)
         if not members:
             raise ArchiveError(f"{label}: no training images found; expected {TRAIN_DIR}/{NESTED_TRAINING_ZIP} "
                                f"holding {TRAIN_DIR}/*.jpg (the layout of the PALM training.zip)")
-        return _extract_images(zf, members, tmp / TRAIN_DIR, label, progress, True)
+        return _extract_images(zf, members, tmp / TRAIN_DIR, label, progress, True, budget)
 
 
 def _prepare_validation(archive, tmp, progress):
@@ -277,7 +323,7 @@ def _prepare_validation(archive, tmp, progress):
         members = _image_members(files)
         if not members:
             raise ArchiveError(f"{label}: no validation images found; expected {VALID_DIR}/V0001.jpg ...")
-        return _extract_images(zf, members, tmp / VALID_DIR, label, progress, False)
+        return _extract_images(zf, members, tmp / VALID_DIR, label, progress, False, ExtractionBudget(archive, tmp))
 
 
 def _prepare_labels(archive, tmp, image_names):
@@ -294,6 +340,7 @@ def _prepare_labels(archive, tmp, image_names):
         gt = tmp / GT_DIR
         gt.mkdir(parents=True, exist_ok=True)
         xlsx = gt / LABELS_XLSX
+        ExtractionBudget(archive, tmp).reserve(chosen[0].file_size, label)
         extract_member(zf, chosen[0], xlsx, label)
     try:
         table = read_labels(xlsx)

@@ -22,6 +22,7 @@ complete, and discards the pending files when it is not.  A file damaged later
 
 import hashlib
 import json
+import math
 import os
 import re
 
@@ -35,8 +36,10 @@ STATES_SUFFIX = ".pdstates"
 #: Prefix of optimizer-state keys rewritten to a parameter's structured name.
 _PARAM_KEY = "param:"
 
-#: Version of the ``.pdstates`` layout, stored in the file.
-STATES_FORMAT = 1
+#: Version of the ``.pdstates`` layout, stored in the file (2: with ``digest``, the file's own digest).
+STATES_FORMAT = 2
+#: Files a checkpoint may hold besides its ``.pdstates``: ``<prefix><suffix>`` in the run folder.
+CHECKPOINT_SUFFIXES = (PARAMS_SUFFIX, OPT_SUFFIX, ".pdema")
 
 
 def sha256_file(path, chunk_size=1 << 20):
@@ -46,6 +49,18 @@ def sha256_file(path, chunk_size=1 << 20):
         for block in iter(lambda: fh.read(chunk_size), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def states_digest(record):
+    """SHA-256 of a ``.pdstates`` record without its ``digest`` entry (canonical JSON).
+
+    It makes an edited state file (``"epoch": 1`` changed to ``3``, a flipped byte) detectable:
+    the loader recomputes it.  It is a check of integrity, not a signature: the safe loading of
+    the other files (:mod:`paddle_palm.safe_load`) does not depend on it.
+    """
+    body = {k: v for k, v in record.items() if k != "digest"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
 def unwrap_model(model):
@@ -153,6 +168,8 @@ def save_checkpoint(run_dir, prefix, model, optimizer=None, states=None, extra=N
     record = dict(states or {})
     record["format"] = STATES_FORMAT
     record["files"] = files
+    record.pop("digest", None)
+    record["digest"] = states_digest(record)
     # The journal: once it exists (complete, by the atomic rename) the commit can always be finished.
     write_text_atomic(_pending(base + STATES_SUFFIX), json.dumps(record, indent=2, sort_keys=True) + "\n")
     _commit(run_dir, prefix, list(payload))
@@ -191,9 +208,18 @@ def recover_checkpoint(run_dir, prefix):
         if re.match(r"^\.\.?" + re.escape(prefix) + r"\..*\.tmp$", name):
             os.remove(os.path.join(run_dir, name))
     if os.path.exists(journal):
-        with open(journal, encoding="utf-8") as fh:
-            names = json.load(fh).get("files", {})
-        _commit(run_dir, prefix, [name[len(prefix):] for name in names])
+        try:
+            with open(journal, encoding="utf-8") as fh:
+                names = json.load(fh)["files"]
+            suffixes = [name[len(prefix):] for name in names]
+        except (ValueError, KeyError, TypeError):
+            suffixes = None
+        # Only the checkpoint's own files are ever renamed (never a path the journal makes up).
+        if suffixes is None or not set(suffixes) <= set(CHECKPOINT_SUFFIXES) \
+                or any(not name.startswith(prefix) for name in names):
+            raise CheckpointError(f"{journal} is damaged: expected the journal of checkpoint {prefix!r} "
+                                  f"(remove it to keep the last complete checkpoint)")
+        _commit(run_dir, prefix, suffixes)
         return True
     for name in leftovers:
         os.remove(os.path.join(run_dir, name))
@@ -231,7 +257,120 @@ def read_states(run_dir, prefix="latest", recover=True):
         raise CheckpointError(f"{path} is damaged: not a JSON state file ({exc})") from None
     if not isinstance(states, dict) or "files" not in states:
         raise CheckpointError(f"{path} is not a paddle_palm state file (no 'files' entry)")
+    validate_states(states, path, prefix)
     return states
+
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_MAX_COUNT = 10 ** 9
+
+
+def _is_int(value, low=0, high=_MAX_COUNT):
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_rng(rng):
+    """None if ``rng`` is the random-state record the trainer writes, else the bad field."""
+    if not isinstance(rng, dict):
+        return "rng"
+    if rng.get("seed") is not None and not _is_int(rng["seed"], -(2 ** 63), 2 ** 64):
+        return "rng.seed"
+    if "next_epoch" in rng and not _is_int(rng["next_epoch"]):
+        return "rng.next_epoch"
+    py = rng.get("python")
+    if py is not None and not (isinstance(py, list) and len(py) == 3 and _is_int(py[0], 0, 10)
+                               and isinstance(py[1], list) and len(py[1]) == 625
+                               and all(_is_int(v, 0, 2 ** 32 - 1) for v in py[1])
+                               and (py[2] is None or _is_number(py[2]))):
+        return "rng.python"
+    npy = rng.get("numpy")
+    if npy is not None:
+        import base64
+        import binascii
+
+        ok = (isinstance(npy, list) and len(npy) == 5 and npy[0] == "MT19937" and isinstance(npy[1], str)
+              and _is_int(npy[2], 0, 624) and npy[3] in (0, 1) and _is_number(npy[4]))
+        try:
+            ok = ok and len(base64.b64decode(npy[1], validate=True)) == 624 * 4
+        except (binascii.Error, ValueError):
+            ok = False
+        if not ok:
+            return "rng.numpy"
+    return None
+
+
+def _bad_states_field(states, prefix):
+    """The first field of a ``.pdstates`` record that is not what the trainer writes, or None."""
+    if states.get("format") not in (1, STATES_FORMAT):  # 1: written before the digest was added
+        return "format"
+    files = states["files"]
+    if not isinstance(files, dict):
+        return "files"
+    for name, digest in files.items():
+        # Only <prefix>.pdparams/.pdopt/.pdema in the run folder itself: no path, no other file.
+        if name not in [prefix + suffix for suffix in CHECKPOINT_SUFFIXES] or not isinstance(digest, str) \
+                or not _HEX64.match(digest):
+            return f"files/{name}"
+    checks = {
+        "epoch": lambda v: _is_int(v, 0, 10 ** 6),
+        "global_step": _is_int,
+        "epochs_without_improvement": lambda v: _is_int(v, 0, 10 ** 6),
+        "arch": lambda v: isinstance(v, str) and 0 < len(v) <= 100,
+        "time": lambda v: isinstance(v, str) and len(v) <= 100,
+        "schedule": lambda v: isinstance(v, dict) and all(
+            v.get(k) is None or _is_number(v[k]) for k in ("plateau_lr", "best_loss", "bad_epochs")),
+    }
+    for key, ok in checks.items():
+        if key in states and not ok(states[key]):
+            return key
+    best = states.get("best")
+    if best is not None:
+        if not isinstance(best, dict) or not (best.get("metric") is None or isinstance(best["metric"], str)):
+            return "best"
+        for key in ("value", "val_loss"):
+            if best.get(key) is not None and not _is_number(best[key]):
+                return f"best.{key}"
+        if best.get("epoch") is not None and not _is_int(best["epoch"], 0, 10 ** 6):
+            return "best.epoch"
+    if "rng" in states:
+        return _check_rng(states["rng"])
+    return None
+
+
+def validate_states(states, path, prefix):
+    """Check a ``.pdstates`` record against what :func:`save_checkpoint` and the trainer write.
+
+    Types and ranges of every known field, file names that stay inside the run folder, and the
+    record's own digest (:func:`states_digest`), so an edited value is refused before it is used.
+
+    Raises:
+        CheckpointError: naming the file and the first bad field.
+    """
+    bad = _bad_states_field(states, prefix)
+    if bad is not None:
+        raise CheckpointError(f"{path} is damaged or was edited: field '{bad}' is not what a paddle_palm "
+                              f"checkpoint (format {STATES_FORMAT}) holds")
+    if states["format"] == 1 and "digest" not in states:
+        return
+    digest = states.get("digest")
+    try:
+        matches = isinstance(digest, str) and digest == states_digest(states)
+    except ValueError:  # NaN/Infinity somewhere in the record
+        matches = False
+    if not matches:
+        raise CheckpointError(f"{path} is damaged or was edited: its field 'digest' does not match its content "
+                              "(SHA-256 of the other fields)")
+
+
+def require_states(states, fields, path):
+    """Raise CheckpointError naming ``path`` and the first of ``fields`` missing from ``states``."""
+    for field in fields:
+        if field not in states:
+            raise CheckpointError(f"{path} lacks the field {field!r}; expected a checkpoint written by tools/train.py")
 
 
 def verify_checkpoint(run_dir, prefix="latest", recover=True):
@@ -258,8 +397,12 @@ def verify_checkpoint(run_dir, prefix="latest", recover=True):
 
 
 def load_state_file(path, what="checkpoint"):
-    """``paddle.load`` a ``.pdparams``/``.pdopt`` file, turning every failure into CheckpointError."""
-    import paddle
+    """Load a ``.pdparams``/``.pdopt``/``.pdema`` file safely, turning every failure into CheckpointError.
+
+    The file is unpickled with the allow-list of :mod:`paddle_palm.safe_load`, never with a
+    plain ``paddle.load``: a checkpoint from someone else cannot run code here.
+    """
+    from paddle_palm.safe_load import paddle_load
 
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -267,8 +410,10 @@ def load_state_file(path, what="checkpoint"):
     if os.path.getsize(path) == 0:
         raise CheckpointError(f"{what} file {path} is empty (0 bytes)")
     try:
-        obj = paddle.load(path)
-    except Exception as exc:  # paddle raises ValueError, pickle errors, EOFError, ... for bad files
+        obj = paddle_load(path)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # paddle raises ValueError, ... for content it cannot turn into tensors
         raise CheckpointError(
             f"{path} is not a complete Paddle checkpoint (truncated or another file type): {type(exc).__name__}"
         ) from None
@@ -303,6 +448,24 @@ def _architecture_named_beside(path):
         return None
 
 
+def _own_states_beside(prefix_path):
+    """The validated ``<prefix>.pdstates`` beside a weights file when it is one of ours, else None.
+
+    PaddleClas writes a ``.pdstates`` of its own (a pickle, never read here); a JSON one with
+    ``files`` is ours and is checked like any state file (schema, its own digest).
+    """
+    path = prefix_path + STATES_SUFFIX
+    try:
+        with open(path, encoding="utf-8") as fh:
+            states = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(states, dict) or "files" not in states:
+        return None
+    validate_states(states, path, os.path.basename(prefix_path))
+    return states
+
+
 def load_weights(model, path, arch=None):
     """Load trained weights into ``model``, refusing anything that does not fit it exactly.
 
@@ -329,12 +492,9 @@ def load_weights(model, path, arch=None):
         raise CheckpointError(f"weights file not found: {path} (expected a .pdparams file for {expected})")
     # A digest recorded beside the file (``<prefix>.pdstates``) catches damage early.
     prefix_path = path[: -len(PARAMS_SUFFIX)] if path.endswith(PARAMS_SUFFIX) else None
-    if prefix_path and os.path.isfile(prefix_path + STATES_SUFFIX):
-        try:
-            with open(prefix_path + STATES_SUFFIX, encoding="utf-8") as fh:
-                digest = json.load(fh).get("files", {}).get(os.path.basename(path))
-        except (OSError, ValueError, AttributeError):
-            digest = None
+    states = _own_states_beside(prefix_path) if prefix_path else None
+    if states is not None:
+        digest = states["files"].get(os.path.basename(path))
         if digest and sha256_file(path) != digest:
             raise CheckpointError(
                 f"weights file {path} is damaged: its SHA-256 digest does not match "

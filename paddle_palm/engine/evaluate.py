@@ -313,8 +313,11 @@ def evaluate_checkpoint(weights, data_dir, arch=None, labels_file=None, split="v
                           labels_file=labels_file)
     if len(dataset) == 0:
         raise DataError(f"no {split} images in {data_dir}")
+    from paddle_palm.engine.loaders import check_num_workers, worker_init_function
+
     loader = paddle.io.DataLoader(dataset, batch_size=int(batch_size), shuffle=False, drop_last=False,
-                                  num_workers=int(num_workers))
+                                  num_workers=check_num_workers(int(num_workers)),
+                                  worker_init_fn=worker_init_function() if int(num_workers) else None)
     result = evaluate(model, loader, loss=settings.loss, threshold=settings.threshold)
 
     summary = {k: v for k, v in result.items() if k not in ("probabilities", "labels", "predictions")}
@@ -342,7 +345,7 @@ def _write_outputs(out, summary, result, files, settings):
     import csv
 
     from paddle_palm.engine.inference import class_name
-    from paddle_palm.fileio import atomic_path, write_text_atomic
+    from paddle_palm.fileio import atomic_path, spreadsheet_safe, write_text_atomic
     from paddle_palm.viz.plots import plot_confusion_matrix, plot_roc
 
     names = {
@@ -361,8 +364,9 @@ def _write_outputs(out, summary, result, files, settings):
             writer = csv.writer(fh)
             writer.writerow(["file", "pm_probability", "label", "class_name", "true_label"])
             for path, p, pred, true in zip(files, result["probabilities"], result["predictions"], result["labels"]):
-                writer.writerow([os.fspath(path), f"{p:.6f}", int(pred),
-                                 class_name(int(pred), settings.classes, settings.classes_zh), int(true)])
+                writer.writerow([spreadsheet_safe(os.fspath(path)), f"{p:.6f}", int(pred),
+                                 spreadsheet_safe(class_name(int(pred), settings.classes, settings.classes_zh)),
+                                 int(true)])
     write_text_atomic(names["metrics"], json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     return summary["files"]
 

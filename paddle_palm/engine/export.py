@@ -32,10 +32,12 @@ from pathlib import Path
 import numpy as np
 
 from paddle_palm.engine.inference import MODEL_PREFIX, PREPROCESS_FILE, load_trained_model, resolve_model_settings
-from paddle_palm.errors import ConfigError
+from paddle_palm.errors import ConfigError, DataError, MissingFileError
 
-#: Version of the ``preprocess.json`` layout.
-EXPORT_FORMAT = 1
+#: Version of the ``preprocess.json`` layout (2: with ``files.sha256``, the digests of the model files).
+EXPORT_FORMAT = 2
+#: The only file names an export record may name (written by ``paddle.jit.save``).
+_MODEL_FILE_NAMES = {"model": (MODEL_PREFIX + ".json", MODEL_PREFIX + ".pdmodel"), "params": (MODEL_PREFIX + ".pdiparams",)}
 
 #: Largest accepted difference between exported and dynamic-mode probabilities (fp32, oneDNN).
 EXPORT_TOLERANCE = 1e-4
@@ -126,6 +128,86 @@ def _sha256(path):
     return digest.hexdigest()
 
 
+def _bad_record_field(record):
+    """The first field of a ``preprocess.json`` record that is not what :func:`export_model` writes, or None."""
+    def number(v, low, high):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and low <= v <= high
+
+    def names(v):
+        return v is None or (isinstance(v, list) and len(v) <= 1000 and all(isinstance(x, str) and len(x) <= 200
+                                                                           for x in v))
+
+    if not isinstance(record, dict):
+        return "(top level)"
+    if record.get("format") != EXPORT_FORMAT:
+        return "format"
+    pre = record.get("preprocess")
+    if not isinstance(pre, dict) or pre.get("method") not in ("A", "B"):
+        return "preprocess.method"
+    if not (isinstance(pre.get("image_size"), int) and number(pre["image_size"], 16, 4096)):
+        return "preprocess.image_size"
+    checks = {
+        "arch": lambda v: isinstance(v, str) and 0 < len(v) <= 100,
+        "num_classes": lambda v: isinstance(v, int) and number(v, 1, 100000),
+        "threshold": lambda v: number(v, 0.0, 1.0),
+        "classes": names,
+        "classes_zh": names,
+    }
+    for key, ok in checks.items():
+        if key not in record or not ok(record[key]):
+            return key
+    files = record.get("files")
+    if not isinstance(files, dict) or not isinstance(files.get("sha256"), dict):
+        return "files.sha256"
+    for role, allowed in _MODEL_FILE_NAMES.items():
+        if files.get(role) not in allowed:
+            return f"files.{role}"
+        digest = files["sha256"].get(files[role])
+        if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+            return f"files.sha256[{files[role]!r}]"
+    return None
+
+
+def check_export_record(model_dir, record, path):
+    """Check an export record and the model files it names, before Paddle Inference reads them.
+
+    The record must have the layout :func:`export_model` writes (types and ranges); the files it
+    names must be plain files inside ``model_dir`` (no path, no link out of the folder) whose
+    SHA-256 digests match the ones recorded at export time.  A damaged or foreign model file
+    would otherwise reach Paddle Inference's C++ parser, which may crash the process.
+
+    Args:
+        model_dir: the export folder.
+        record: the parsed ``preprocess.json``.
+        path: the record's path, for messages.
+
+    Returns:
+        dict: ``{"model": Path, "params": Path}``.
+
+    Raises:
+        DataError: naming the record and the field, or the file that does not match.
+    """
+    bad = _bad_record_field(record)
+    if bad is not None:
+        hint = " (written by an older tools/export.py: export it again)" if bad == "format" else ""
+        raise DataError(f"{path} is not a valid export record: field {bad!r} is not what tools/export.py "
+                        f"(format {EXPORT_FORMAT}) writes{hint}")
+    folder = os.path.realpath(model_dir)
+    found = {}
+    for role in ("model", "params"):
+        name = record["files"][role]
+        target = Path(model_dir) / name
+        if not target.is_file():
+            raise MissingFileError(f"exported model file missing: {target} (re-run tools/export.py)")
+        real = os.path.realpath(target)
+        if os.path.dirname(real) != folder:
+            raise DataError(f"{target} lies outside the export folder {model_dir} (a link to {real}); refusing it")
+        if _sha256(real) != record["files"]["sha256"][name]:
+            raise DataError(f"{target} is damaged or was replaced: its SHA-256 digest does not match {path}")
+        found[role] = Path(real)
+    return found
+
+
 def _verification_batch(channels, size, method):
     """Inputs for the export check: two synthetic fundus photographs (a normal and a PM eye) through
     the model's preprocessing, and one image of uniform noise in [-1, 1].
@@ -193,7 +275,8 @@ def export_model(model, output_dir, settings, verify=True):
             "threshold": float(settings.threshold),
             "classes": list(settings.classes),
             "classes_zh": list(settings.classes_zh),
-            "files": {"model": model_file, "params": params_file},
+            "files": {"model": model_file, "params": params_file,
+                      "sha256": {name: _sha256(staging / name) for name in (model_file, params_file)}},
             "weights": os.fspath(settings.weights) if settings.weights else None,
             "weights_sha256": _sha256(settings.weights) if settings.weights and os.path.isfile(settings.weights) else None,
             "paddle_version": paddle.__version__,

@@ -305,17 +305,20 @@ class ExportedPredictor(_Predictor):
     def __init__(self, model_dir, threads=None, onednn=True, precision="fp32", threshold=None, device="cpu"):
         from paddle import inference
 
+        from paddle_palm.engine.export import check_export_record
+
         model_dir = Path(model_dir)
         self.record = read_export_record(model_dir)
-        files = self.record["files"]
-        model_file = model_dir / files["model"]
-        params_file = model_dir / files["params"]
-        for f in (model_file, params_file):
-            if not f.is_file():
-                raise MissingFileError(f"exported model file missing: {f} (re-run tools/export.py)")
+        # Schema, files inside the folder, digests of export time: checked before Paddle Inference parses them.
+        files = check_export_record(model_dir, self.record, model_dir / PREPROCESS_FILE)
+        model_file, params_file = files["model"], files["params"]
         if precision not in ("fp32", "bf16"):
             raise ConfigError(f"precision must be fp32 or bf16, got {precision!r}")
+        from paddle_palm.runtime import MAX_THREADS
+
         threads = int(threads or _default_threads())
+        if not 1 <= threads <= MAX_THREADS:
+            raise ConfigError(f"threads must be from 1 to {MAX_THREADS}, got {threads}")
         config = inference.Config(os.fspath(model_file), os.fspath(params_file))
         on_gpu = str(device).split(":")[0] == "gpu"
         if on_gpu:  # cuDNN kernels; the CPU settings below do not apply
@@ -577,7 +580,7 @@ def write_predictions_csv(records, path):
     """
     import csv
 
-    from paddle_palm.fileio import atomic_path, make_parent_dirs
+    from paddle_palm.fileio import atomic_path, make_parent_dirs, spreadsheet_safe
 
     path = Path(path)
     make_parent_dirs(path)
@@ -586,7 +589,8 @@ def write_predictions_csv(records, path):
             writer = csv.writer(fh)
             writer.writerow(CSV_COLUMNS)
             for r in records:
-                writer.writerow([r["file"], f"{r['pm_probability']:.6f}", r["label"], r["class_name"]])
+                writer.writerow([spreadsheet_safe(r["file"]), f"{r['pm_probability']:.6f}", r["label"],
+                                 spreadsheet_safe(r["class_name"])])
     return path
 
 

@@ -8,14 +8,55 @@ That is what makes a resumed run repeat an uninterrupted one exactly, with or
 without worker processes, and lets several processes share an epoch without overlap.
 """
 
+import functools
 import math
 import os
+import sys
 import threading
 import time
 
 import numpy as np
 
 from paddle_palm.errors import ConfigError, DataError, MissingFileError, PalmError
+
+
+#: Most data-loading worker processes accepted (each holds a copy of the data set).
+MAX_WORKERS = 64
+
+#: ``prctl`` option: the signal the kernel sends this process when its parent ends (linux/prctl.h).
+_PR_SET_PDEATHSIG = 1
+
+
+def _end_with_parent(worker_id, parent_pid):
+    import signal
+
+    # Ctrl-C reaches the whole process group: only the parent reports it, the worker goes on
+    # until the parent shuts it down.  SIGTERM ends it silently.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        # However the parent ends (kill -9 included), the kernel kills this worker too.
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:  # the parent ended before the line above took effect
+        os._exit(0)
+
+
+def worker_init_function():
+    """The ``worker_init_fn`` of every DataLoader with workers: a worker never outlives its parent.
+
+    Workers ignore SIGINT (the parent prints the one line), die with SIGTERM without a
+    traceback, and on Linux receive SIGKILL when the parent ends, even by ``kill -9``.
+    """
+    return functools.partial(_end_with_parent, parent_pid=os.getpid())
+
+
+def check_num_workers(num_workers):
+    """``num_workers`` as an int from 0 to :data:`MAX_WORKERS`, else ConfigError."""
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or not 0 <= num_workers <= MAX_WORKERS:
+        raise ConfigError(f"num_workers must be an integer from 0 to {MAX_WORKERS}, got {num_workers!r}")
+    return num_workers
 
 
 def epoch_seed(seed, epoch, stream=0):

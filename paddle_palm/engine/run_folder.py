@@ -102,7 +102,10 @@ class RunLog:
 
             tqdm.write(message, file=sys.stdout)
         if self._fh:
-            self._fh.write(time.strftime("%Y-%m-%d %H:%M:%S ") + message + "\n")
+            try:
+                self._fh.write(time.strftime("%Y-%m-%d %H:%M:%S ") + message + "\n")
+            except OSError as exc:  # a full disk: write() names no file
+                raise OSError(exc.errno, exc.strerror, self.path) from None
 
     def close(self):
         if self._fh:

@@ -43,7 +43,8 @@ import numpy as np
 
 from paddle_palm.engine import checkpoint as ckpt
 from paddle_palm.engine import config as cfg
-from paddle_palm.engine.loaders import EpochBatchSampler, MainThreadLoader, build_datasets, epoch_seed, iterate_batches
+from paddle_palm.engine.loaders import (EpochBatchSampler, MainThreadLoader, build_datasets, check_num_workers,
+                                       epoch_seed, iterate_batches, worker_init_function)
 from paddle_palm.engine.optim import LearningRateSchedule, ModelEMA, build_optimizer
 from paddle_palm.engine.run_folder import (OutputLock, RunLog, default_output_dir, read_csv,
                                            remove_stale_temporaries, write_csv)
@@ -209,8 +210,9 @@ class Trainer:
         from paddle_palm.engine.device import pin_memory
 
         compat.set_dataloader_pin_memory(pin_memory(self.device, self.config["num_workers"]))
-        return paddle.io.DataLoader(dataset, batch_sampler=sampler, num_workers=self.config["num_workers"],
-                                    use_shared_memory=False)
+        return paddle.io.DataLoader(dataset, batch_sampler=sampler,
+                                    num_workers=check_num_workers(self.config["num_workers"]),
+                                    use_shared_memory=False, worker_init_fn=worker_init_function())
 
     def _open_visualdl(self):
         if not (self.is_writer and self.config["visualdl"]):
@@ -259,16 +261,25 @@ class Trainer:
 
     def _restore(self):
         states = ckpt.verify_checkpoint(self.run_dir, "latest", recover=self.is_writer)
+        ckpt.require_states(states, ("epoch", "global_step", "best"), os.path.join(self.run_dir, "latest.pdstates"))
         if states.get("arch") not in (None, self.config["arch"]):
             raise ConfigError(f"{self.run_dir} holds a {states.get('arch')} run, not {self.config['arch']}")
         ckpt.load_weights(self.model, os.path.join(self.run_dir, "latest.pdparams"), arch=self.config["arch"])
-        opt_state = ckpt.load_state_file(os.path.join(self.run_dir, "latest.pdopt"), what="optimizer state")
-        ckpt.restore_optimizer_state(self.model, self.optimizer, opt_state)
+        opt_path = os.path.join(self.run_dir, "latest.pdopt")
+        opt_state = ckpt.load_state_file(opt_path, what="optimizer state")
+        try:
+            ckpt.restore_optimizer_state(self.model, self.optimizer, opt_state)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # content of another kind
+            raise ckpt.CheckpointError(f"{opt_path} does not hold this optimizer's state ({type(exc).__name__})") from None
         if self.ema:
             ema_path = os.path.join(self.run_dir, "latest.pdema")
             if not os.path.isfile(ema_path):
                 raise ConfigError(f"{self.run_dir} was trained without --ema; resume it without --ema")
-            self.ema.set_state_dict(ckpt.load_state_file(ema_path, what="EMA state"))
+            ema_state = ckpt.load_state_file(ema_path, what="EMA state")
+            try:
+                self.ema.set_state_dict(ema_state)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise ckpt.CheckpointError(f"{ema_path} does not hold EMA weights ({type(exc).__name__})") from None
         self.start_epoch = int(states["epoch"])
         if self.start_epoch >= self.config["epochs"]:
             raise ConfigError(f"{self.run_dir} has already trained {self.start_epoch} epochs; "

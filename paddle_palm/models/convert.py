@@ -6,9 +6,10 @@ below) load into this package's networks and back::
     import paddle
     from paddle_palm.models import build_model
     from paddle_palm.models.convert import from_paddle_vision, to_paddle_vision
+    from paddle_palm.safe_load import paddle_load       # paddle.load without running code from the file
 
     model = build_model("resnet50")                      # one logit
-    state = paddle.load("resnet50_vision.pdparams")      # saved from paddle.vision.models.resnet50(num_classes=1)
+    state = paddle_load("resnet50_vision.pdparams")      # saved from paddle.vision.models.resnet50(num_classes=1)
     model.set_state_dict(from_paddle_vision("resnet50", state))
     paddle.save(to_paddle_vision("resnet50", model.state_dict()), "back.pdparams")
 

@@ -1,0 +1,192 @@
+"""Ctrl-C, SIGTERM and kill -9 during training with worker processes: one line, right exit code, no orphans.
+
+A terminal sends Ctrl-C to the whole process group, so the trials signal the
+group (``os.killpg``), at a random moment after the DataLoader workers have
+started: the race windows (a worker starting, a batch in flight, a checkpoint
+being written) are hit differently each time.  Every trial must end within
+seconds with exactly one line on stderr, exit code 130 (SIGINT) or 143
+(SIGTERM), no process of the group left, and a last checkpoint that verifies.
+"""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from paddle_palm.data.synthetic import make_synthetic_palm
+from paddle_palm.engine import checkpoint as ckpt
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_synthetic_palm(tmp_path_factory.mktemp("sig") / "data", n_train=16, n_valid=8, image_size=40, seed=4)
+
+
+def children(pid):
+    """Process ids whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(entry))
+    return found
+
+
+def group_alive(pgid):
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def start_training(data, out, epochs=200):
+    args = [sys.executable, os.path.join(REPO, "tools", "train.py"), "--arch", "squeezenet1_1", "--data-dir", str(data),
+            "--epochs", str(epochs), "--image-size", "32", "--batch-size", "4", "--num-workers", "2", "--no-progress",
+            "--seed", "0", "--output-dir", str(out)]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            cwd=str(out.parent))
+
+
+def wait_for_workers(proc, count=2, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        kids = children(proc.pid)
+        if len(kids) >= count:
+            return kids
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise AssertionError("the DataLoader workers did not start")
+
+
+def one_trial(data, out, signum, rng):
+    proc = start_training(data, out)
+    try:
+        wait_for_workers(proc)
+        time.sleep(rng.uniform(0.0, 1.5))
+        os.killpg(proc.pid, signum)
+        _, err = proc.communicate(timeout=30)  # never a hang
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    deadline = time.monotonic() + 5
+    while group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not group_alive(proc.pid), "a worker outlived the training"
+    expected = {signal.SIGINT: ("error: interrupted", 130), signal.SIGTERM: ("error: terminated", 143)}[signum]
+    assert err.strip().splitlines() == [expected[0]] and proc.returncode == expected[1], (proc.returncode, err)
+    if ckpt.checkpoint_exists(out, "latest"):
+        ckpt.verify_checkpoint(out, "latest")
+        ckpt.load_state_file(out / "latest.pdparams")
+    assert not (out / "train.lock").exists()
+
+
+def _trials(data, tmp_path, count):
+    rng = random.Random(13)
+    for i in range(count):
+        one_trial(data, tmp_path / f"run{i}", (signal.SIGINT, signal.SIGTERM)[i % 2], rng)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_signals_to_the_process_group_with_workers(data, tmp_path):
+    """6 trials, SIGINT and SIGTERM alternating (about 30 s on 2 idle cores; the slow variant runs 40)."""
+    _trials(data, tmp_path, 6)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_signals_to_the_process_group_with_workers_many_times(data, tmp_path):
+    _trials(data, tmp_path, 40)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux")
+def test_workers_end_when_the_training_is_killed(data, tmp_path):
+    for i in range(2):
+        proc = start_training(data, tmp_path / f"run{i}")
+        workers = wait_for_workers(proc)
+        time.sleep(0.3 * i)
+        proc.kill()  # SIGKILL to the training process only: nothing of it runs any more
+        proc.wait()
+        deadline = time.monotonic() + 5
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = [w for w in workers if _alive(w)]
+        for w in left:
+            os.kill(w, signal.SIGKILL)
+        assert not left, f"workers {left} outlived the killed training"
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------- every tool
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sigrun") / "run"
+    result = subprocess.run([sys.executable, os.path.join(REPO, "tools", "train.py"), "--arch", "squeezenet1_1",
+                             "--data-dir", str(data), "--epochs", "1", "--image-size", "32", "--batch-size", "4",
+                             "--no-progress", "--output-dir", str(out)], capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr
+    return out / "best_model.pdparams"
+
+
+def _tool_args(tool, data, weights, out):
+    return {
+        "predict": ["--weights", weights, data / "PALM-Validation400", "--csv", out / "p.csv"],
+        "eval": ["--weights", weights, "--data-dir", data, "--num-workers", "2", "--output-dir", out / "ev"],
+        "export": ["--weights", weights, "--output", out / "exported"],
+        "summary": ["--arch", "resnet50"],
+        "prepare_data": ["--archives", os.path.join(os.environ.get("PALM_SHARED_DIR", os.path.join(REPO, "..", "shared")),
+                                                    "palm-mini-zips"), "--out", out / "palm"],
+    }[tool]
+
+
+@pytest.mark.parametrize("tool, signum, delay", [
+    ("eval", signal.SIGINT, 3.0), ("predict", signal.SIGTERM, 2.0), ("prepare_data", signal.SIGINT, 0.3),
+    pytest.param("export", signal.SIGTERM, 2.5, marks=pytest.mark.slow),
+    pytest.param("summary", signal.SIGINT, 1.5, marks=pytest.mark.slow),
+    pytest.param("eval", signal.SIGTERM, 1.0, marks=pytest.mark.slow),
+    pytest.param("predict", signal.SIGINT, 3.5, marks=pytest.mark.slow),
+    pytest.param("export", signal.SIGINT, 0.5, marks=pytest.mark.slow),
+])
+def test_every_tool_ends_on_a_signal_with_one_line(data, trained, tmp_path, tool, signum, delay):
+    """Signalled while importing, loading or working: one line and 128 + signal, or a normal finish."""
+    args = [sys.executable, os.path.join(REPO, "tools", tool + ".py"), *map(str, _tool_args(tool, data, trained, tmp_path))]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    time.sleep(delay)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signum)
+    try:
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    deadline = time.monotonic() + 5
+    while group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not group_alive(proc.pid)
+    if proc.returncode == 0:  # it finished before the signal
+        assert "Traceback" not in err
+        return
+    message = {signal.SIGINT: "error: interrupted", signal.SIGTERM: "error: terminated"}[signum]
+    assert (proc.returncode, err.strip().splitlines()) == (128 + signum, [message]), err
