@@ -1,0 +1,71 @@
+# -*- coding: utf-8 -*-
+"""Where the course ResNet-50's float32 difference between two fluid implementations comes from.
+
+``resnet_drift.py DTYPE STEPS`` trains the reference ResNet-50 (``legacy_fluid.models.
+resnet_fluid``, the course's model) from numpy-seeded weights on one seeded batch of
+2 images (64x64) in train mode (BatchNorm on batch statistics), Momentum 0.9 with a
+constant rate 0.005, in ``float32`` or ``float64``, and prints the loss and the L2 norm
+of all weights after every step with 17 digits.  Run on PaddlePaddle 1.8.5 and under
+``python -m legacy_fluid`` with both dtypes: if the two implementations compute the same
+function, the difference between them shrinks by the ratio of the two dtypes' rounding
+(about 1e-9) in float64; a semantic difference would stay.
+"""
+
+import sys
+import zlib
+
+import numpy as np
+import paddle.fluid as fluid
+import paddle.fluid.dygraph.nn as nn
+
+DTYPE = sys.argv[1] if len(sys.argv) > 1 else "float32"
+STEPS = int(sys.argv[2]) if len(sys.argv) > 2 else 12
+
+
+def with_dtype(cls):
+    def make(*args, **kwargs):
+        kwargs["dtype"] = DTYPE
+        return cls(*args, **kwargs)
+    return make
+
+
+from legacy_fluid.models import resnet_fluid  # noqa: E402
+
+# the course model is written with the default float32 layers: its module gets layers of DTYPE
+for _name in ("Conv2D", "BatchNorm", "Linear"):
+    setattr(resnet_fluid, _name, with_dtype(getattr(nn, _name)))
+
+
+def seeded(key, shape):
+    rs = np.random.RandomState(zlib.crc32(key.encode("utf-8")) & 0xFFFFFFFF)
+    leaf = key.rsplit(".", 1)[-1]
+    if leaf == "_mean":
+        values = 0.1 * rs.uniform(-1.0, 1.0, shape)
+    elif leaf == "_variance":
+        values = 1.0 + 0.5 * rs.uniform(0.0, 1.0, shape)
+    elif leaf == "bias":
+        values = 0.05 * rs.uniform(-1.0, 1.0, shape)
+    elif len(shape) == 1:
+        values = 1.0 + 0.1 * rs.uniform(-1.0, 1.0, shape)
+    else:
+        fan_in = shape[0] if len(shape) == 2 else int(np.prod(shape[1:]))
+        values = np.sqrt(2.0 / fan_in) * rs.uniform(-1.0, 1.0, shape)
+    return values.astype("float32").astype(DTYPE)  # the same start for both dtypes
+
+
+if __name__ == "__main__":
+    with fluid.dygraph.guard(fluid.CPUPlace()):
+        model = resnet_fluid.ResNet(layers=50, class_dim=1)
+        model.set_dict({k: seeded(k, tuple(v.shape)) for k, v in model.state_dict().items()})
+        rs = np.random.RandomState(2020)
+        img = fluid.dygraph.to_variable(rs.uniform(-1, 1, (2, 3, 64, 64)).astype("float32").astype(DTYPE))
+        label = fluid.dygraph.to_variable(np.array([[0.0], [1.0]], dtype=DTYPE))
+        opt = fluid.optimizer.Momentum(learning_rate=0.005, momentum=0.9, parameter_list=model.parameters())
+        model.train()
+        for step in range(STEPS):
+            loss = fluid.layers.mean(fluid.layers.sigmoid_cross_entropy_with_logits(model(img), label))
+            loss.backward()
+            opt.minimize(loss)
+            model.clear_gradients()
+            norm = np.sqrt(sum(float((p.numpy().astype("float64") ** 2).sum()) for p in model.parameters()))
+            print("%s step %d loss %.17g norm %.17g" % (DTYPE, step, float(loss.numpy()), norm))
