@@ -14,7 +14,8 @@ can, what they had (each item can be switched off; :func:`restore` undoes all):
     ``np.NINF``, ``np.PZERO``, ``np.NZERO``, ``np.round_``, ``np.alltrue``,
     ``np.sometrue``, ``np.product``, ``np.cumproduct``, ``np.asfarray``,
     ``np.asscalar`` (removed in 1.23).  Only names missing from the installed numpy are
-    added, so a numpy that still has them is untouched.
+    added, so a numpy that still has them is untouched (numpy 2 brought ``np.bool`` back
+    as its own boolean type, which 2020 code uses the same way).
 ``pillow_names``
     what Pillow 10 removed: ``Image.ANTIALIAS`` (= ``LANCZOS``), ``Image.LINEAR``
     (= ``BILINEAR``), ``Image.CUBIC`` (= ``BICUBIC``), ``ImageDraw.textsize`` and

@@ -7,8 +7,10 @@ resnet_fluid``, the course's model) from numpy-seeded weights on one seeded batc
 constant rate 0.005, in ``float32`` or ``float64``, and prints the loss and the L2 norm
 of all weights after every step with 17 digits.  Run on PaddlePaddle 1.8.5 and under
 ``python -m legacy_fluid`` with both dtypes: if the two implementations compute the same
-function, the difference between them shrinks by the ratio of the two dtypes' rounding
-(about 1e-9) in float64; a semantic difference would stay.
+function, the difference between them shrinks with the dtype's rounding in float64; a
+semantic difference would stay.  ``resnet_drift.py DTYPE STEPS perturb`` moves every input
+pixel by one unit in the last place, which measures how far rounding alone carries one
+implementation away from itself.
 """
 
 import sys
@@ -20,6 +22,7 @@ import paddle.fluid.dygraph.nn as nn
 
 DTYPE = sys.argv[1] if len(sys.argv) > 1 else "float32"
 STEPS = int(sys.argv[2]) if len(sys.argv) > 2 else 12
+PERTURB = len(sys.argv) > 3 and sys.argv[3] == "perturb"
 
 
 def with_dtype(cls):
@@ -58,7 +61,10 @@ if __name__ == "__main__":
         model = resnet_fluid.ResNet(layers=50, class_dim=1)
         model.set_dict({k: seeded(k, tuple(v.shape)) for k, v in model.state_dict().items()})
         rs = np.random.RandomState(2020)
-        img = fluid.dygraph.to_variable(rs.uniform(-1, 1, (2, 3, 64, 64)).astype("float32").astype(DTYPE))
+        images = rs.uniform(-1, 1, (2, 3, 64, 64)).astype("float32").astype(DTYPE)
+        if PERTURB:  # every pixel moved to the next representable number: the sensitivity to rounding
+            images = np.nextafter(images, np.inf).astype(DTYPE)
+        img = fluid.dygraph.to_variable(images)
         label = fluid.dygraph.to_variable(np.array([[0.0], [1.0]], dtype=DTYPE))
         opt = fluid.optimizer.Momentum(learning_rate=0.005, momentum=0.9, parameter_list=model.parameters())
         model.train()
