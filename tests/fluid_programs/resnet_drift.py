@@ -9,7 +9,9 @@ of all weights after every step with 17 digits.  Run on PaddlePaddle 1.8.5 and u
 ``python -m legacy_fluid`` with both dtypes: if the two implementations compute the same
 function, the difference between them shrinks with the dtype's rounding in float64; a
 semantic difference would stay.  ``resnet_drift.py DTYPE STEPS perturb`` moves every input
-pixel by one unit in the last place, which measures how far rounding alone carries one
+pixel by one unit in the last place; ``swap`` feeds the two images in the other order,
+which is the same computation with other summation orders in BatchNorm's statistics, the
+loss mean and the weight gradients: how far rounding inside the network alone carries one
 implementation away from itself.
 """
 
@@ -23,6 +25,7 @@ import paddle.fluid.dygraph.nn as nn
 DTYPE = sys.argv[1] if len(sys.argv) > 1 else "float32"
 STEPS = int(sys.argv[2]) if len(sys.argv) > 2 else 12
 PERTURB = len(sys.argv) > 3 and sys.argv[3] == "perturb"
+SWAP = len(sys.argv) > 3 and sys.argv[3] == "swap"
 
 
 def with_dtype(cls):
@@ -64,8 +67,11 @@ if __name__ == "__main__":
         images = rs.uniform(-1, 1, (2, 3, 64, 64)).astype("float32").astype(DTYPE)
         if PERTURB:  # every pixel moved to the next representable number: the sensitivity to rounding
             images = np.nextafter(images, np.inf).astype(DTYPE)
+        labels = np.array([[0.0], [1.0]], dtype=DTYPE)
+        if SWAP:  # the same batch in the other order: the same function, other summation orders
+            images, labels = images[::-1].copy(), labels[::-1].copy()
         img = fluid.dygraph.to_variable(images)
-        label = fluid.dygraph.to_variable(np.array([[0.0], [1.0]], dtype=DTYPE))
+        label = fluid.dygraph.to_variable(labels)
         opt = fluid.optimizer.Momentum(learning_rate=0.005, momentum=0.9, parameter_list=model.parameters())
         model.train()
         for step in range(STEPS):
