@@ -74,7 +74,9 @@ class Optimizer(object):
         params_grads = [(p, p.grad) for p in self._parameter_list
                         if not p.stop_gradient and p.grad is not None]
         lr = self._lr_for_this_step()
-        self._inner.set_lr(float(lr))
+        # 1.8.5 holds the rate in a float32 variable whatever the parameters' dtype; Paddle 2.x/3.x
+        # hold it in the parameters' dtype (float64 programs: 0.005 instead of 0.004999999888)
+        self._inner.set_lr(float(np.float32(lr)))
         with paddle.no_grad():
             self._inner.step()
         self._last_lr = np.float32(lr)

@@ -4,15 +4,16 @@
 ``resnet_drift.py DTYPE STEPS`` trains the reference ResNet-50 (``legacy_fluid.models.
 resnet_fluid``, the course's model) from numpy-seeded weights on one seeded batch of
 2 images (64x64) in train mode (BatchNorm on batch statistics), Momentum 0.9 with a
-constant rate 0.005, in ``float32`` or ``float64``, and prints the loss and the L2 norm
-of all weights after every step with 17 digits.  Run on PaddlePaddle 1.8.5 and under
+constant rate 0.005, in ``float32`` or ``float64``, and prints the loss, the L2 norm of the trainable weights and that of the BatchNorm
+statistics after every step with 17 digits.  Run on PaddlePaddle 1.8.5 and under
 ``python -m legacy_fluid`` with both dtypes: if the two implementations compute the same
 function, the difference between them shrinks with the dtype's rounding in float64; a
 semantic difference would stay.  ``resnet_drift.py DTYPE STEPS perturb`` moves every input
 pixel by one unit in the last place; ``swap`` feeds the two images in the other order,
 which is the same computation with other summation orders in BatchNorm's statistics, the
 loss mean and the weight gradients: how far rounding inside the network alone carries one
-implementation away from itself.
+implementation away from itself.  ``f32lr`` uses the float32 value of the rate (what
+Paddle 2.x/3.x store) also on 1.8.5, which keeps it in the loss's dtype.
 """
 
 import sys
@@ -26,6 +27,9 @@ DTYPE = sys.argv[1] if len(sys.argv) > 1 else "float32"
 STEPS = int(sys.argv[2]) if len(sys.argv) > 2 else 12
 PERTURB = len(sys.argv) > 3 and sys.argv[3] == "perturb"
 SWAP = len(sys.argv) > 3 and sys.argv[3] == "swap"
+# 1.8.5 keeps a float learning rate in the loss's dtype (float64 here), Paddle 2.x/3.x in float32;
+# "f32lr" gives both the float32 value 0.004999999888 in float64 runs
+LR = float(np.float32(0.005)) if len(sys.argv) > 3 and sys.argv[3] == "f32lr" else 0.005
 
 
 def with_dtype(cls):
@@ -72,12 +76,15 @@ if __name__ == "__main__":
             images, labels = images[::-1].copy(), labels[::-1].copy()
         img = fluid.dygraph.to_variable(images)
         label = fluid.dygraph.to_variable(labels)
-        opt = fluid.optimizer.Momentum(learning_rate=0.005, momentum=0.9, parameter_list=model.parameters())
+        opt = fluid.optimizer.Momentum(learning_rate=LR, momentum=0.9, parameter_list=model.parameters())
         model.train()
         for step in range(STEPS):
             loss = fluid.layers.mean(fluid.layers.sigmoid_cross_entropy_with_logits(model(img), label))
             loss.backward()
             opt.minimize(loss)
             model.clear_gradients()
-            norm = np.sqrt(sum(float((p.numpy().astype("float64") ** 2).sum()) for p in model.parameters()))
-            print("%s step %d loss %.17g norm %.17g" % (DTYPE, step, float(loss.numpy()), norm))
+            norm = np.sqrt(sum(float((p.numpy().astype("float64") ** 2).sum()) for p in model.parameters()
+                               if p.trainable))
+            stats = np.sqrt(sum(float((p.numpy().astype("float64") ** 2).sum()) for p in model.parameters()
+                                if not p.trainable))
+            print("%s step %d loss %.17g norm %.17g stats %.17g" % (DTYPE, step, float(loss.numpy()), norm, stats))
