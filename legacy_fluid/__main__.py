@@ -19,7 +19,7 @@ USAGE = ("usage: python -m legacy_fluid [--plain] PROGRAM.py [ARGS...]\n\n"
 
 
 def main(argv=None):
-    """Set up the 2020 environment, install the 1.8 API and run the program named by ``argv[0]``; returns an exit code."""
+    """Set up the 2020 environment, install the 1.8 API and run the program ``argv[0]``; returns an exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     plain = False
     if argv and argv[0] == "--plain":

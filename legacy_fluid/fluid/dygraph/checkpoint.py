@@ -7,7 +7,8 @@ so files written here load in a real 1.8 (numpy 1.x) and in Paddle 3's ``paddle.
 and 1.8's files load here.  Reading goes through a restricted unpickler
 (:mod:`legacy_fluid._safepickle`): a file that asks for anything but numpy arrays,
 numbers, strings and containers is refused with
-:class:`legacy_fluid.UnsafeCheckpointError` naming the file and the global.  The suffix comes from the **first** value: a parameter gives
+:class:`legacy_fluid.UnsafeCheckpointError` naming the file and the global.
+The suffix comes from the **first** value: a parameter gives
 ``.pdparams``, anything else (an optimizer's state) ``.pdopt``.
 """
 
