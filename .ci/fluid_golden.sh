@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Regenerate the fluid 1.8 golden files with a real PaddlePaddle 1.8.5 and compare them
-# with the committed tests/golden/fluid (SPEC 3, 4).
+# with the committed tests/golden/fluid (SPEC 3, 4); then check that checkpoints written by
+# legacy_fluid on today's Paddle resume on the real 1.8.5 (.ci/fluid_checkpoints.sh).
 #
 # Needs pyenv's Python 3.7 (~/.pyenv/versions/3.7.*/bin/python).  A virtual environment
 # with paddlepaddle==1.8.5 is created once in a cache folder (FLUID18_VENV, default
 # ~/.cache/paddle_palm/fluid18) and reused.  FLUID18_PYTHON=/path/to/python skips the
 # set-up and uses that interpreter.
 #
-# Exit status: 0 when the regenerated files equal the committed ones byte for byte, or
+# Exit status: 0 when the regenerated files equal the committed ones byte for byte (and the
+# checkpoint interchange passes), or
 # when the check cannot run here (no Python 3.7, or the install failed, e.g. no network:
 # the reason is printed); 1 when they differ.
 set -u -o pipefail
@@ -15,7 +17,7 @@ set -u -o pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 GOLDEN="$ROOT/tests/golden/fluid"
 VENV="${FLUID18_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/paddle_palm/fluid18}"
-PACKAGES=(paddlepaddle==1.8.5 numpy==1.19.5 opencv-python-headless==4.2.0.34 protobuf==3.20.3)
+PACKAGES=(paddlepaddle==1.8.5 numpy==1.19.5 opencv-python-headless==4.2.0.34 protobuf==3.20.3 pillow==8.4.0)
 
 skip() {
     echo "fluid golden check skipped: $*"
@@ -26,10 +28,16 @@ is_paddle_185() {
     "$1" -c "import paddle, sys; sys.exit(0 if paddle.__version__ == '1.8.5' else 1)" >/dev/null 2>&1
 }
 
+# a venv made before Pillow was in PACKAGES gets it added (the MNIST programs read a PNG)
+has_packages() {
+    "$1" -c "import PIL, cv2" >/dev/null 2>&1 || \
+        timeout 600 "$(dirname "$1")/pip" install --disable-pip-version-check -q "${PACKAGES[@]}" >/dev/null 2>&1
+}
+
 PY="${FLUID18_PYTHON:-}"
 if [ -n "$PY" ]; then
     is_paddle_185 "$PY" || skip "FLUID18_PYTHON=$PY does not import paddle 1.8.5"
-elif [ -x "$VENV/bin/python" ] && is_paddle_185 "$VENV/bin/python"; then
+elif [ -x "$VENV/bin/python" ] && is_paddle_185 "$VENV/bin/python" && has_packages "$VENV/bin/python"; then
     PY="$VENV/bin/python"
 else
     PY37=""
@@ -68,10 +76,15 @@ generate() {
     rm -f "$OUT.log"
 }
 
+checkpoints() {
+    FLUID18_PYTHON="$PY" "$ROOT/.ci/fluid_checkpoints.sh"
+}
+
 generate
 if diff -r "$GOLDEN" "$OUT" >"$OUT.diff" 2>&1; then
     echo "fluid golden check passed: paddle 1.8.5 reproduces tests/golden/fluid byte for byte ($((SECONDS - start)) s)"
-    exit 0
+    checkpoints
+    exit $?
 fi
 # 1.8.5's vectorised CPU reductions can round the last bit differently when a buffer lands
 # on another alignment; one rerun tells such a flake from a real change.
@@ -80,7 +93,8 @@ head -n 6 "$OUT.diff"
 generate
 if diff -r "$GOLDEN" "$OUT" >"$OUT.diff" 2>&1; then
     echo "fluid golden check passed on the second run: byte for byte ($((SECONDS - start)) s)"
-    exit 0
+    checkpoints
+    exit $?
 fi
 head -n 40 "$OUT.diff"
 echo "fluid golden check FAILED: tests/golden/fluid differs from what paddle 1.8.5 produces now"

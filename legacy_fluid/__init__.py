@@ -25,7 +25,8 @@ against a real 1.8.5 by ``tools/make_fluid_golden.py`` and ``tests/test_fluid_*.
   non-integral float gives a float instead of failing (FLUID_1_8.md section 0 #14);
   ``fluid.layers.elementwise_*`` keep 1.8's axis alignment;
 * ``tensor.shape`` is Paddle 3's ``paddle.Size`` (a ``list`` subclass: indexing,
-  ``len`` and comparisons behave as 1.8's list, printing shows ``paddle.Size([...])``);
+  ``len`` and comparisons behave as 1.8's list, printing shows ``paddle.Size([...])``;
+  ``python -m legacy_fluid`` prints it as a list, see :mod:`legacy_fluid.env2020`);
 * random draws (initializers, dropout masks) come from Paddle 3's generator, so
   seeded programs draw other numbers than 1.8 did;
 * the static graph (``Executor``, ``program_guard``, ``fluid.data`` ...) is not provided.
@@ -39,7 +40,11 @@ import importlib
 import pkgutil
 import sys
 
-__all__ = ["install", "uninstall", "is_installed", "installed", "provided_modules", "NotProvidedError"]
+from legacy_fluid._numpy1 import Fluid18Array, as_fluid18
+from legacy_fluid._safepickle import UnsafeCheckpointError
+
+__all__ = ["install", "uninstall", "is_installed", "installed", "provided_modules", "NotProvidedError",
+           "UnsafeCheckpointError", "Fluid18Array"]
 
 _PREFIX = "paddle.fluid"
 _OWN = "legacy_fluid.fluid"
@@ -67,9 +72,25 @@ def _tensor_int(tensor):
     return _scalar_of(tensor, int)
 
 
-#: Tensor methods made as permissive as 1.8's while installed: with numpy 2, Paddle 3
-#: refuses ``float()`` of the ``[1]``-shaped results (means, accuracies) that 1.8 returns.
-_TENSOR_METHODS = {"__float__": _tensor_float, "__int__": _tensor_int}
+def _tensor_numpy(tensor, *args, **kwargs):
+    """``Tensor.numpy()``; a one-element result is a :class:`Fluid18Array` (``float()`` works as in 2020)."""
+    return as_fluid18(_STATE["tensor_methods"]["numpy"](tensor, *args, **kwargs))
+
+
+def _tensor_gradient(tensor):
+    """1.8's ``VarBase.gradient()``: the gradient as a numpy array, or None; without Paddle's
+    deprecation warning (Paddle 2.1 to 3.x deprecate ``gradient()``, 1.8 printed nothing)."""
+    grad = tensor.grad
+    if grad is None:
+        return None
+    return _tensor_numpy(grad)
+
+
+#: Tensor methods given 1.8's behaviour while installed: with numpy 2, Paddle 3 refuses
+#: ``float()`` of the ``[1]``-shaped results (means, accuracies) that 1.8 returns, and
+#: numpy 2.4 refuses ``float()`` of their ``.numpy()``.
+_TENSOR_METHODS = {"__float__": _tensor_float, "__int__": _tensor_int, "numpy": _tensor_numpy,
+                   "gradient": _tensor_gradient}
 
 
 class NotProvidedError(AttributeError, NotImplementedError):
@@ -120,9 +141,13 @@ def install():
 
     Adds ``sys.modules['paddle.fluid']``, ``sys.modules['paddle.fluid.dygraph']``, ...,
     the attribute ``paddle.fluid``, a finder that makes ``import paddle.fluid.X`` of an
-    unprovided module fail with a clear message, and lets ``float()``/``int()`` take any
-    one-element tensor as 1.8 did (Paddle 3 with numpy 2 refuses shape ``[1]``; 0-D
-    tensors behave as before).  Calling it twice is harmless.
+    unprovided module fail with a clear message, and gives tensors 1.8's conversions:
+    ``float()``/``int()`` take any one-element tensor (Paddle 3 with numpy 2 refuses
+    shape ``[1]``; 0-D tensors behave as before), ``.numpy()`` of a one-element tensor
+    is a :class:`Fluid18Array` (shape kept, ``float()`` works on every numpy), and
+    ``.gradient()`` prints no deprecation warning.  numpy and Pillow are left alone
+    (:mod:`legacy_fluid.env2020` restores their 2020 names on request).  Calling it
+    twice is harmless.
 
     Raises:
         RuntimeError: if a real ``paddle.fluid`` is already importable (Paddle <= 2.5).
@@ -160,7 +185,7 @@ def install():
 
 def uninstall():
     """Remove exactly what :func:`install` added (modules, the ``paddle.fluid`` attribute, the finder,
-    the two tensor methods)."""
+    the tensor methods)."""
     for alias in _STATE["modules"]:
         sys.modules.pop(alias, None)
     _STATE["modules"] = []

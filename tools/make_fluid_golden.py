@@ -20,7 +20,18 @@ What is stored (small: digests, not weight tensors):
   5 Momentum steps with ``PolynomialDecay(0.005, 102.5, 0.001)`` (SPEC 2.4), parameter
   digests (sum and L2 norm of each tensor and of its change) after steps 1 and 5, the
   files ``save_dygraph`` wrote;
-* ``course_program.txt``: what ``tests/fluid_programs/course_palm_cnn.py`` printed.
+* ``course_program.txt``: what ``tests/fluid_programs/course_palm_cnn.py`` printed;
+* ``mnist_*.txt``: what the MNIST-chapter programs ``tests/fluid_programs/mnist_*.py``
+  printed, each run in a folder holding ``work/mnist.json.gz`` and ``work/example_0.png``
+  (written by ``tests/fluid_programs/mnist_data.py``);
+* ``checkpoints/``: the ``.pdparams`` / ``.pdopt`` files that
+  ``tests/fluid_programs/checkpoint_interchange.py write`` saved, and
+  ``checkpoint_resume.txt``: what ``... resume`` printed when training on from them.
+
+``--compare GOT WANT`` compares two printed outputs the way the tests do (text equal once
+numbers are masked, numbers within a relative 1e-4 or one unit of their last printed
+digit) and exits 1 on a difference; ``.ci/fluid_golden.sh`` uses it for the checkpoint
+interchange with a real 1.8.5.
 
 Computations run on one CPU thread so that a rerun reproduces the files byte for byte.
 """
@@ -45,7 +56,12 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 
 GOLDEN_DIR = ROOT / "tests" / "golden" / "fluid"
-COURSE_PROGRAM = ROOT / "tests" / "fluid_programs" / "course_palm_cnn.py"
+PROGRAM_DIR = ROOT / "tests" / "fluid_programs"
+COURSE_PROGRAM = PROGRAM_DIR / "course_palm_cnn.py"
+#: The MNIST-chapter programs; each prints the same numbers on 1.8.5 and under legacy_fluid.
+MNIST_PROGRAMS = ["mnist_train_resume", "mnist_optimizers", "mnist_predict"]
+CHECKPOINT_PROGRAM = PROGRAM_DIR / "checkpoint_interchange.py"
+PARTS = ["api", "senet18", "resnet50", "course", "mnist", "checkpoints"]
 
 #: SPEC 4 protocol settings per reference model: batch shape, training steps, digest steps.
 MODEL_SETTINGS = {
@@ -893,19 +909,101 @@ def course_program_command(program=COURSE_PROGRAM):
     return [sys.executable, "-m", "legacy_fluid", str(program)]
 
 
-def run_course_program(program=COURSE_PROGRAM, timeout=600):
-    """Run the course program in a fresh process and return what it printed (stdout)."""
+def run_course_program(program=COURSE_PROGRAM, timeout=600, args=(), workdir=None, prepare=None):
+    """Run a course program in a fresh process and return what it printed (stdout).
+
+    Args:
+        program: the program file.
+        timeout: seconds.
+        args: its command-line arguments.
+        workdir: the folder to run it in (default: a temporary one, removed afterwards).
+        prepare: ``prepare(workdir)`` is called first (e.g. to write the data it reads).
+    """
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    workdir = tempfile.mkdtemp(prefix="fluid_course_")
+    own = workdir is None
+    workdir = tempfile.mkdtemp(prefix="fluid_course_") if own else str(workdir)
     try:
-        proc = subprocess.run(course_program_command(program), cwd=workdir, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, timeout=timeout)
+        if prepare is not None:
+            prepare(workdir)
+        proc = subprocess.run(course_program_command(program) + [str(a) for a in args], cwd=workdir, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if own:
+            shutil.rmtree(workdir, ignore_errors=True)
     if proc.returncode != 0:
         raise RuntimeError("course program failed ({}):\n{}".format(proc.returncode, proc.stderr.decode()[-3000:]))
     return proc.stdout.decode("utf-8")
+
+
+def prepare_mnist(workdir):
+    """Write the MNIST chapter's ``work/mnist.json.gz`` and ``work/example_0.png`` into ``workdir``."""
+    if str(PROGRAM_DIR) not in sys.path:
+        sys.path.insert(0, str(PROGRAM_DIR))
+    import mnist_data
+
+    mnist_data.prepare(workdir)
+
+
+def run_mnist_program(name, timeout=600):
+    """What ``tests/fluid_programs/<name>.py`` prints when run beside fresh MNIST-chapter data."""
+    return run_course_program(PROGRAM_DIR / (name + ".py"), timeout=timeout, prepare=prepare_mnist)
+
+
+def checkpoint_files(folder):
+    """Write the checkpoints of ``checkpoint_interchange.py`` into ``folder``; returns their names."""
+    run_course_program(CHECKPOINT_PROGRAM, args=["write", os.path.abspath(str(folder))])
+    return sorted(os.listdir(str(folder)))
+
+
+def resume_checkpoints(folder):
+    """What ``checkpoint_interchange.py resume`` prints when training on from the files in ``folder``."""
+    return run_course_program(CHECKPOINT_PROGRAM, args=["resume", os.path.abspath(str(folder))])
+
+
+# --------------------------------------------------------------------------- comparing printed output
+
+_NUMBER = None
+
+
+def _numbers_and_mask(line):
+    import re
+
+    global _NUMBER
+    if _NUMBER is None:
+        _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+    found = _NUMBER.findall(line)
+    return found, _NUMBER.sub("#", line)
+
+
+def _last_digit_unit(text):
+    mantissa, _, exponent = text.lower().partition("e")
+    decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
+    return 10.0 ** (-decimals + (int(exponent) if exponent else 0))
+
+
+def compare_printed(got, want, rtol=1e-4):
+    """Differences between two printed outputs, as a list of one-line descriptions (empty: equal).
+
+    Lines must be equal once numbers are masked; each number must be within ``rtol``
+    (relative) or one unit of its last printed digit of the wanted one.
+    """
+    got_lines, want_lines = got.splitlines(), want.splitlines()
+    problems = []
+    if len(got_lines) != len(want_lines):
+        problems.append("{} lines printed, {} expected".format(len(got_lines), len(want_lines)))
+    for number, (a, b) in enumerate(zip(got_lines, want_lines), 1):
+        nums_a, mask_a = _numbers_and_mask(a)
+        nums_b, mask_b = _numbers_and_mask(b)
+        if mask_a != mask_b:
+            problems.append("line {}: {!r} != {!r}".format(number, a, b))
+            continue
+        for x, y in zip(nums_a, nums_b):
+            fx, fy = float(x), float(y)
+            if abs(fx - fy) > max(rtol * abs(fy), _last_digit_unit(y) * 1.0000001):
+                problems.append("line {}: {} != {} in {!r}".format(number, x, y, b))
+                break
+    return problems
 
 
 # --------------------------------------------------------------------------- writing
@@ -942,7 +1040,7 @@ def write_text(path, text):
 
 
 def generate(out_dir, parts):
-    """Compute and write the golden files of ``parts`` (``api``, ``senet18``, ``resnet50``, ``course``)."""
+    """Compute and write the golden files of ``parts`` (see ``PARTS``)."""
     fluid = load_fluid()
     import paddle
 
@@ -963,21 +1061,40 @@ def generate(out_dir, parts):
     if "course" in parts:
         write_text(out_dir / "course_program.txt", run_course_program())
         print("wrote", out_dir / "course_program.txt")
+    if "mnist" in parts:
+        for name in MNIST_PROGRAMS:
+            write_text(out_dir / (name + ".txt"), run_mnist_program(name))
+            print("wrote", out_dir / (name + ".txt"))
+    if "checkpoints" in parts:
+        folder = out_dir / "checkpoints"
+        shutil.rmtree(str(folder), ignore_errors=True)
+        folder.mkdir()
+        checkpoint_files(folder)
+        write_text(out_dir / "checkpoint_resume.txt", resume_checkpoints(folder))
+        print("wrote", folder, "and", out_dir / "checkpoint_resume.txt")
 
 
 def main(argv=None):
-    """Command line: ``--out DIR`` and ``--parts api,senet18,resnet50,course``."""
+    """Command line: ``--out DIR`` and ``--parts api,...,checkpoints``, or ``--compare GOT WANT``."""
     from paddle_palm.cli import ArgumentParser
 
     parser = ArgumentParser(
         description="Write the fluid 1.8 golden files. Run with a real PaddlePaddle 1.8.5 (Python 3.7) to make the "
                     "reference; on Paddle 3 it computes the same cases with legacy_fluid.")
     parser.add_argument("--out", default=str(GOLDEN_DIR), help="output folder (default: %(default)s)")
-    parser.add_argument("--parts", default="api,senet18,resnet50,course",
-                        help="comma-separated subset of api,senet18,resnet50,course (default: all)")
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help="comma-separated subset of {} (default: all)".format(",".join(PARTS)))
+    parser.add_argument("--compare", nargs=2, metavar=("GOT", "WANT"),
+                        help="compare two printed outputs (files) as the tests do; exit 1 when they differ")
     args = parser.parse_args(argv)
+    if args.compare:
+        with open(args.compare[0]) as fh_got, open(args.compare[1]) as fh_want:
+            problems = compare_printed(fh_got.read(), fh_want.read())
+        for line in problems[:20]:
+            print(line)
+        return 1 if problems else 0
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-    unknown = sorted(set(parts) - {"api", "senet18", "resnet50", "course"})
+    unknown = sorted(set(parts) - set(PARTS))
     if unknown:
         parser.error("unknown parts: {}".format(", ".join(unknown)))
     generate(args.out, parts)

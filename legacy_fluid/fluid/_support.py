@@ -54,8 +54,10 @@ def module_getattr(module_name):
             raise AttributeError("module {!r} has no attribute {!r}".format(public, name))
         if name in api_1_8(public):
             raise not_provided("{}.{}".format(public, name), "it exists in PaddlePaddle 1.8 but has no port here")
-        raise not_provided(
-            "{}.{}".format(public, name), "it is not a name of {} in PaddlePaddle 1.8.5 either".format(public)
+        # 1.8's own message first (1.6-era names such as dygraph.FC failed the same way there)
+        raise NotProvidedError(
+            "module {!r} has no attribute {!r}: {}.{} is not a name of {} in PaddlePaddle 1.8.5 either, and is not "
+            "provided by legacy_fluid".format(public, name, public, name, public)
         )
 
     return __getattr__
@@ -77,6 +79,16 @@ def dropout_is_training():
     """True when 1.8's ``fluid.layers.dropout`` would drop (the tracer's train flag)."""
     t = tracer()
     return bool(t._train_mode) and bool(t._has_grad)
+
+
+def refuse_name_scope(layer, value):
+    """1.6-era layers took a ``name_scope`` string first (``Conv2D('conv2d', num_filters=...)``); 1.8 does
+    not, and failed with a ``TypeError`` from inside the layer.  Refuse such a call with a ``TypeError``
+    saying so (1.8's exception type)."""
+    if isinstance(value, str):
+        raise TypeError("{}() got the string {!r} as its first argument: the 1.6 name_scope argument is gone in "
+                        "PaddlePaddle 1.8, whose {} takes {} first (1.8 failed with a TypeError as well)".format(
+                            layer, value, layer, {"Linear": "input_dim"}.get(layer, "num_channels")))
 
 
 def no_0d(tensor):

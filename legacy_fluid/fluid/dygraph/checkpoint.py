@@ -2,18 +2,24 @@
 
 The file is a protocol-2 pickle of ``{key: numpy array}`` plus the key
 ``'StructuredToParameterName@@'`` mapping structured keys to parameter names, exactly as
-1.8 wrote it, so files written here load in 1.8 and in Paddle 3's ``paddle.load``, and
-1.8's files load here.  The suffix comes from the **first** value: a parameter gives
+1.8 wrote it.  It names numpy's pickle helpers ``numpy.core`` whatever numpy writes it,
+so files written here load in a real 1.8 (numpy 1.x) and in Paddle 3's ``paddle.load``,
+and 1.8's files load here.  Reading goes through a restricted unpickler
+(:mod:`legacy_fluid._safepickle`): a file that asks for anything but numpy arrays,
+numbers, strings and containers is refused with
+:class:`legacy_fluid.UnsafeCheckpointError` naming the file and the global.
+The suffix comes from the **first** value: a parameter gives
 ``.pdparams``, anything else (an optimizer's state) ``.pdopt``.
 """
 
 import os
-import pickle
 import tempfile
 
+import numpy as np
 import paddle
 from paddle.base import framework as _framework
 
+from legacy_fluid import _safepickle
 from legacy_fluid.fluid import _support
 
 __all__ = ["save_dygraph", "load_dygraph"]
@@ -43,7 +49,7 @@ def save_dygraph(state_dict, model_path):
     name_table = {}
     for key, value in state_dict.items():
         if isinstance(value, paddle.Tensor):
-            model_dict[key] = value.numpy()
+            model_dict[key] = np.asarray(value.numpy())
             name_table[key] = value.name
         else:
             model_dict[key] = value
@@ -55,7 +61,7 @@ def save_dygraph(state_dict, model_path):
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(file_name) + ".", dir=dir_name or ".")
     try:
         with os.fdopen(fd, "wb") as fh:
-            pickle.dump(model_dict, fh, protocol=2)
+            _safepickle.dump(model_dict, fh, protocol=2)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # what open(file_name, 'wb') would have given
@@ -78,6 +84,8 @@ def load_dygraph(model_path, keep_name_table=False):
 
     Raises:
         RuntimeError: ``<prefix>.pdparams`` does not exist.
+        legacy_fluid.UnsafeCheckpointError: a file names a global a checkpoint never holds
+            (e.g. ``os.system``), or is not a pickle.
     """
     prefix = model_path
     if prefix.endswith(".pdparams"):
@@ -88,14 +96,14 @@ def load_dygraph(model_path, keep_name_table=False):
     if not os.path.exists(params_file):
         raise RuntimeError("Parameter file [ {} ] not exists".format(params_file))
     with open(params_file, "rb") as fh:
-        para_dict = pickle.load(fh, encoding="latin1")
+        para_dict = _safepickle.load(fh, params_file)
     if not keep_name_table and _NAME_TABLE in para_dict:
         del para_dict[_NAME_TABLE]
     opti_dict = None
     opti_file = prefix + ".pdopt"
     if os.path.exists(opti_file):
         with open(opti_file, "rb") as fh:
-            opti_dict = pickle.load(fh, encoding="latin1")
+            opti_dict = _safepickle.load(fh, opti_file)
     return para_dict, opti_dict
 
 

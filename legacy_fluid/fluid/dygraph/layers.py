@@ -16,6 +16,7 @@ Being a ``paddle.nn.Layer``, a legacy layer can sit inside a modern model and th
 way round (the seed's mixed style, SPEC 2.1).
 """
 
+import inspect
 import warnings
 import weakref
 
@@ -25,6 +26,10 @@ import paddle
 from legacy_fluid.fluid import _support
 
 __all__ = ["Layer"]
+
+#: Paddle 3.0 added ``remove_duplicate`` to ``paddle.nn.Layer.named_sublayers``; Paddle 2.6
+#: refuses the keyword.  The one place legacy_fluid depends on it.
+_HAS_REMOVE_DUPLICATE = "remove_duplicate" in inspect.signature(paddle.nn.Layer.named_sublayers).parameters
 
 
 def overwrite_grads_on_backward(param):
@@ -78,7 +83,8 @@ class Layer(paddle.nn.Layer):
                         remove_duplicate=True):
         """``(name, layer)`` pairs as in 1.8 (``include_sublayers=False``: direct children only).
 
-        The trailing keywords are Paddle 3's, so Paddle's own calls keep working.
+        The trailing keywords are Paddle's own (``remove_duplicate`` since Paddle 3.0), so
+        Paddle's calls keep working.
         """
         if not include_sublayers:
             pairs = []
@@ -88,8 +94,9 @@ class Layer(paddle.nn.Layer):
                 if layer is not None:
                     pairs.append((prefix + ("." if prefix else "") + key, layer))
             return iter(pairs)
+        extra = {"remove_duplicate": remove_duplicate} if _HAS_REMOVE_DUPLICATE else {}
         return super(Layer, self).named_sublayers(prefix=prefix, include_self=include_self, layers_set=layers_set,
-                                                  remove_duplicate=remove_duplicate)
+                                                  **extra)
 
     def backward(self, *inputs):
         """Layers have no backward of their own (1.8 raises as well)."""

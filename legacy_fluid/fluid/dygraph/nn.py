@@ -47,6 +47,7 @@ class Conv2D(Layer):
 
     def __init__(self, num_channels, num_filters, filter_size, stride=1, padding=0, dilation=1, groups=None,
                  param_attr=None, bias_attr=None, use_cudnn=True, act=None, dtype="float32"):
+        _support.refuse_name_scope("Conv2D", num_channels)
         super(Conv2D, self).__init__()
         if param_attr is False:
             raise AssertionError("param_attr should not be False here.")
@@ -121,6 +122,7 @@ class Linear(Layer):
     """
 
     def __init__(self, input_dim, output_dim, param_attr=None, bias_attr=None, act=None, dtype="float32"):
+        _support.refuse_name_scope("Linear", input_dim)
         super(Linear, self).__init__()
         self._act = act
         self._dtype = dtype

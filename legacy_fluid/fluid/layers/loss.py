@@ -7,6 +7,8 @@
   non-ignored elements (#8).
 """
 
+import warnings
+
 import paddle
 import paddle.nn.functional as F
 
@@ -34,9 +36,12 @@ def cross_entropy(input, label, soft_label=False, ignore_index=-100):
 def softmax_with_cross_entropy(logits, label, soft_label=False, ignore_index=-100, numeric_stable_mode=True,
                                return_softmax=False, axis=-1):
     """Softmax of ``logits`` then cross entropy, per sample (``[N, 1]``); optionally also the softmax."""
-    return F.softmax_with_cross_entropy(logits, label, soft_label=soft_label, ignore_index=ignore_index,
-                                        numeric_stable_mode=numeric_stable_mode, return_softmax=return_softmax,
-                                        axis=axis)
+    with warnings.catch_warnings():
+        # Paddle 2.0+ marks it deprecated (a warning 1.8 never printed); its numbers are 1.8's
+        warnings.simplefilter("ignore")
+        return F.softmax_with_cross_entropy(logits, label, soft_label=soft_label, ignore_index=ignore_index,
+                                            numeric_stable_mode=numeric_stable_mode,
+                                            return_softmax=return_softmax, axis=axis)
 
 
 def sigmoid_cross_entropy_with_logits(x, label, ignore_index=-100, name=None, normalize=False):

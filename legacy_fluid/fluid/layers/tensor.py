@@ -4,6 +4,8 @@
 FLUID_1_8.md section 0 #9); ``concat`` defaults to axis 0.
 """
 
+import inspect
+
 import numpy as np
 import paddle
 
@@ -38,9 +40,19 @@ def argmin(x, axis=0):
     return _support.no_0d(paddle.argmin(x, axis=axis))
 
 
+#: ``paddle.argsort(..., stable=True)`` exists from Paddle 3.0 on; Paddle 2.6 has no
+#: ``stable`` keyword, so there the order of ties comes from numpy's stable sort.
+_ARGSORT_HAS_STABLE = "stable" in inspect.signature(paddle.argsort).parameters
+
+
 def argsort(input, axis=-1, descending=False, name=None):
-    """``(sorted values, int64 indices)`` along ``axis``."""
-    indices = paddle.argsort(input, axis=axis, descending=descending, stable=True)
+    """``(sorted values, int64 indices)`` along ``axis``; ties keep their input order."""
+    if _ARGSORT_HAS_STABLE:
+        indices = paddle.argsort(input, axis=axis, descending=descending, stable=True)
+    else:
+        values = input.numpy()
+        order = np.argsort(-values if descending else values, axis=axis, kind="stable")
+        indices = paddle.to_tensor(order.astype("int64"))
     return paddle.take_along_axis(input, indices, axis), indices
 
 
