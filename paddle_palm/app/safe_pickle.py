@@ -46,10 +46,14 @@ ALLOWED_GLOBALS = frozenset(
 MAX_CHECKPOINT_BYTES = 2 * 1024**3
 
 
+class _Refused(pickle.UnpicklingError):
+    """A global or construct outside :data:`ALLOWED_GLOBALS` (not a damaged file)."""
+
+
 def _lodtensor_lookup(expression, namespace=None, *_):
     """What Paddle 2.x's ``reduce_LoDTensor`` asks of ``eval``: ``namespace["data"]``, nothing else."""
     if expression != "data" or not isinstance(namespace, dict) or "data" not in namespace:
-        raise pickle.UnpicklingError(f"refused builtins.eval({expression!r}, ...): only Paddle's "
+        raise _Refused(f"refused builtins.eval({expression!r}, ...): only Paddle's "
                                      "eval('data', {'data': array}) form is accepted")
     return namespace["data"]
 
@@ -60,10 +64,10 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return super().find_class(module, name)
         if (module, name) in (("builtins", "eval"), ("__builtin__", "eval")):
             return _lodtensor_lookup
-        raise pickle.UnpicklingError(f"it names the global {module}.{name}, which a Paddle checkpoint never needs")
+        raise _Refused(f"it names the global {module}.{name}, which a Paddle checkpoint never needs")
 
     def persistent_load(self, pid):
-        raise pickle.UnpicklingError("it uses persistent ids, which a Paddle checkpoint never needs")
+        raise _Refused("it uses persistent ids, which a Paddle checkpoint never needs")
 
 
 def restricted_load(data, name="checkpoint"):
@@ -74,7 +78,7 @@ def restricted_load(data, name="checkpoint"):
     """
     try:
         return _RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
-    except pickle.UnpicklingError as exc:
+    except _Refused as exc:
         raise CheckpointError(f"{name} is refused as unsafe: {exc} (a checkpoint written by paddle.save holds "
                               "only arrays and containers)") from None
     except Exception as exc:  # truncated or not a pickle at all: EOFError, ValueError, struct.error, ...

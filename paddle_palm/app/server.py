@@ -146,7 +146,8 @@ def results_html(screener, results, threshold):
 _CSS = """
 .palm-card th { text-align: left; padding-right: 1em; font-weight: 600; }
 .palm-pictures { display: flex; gap: 12px; flex-wrap: wrap; }
-.palm-pictures img { max-width: 448px; width: 100%; height: auto; }
+.palm-pictures figure { margin: 0; flex: 0 1 448px; }
+.palm-pictures img { width: 100%; height: auto; display: block; }
 .palm-error-message { color: #b00020; font-weight: 600; }
 .palm-note { color: #555; font-size: 0.9em; }
 .palm-result { border-top: 1px solid #ddd; padding-top: 8px; margin-top: 8px; }
