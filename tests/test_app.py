@@ -462,16 +462,23 @@ def test_app_refuses_unsafe_checkpoint_at_start(model, tmp_path):
 
 
 def test_missing_gradio_is_one_line(tmp_path, model):
-    # A gradio package that cannot be imported stands for its absence.
+    hint = 'error: the screening app needs Gradio: pip install "paddle_palm[app]" (or: pip install gradio)'
+    args = ["--inference-model", str(model["exported"]), "--port", str(_free_port())]
+    # Not installed: said at once, before the model is loaded.
+    blocked = ("import sys, runpy; sys.modules['gradio'] = None; sys.argv = ['app.py'] + sys.argv[1:]; "
+               f"runpy.run_path({str(ROOT / 'tools' / 'app.py')!r}, run_name='__main__')")
+    proc = subprocess.run([sys.executable, "-c", blocked, *args], capture_output=True, text=True, timeout=300,
+                          env=_env(), cwd=ROOT)
+    assert proc.returncode == 1 and proc.stderr.strip() == hint and "loading" not in proc.stdout
+    # Installed but broken (it cannot be imported): the same line when the page is built.
     fake = tmp_path / "nogradio" / "gradio"
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("raise ImportError('No module named gradio')\n")
     env = _env()
     env["PYTHONPATH"] = os.pathsep.join([str(fake.parent), env["PYTHONPATH"]])
-    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "app.py"), "--inference-model", str(model["exported"])],
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "app.py"), *args],
                           capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
-    assert proc.returncode == 1
-    assert proc.stderr.strip() == 'error: the screening app needs Gradio: pip install "paddle_palm[app]" (or: pip install gradio)'
+    assert proc.returncode == 1 and proc.stderr.strip() == hint
 
 
 # ----------------------------------------------------------------------------- the page, in a real browser

@@ -86,7 +86,7 @@ def main(argv=None):
 
     from paddle_palm.app import require_web_stack
 
-    require_web_stack()  # before the model is loaded: a missing extra is one line, at once
+    require_web_stack(import_now=False)  # before the model is loaded: a missing extra is one line, at once
     from paddle_palm.app.screening import Screener, UploadLimits
     from paddle_palm.app.server import serve
 

@@ -25,12 +25,27 @@ __all__ = ["APP_EXTRA_HINT", "require_web_stack"]
 APP_EXTRA_HINT = 'the screening app needs Gradio: pip install "paddle_palm[app]" (or: pip install gradio)'
 
 
-def require_web_stack():
+def require_web_stack(import_now=True):
     """Import the web packages the app needs, or raise ConfigError with :data:`APP_EXTRA_HINT`.
 
+    Args:
+        import_now: False only checks that they are installed (fast: importing
+            Gradio takes seconds, so a command can say at once what is missing).
+
     Returns:
-        module: ``gradio``.
+        module: ``gradio`` (None when ``import_now`` is False).
     """
+    if not import_now:
+        import importlib.util
+
+        for name in ("gradio", "fastapi", "uvicorn"):
+            try:
+                found = importlib.util.find_spec(name) is not None
+            except (ImportError, ValueError, AttributeError):  # a broken or blocked package counts as missing
+                found = False
+            if not found:
+                raise ConfigError(APP_EXTRA_HINT)
+        return None
     try:
         import fastapi  # noqa: F401
         import gradio
