@@ -295,9 +295,10 @@ class _App:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.TemporaryFile(mode="w+")
+        self.uploads = tempfile.mkdtemp(prefix="palm-app-test-")  # Gradio's copies of the page's uploads
         self.proc = subprocess.Popen([sys.executable, str(ROOT / "tools" / "app.py"), *map(str, args),
                                       "--port", str(self.port)], stdout=self.log, stderr=subprocess.STDOUT,
-                                     cwd=ROOT, env=_env())
+                                     cwd=ROOT, env=dict(_env(), GRADIO_TEMP_DIR=self.uploads))
         deadline = time.time() + 300
         while True:
             if self.proc.poll() is not None:
@@ -323,6 +324,7 @@ class _App:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        shutil.rmtree(self.uploads, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

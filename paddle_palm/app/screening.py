@@ -45,6 +45,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -192,7 +193,7 @@ class Screener:
             raise ConfigError("give an exported model (--inference-model DIR) or trained weights (--weights FILE)")
         self.limits = limits or UploadLimits()
         self._lock = threading.Lock()
-        self._tmp = tempfile.mkdtemp(prefix="palm-app-")  # private (0700): uploads are written here to be read
+        self._tmp = None
         self.gradcam_note = None
         self._set_device(device)
 
@@ -256,6 +257,9 @@ class Screener:
                 "with --valid-data DIR")
         if self.gradcam_note:
             self.card.missing.append(self.gradcam_note)
+        # Private (0700): uploads are written here to be read, and the folder goes when the screener does.
+        self._tmp = tempfile.mkdtemp(prefix="palm-app-")
+        self._remove_tmp = weakref.finalize(self, shutil.rmtree, self._tmp, True)
 
     # ---- loading -----------------------------------------------------------------------------------
 
@@ -302,7 +306,8 @@ class Screener:
 
     def close(self):
         """Remove the private folder of uploads."""
-        shutil.rmtree(self._tmp, ignore_errors=True)
+        if self._tmp is not None:
+            self._remove_tmp()
 
     # ---- what the page and the API show about the model ---------------------------------------------
 

@@ -198,7 +198,7 @@ def _page(screener):
     def on_slider(threshold, results):
         return operating_point_html(screener, threshold), results_html(screener, results or [], threshold)
 
-    with gr.Blocks(title=PAGE_TITLE, analytics_enabled=False, delete_cache=(1800, 3600)) as page:
+    with gr.Blocks(title=PAGE_TITLE, analytics_enabled=False, delete_cache=(600, 600)) as page:
         gr.HTML(card_html(screener), elem_id="model-card")
         with gr.Row():
             with gr.Column(scale=3):
