@@ -291,7 +291,9 @@ def _post(url, payload, timeout=300):
 
 
 class _App:
-    def __init__(self, *args):
+    """tools/app.py on a free local port, ready when ``/api/model`` answers ``ready_status``."""
+
+    def __init__(self, *args, ready_status=200):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.TemporaryFile(mode="w+")
@@ -305,7 +307,12 @@ class _App:
                 raise AssertionError(f"the app stopped: {self.output()}")
             try:
                 self.model = _get(self.url + "/api/model", timeout=5)
-                break
+                if ready_status == 200:
+                    break
+            except urllib.error.HTTPError as exc:
+                if exc.code == ready_status:
+                    self.model = json.load(exc)
+                    break
             except (OSError, ValueError):
                 if time.time() > deadline:
                     self.stop()
@@ -483,6 +490,29 @@ def test_missing_gradio_is_one_line(tmp_path, model):
     assert proc.returncode == 1 and proc.stderr.strip() == hint
 
 
+@pytest.fixture(scope="module")
+def refusal_app(model, tmp_path_factory):
+    """tools/app.py --serve-load-errors given a checkpoint whose pickle would run code."""
+    if not HAVE_GRADIO:
+        pytest.skip('gradio is not installed (pip install "paddle_palm[app]")')
+    run = tmp_path_factory.mktemp("evil-run")
+    shutil.copy(model["run"] / "config.yaml", run / "config.yaml")
+    marker = run.parent / "payload-ran"
+    (run / "best_model.pdparams").write_bytes(pickle.dumps({"x": _Payload(str(marker))}))
+    server = _App("--weights", run, "--serve-load-errors", ready_status=503)
+    yield server, marker
+    server.stop()
+
+
+@needs_gradio
+def test_unloadable_model_is_explained_by_the_api(refusal_app):
+    server, marker = refusal_app
+    assert server.model["ok"] is False and "refused as unsafe" in server.model["error"]
+    code, body = _post(server.url + "/api/screen", {"images": [{"name": "a.jpg", "data": ""}]})
+    assert code == 503 and body["error"].startswith("the model was not loaded: ")
+    assert not marker.exists()
+
+
 # ----------------------------------------------------------------------------- the page, in a real browser
 
 
@@ -573,3 +603,12 @@ def test_page_shows_refusals_and_slider_figures(app, browser, shared_palm, tmp_p
     assert float(shown.get_attribute("data-sensitivity")) == pytest.approx(op["sensitivity"])
     assert float(shown.get_attribute("data-specificity")) == pytest.approx(op["specificity"])
     wait(browser, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#results .palm-slider-decision"))
+
+
+@needs_browser
+def test_page_says_why_the_model_was_not_loaded(refusal_app, browser):
+    server, marker = refusal_app
+    By, wait = _open_page(browser, server)
+    text = browser.find_element(By.CSS_SELECTOR, "#palm-load-error").text
+    assert text.startswith("The model was not loaded: ") and "refused as unsafe" in text
+    assert "Traceback" not in browser.find_element(By.TAG_NAME, "body").text and not marker.exists()

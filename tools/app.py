@@ -70,6 +70,9 @@ def build_parser():
                         help="largest photograph accepted (default: %(default)g MB)")
     limits.add_argument("--max-megapixels", type=cli.positive_float, default=50.0, metavar="MP",
                         help="largest image accepted, checked from its header (default: %(default)g megapixels)")
+    run.add_argument("--serve-load-errors", action="store_true",
+                     help="when the model cannot be loaded (missing, damaged, unsafe), still serve: the page and "
+                     "the API then say why (for hosted apps whose console nobody reads); default: exit with one line")
     limits.add_argument("--max-images", type=cli.positive_int, default=16, metavar="N",
                         help="photographs per request (default: %(default)s)")
     return parser
@@ -89,13 +92,21 @@ def main(argv=None):
     require_web_stack(import_now=False)  # before the model is loaded: a missing extra is one line, at once
     from paddle_palm.app.screening import Screener, UploadLimits
     from paddle_palm.app.server import serve
+    from paddle_palm.errors import PalmError
 
     limits = UploadLimits(max_bytes=int(args.max_upload_mb * 1024 * 1024),
                           max_pixels=int(args.max_megapixels * 1_000_000), max_images=args.max_images)
     print("loading the model ...", flush=True)
-    screener = Screener(weights=args.weights, inference_model=args.inference_model, arch=args.arch,
-                        threshold=args.threshold, run_dir=args.run_dir, valid_data=args.valid_data,
-                        device=args.device, threads=args.threads, limits=limits, gradcam=not args.no_gradcam)
+    try:
+        screener = Screener(weights=args.weights, inference_model=args.inference_model, arch=args.arch,
+                            threshold=args.threshold, run_dir=args.run_dir, valid_data=args.valid_data,
+                            device=args.device, threads=args.threads, limits=limits, gradcam=not args.no_gradcam)
+    except PalmError as exc:
+        if not args.serve_load_errors:
+            raise
+        print(f"error: {cli.one_line(exc)}", file=sys.stderr, flush=True)
+        serve(None, host=args.host, port=args.port, refusal=cli.one_line(exc))
+        return 1
     c = screener.card
     print(f"model: {c.arch} ({c.source}); trained {c.trained or 'n/a'}; validation AUC "
           f"{'n/a' if c.val_auc is None else f'{c.val_auc:.4f}'}; threshold {c.threshold:g}; "

@@ -35,7 +35,7 @@ from paddle_palm.app import require_web_stack
 from paddle_palm.app.screening import display_name, png_base64
 from paddle_palm.errors import PalmError
 
-__all__ = ["create_app", "serve"]
+__all__ = ["create_app", "create_refusal_app", "serve"]
 
 PAGE_TITLE = "病理性近视筛查 · Pathologic-myopia screening"
 
@@ -327,17 +327,38 @@ def create_app(screener):
                                show_error=False, css=_CSS, footer_links=[])
 
 
-def serve(screener, host="127.0.0.1", port=7860):
-    """Serve the app until interrupted (Ctrl-C or SIGTERM end it cleanly).
+def create_refusal_app(message):
+    """An app that only says why the model was not loaded (``--serve-load-errors``).
+
+    Where nobody reads the server's console (a hosted app), the page and every
+    API route answer with the one-line reason (status 503) instead of the app
+    simply not being there.
 
     Args:
-        screener: the loaded :class:`paddle_palm.app.screening.Screener`.
-        host: address to bind (``127.0.0.1``: this machine only; ``0.0.0.0``: every interface).
-        port: TCP port.
-    """
-    import socket
+        message: the one-line reason (e.g. a refused checkpoint).
 
-    import uvicorn
+    Returns:
+        fastapi.FastAPI
+    """
+    gr = require_web_stack()
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse
+
+    text = " ".join(str(message).split())
+    app = FastAPI(title=PAGE_TITLE, docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.api_route("/api/{rest:path}", methods=["GET", "POST"])
+    def refused(rest: str):
+        return JSONResponse({"ok": False, "error": f"the model was not loaded: {text}"}, status_code=503)
+
+    with gr.Blocks(title=PAGE_TITLE, analytics_enabled=False) as page:
+        gr.HTML(f'<div id="palm-card"><h2>{html.escape(PAGE_TITLE)}</h2><p class="palm-error-message" '
+                f'id="palm-load-error">The model was not loaded: {html.escape(text)}</p></div>')
+    return gr.mount_gradio_app(app, page, path="/", ssr_mode=False, show_error=False, css=_CSS, footer_links=[])
+
+
+def _check_port(host, port):
+    import socket
 
     from paddle_palm.errors import ConfigError
 
@@ -348,7 +369,21 @@ def serve(screener, host="127.0.0.1", port=7860):
             probe.bind((host, port))
         except OSError as exc:
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    app = create_app(screener)
+
+
+def serve(screener, host="127.0.0.1", port=7860, refusal=None):
+    """Serve the app until interrupted (Ctrl-C or SIGTERM end it cleanly).
+
+    Args:
+        screener: the loaded :class:`paddle_palm.app.screening.Screener` (None with ``refusal``).
+        host: address to bind (``127.0.0.1``: this machine only; ``0.0.0.0``: every interface).
+        port: TCP port.
+        refusal: instead of a model, the one-line reason it was not loaded (see :func:`create_refusal_app`).
+    """
+    import uvicorn
+
+    _check_port(host, port)
+    app = create_refusal_app(refusal) if refusal is not None else create_app(screener)
     shown = f"[{host}]" if ":" in host else host
     print(f"serving the screening app on http://{shown}:{port}/ (API: /api/screen, /api/model); Ctrl-C stops",
           flush=True)
