@@ -163,6 +163,9 @@ def _page(screener):
     def on_screen(paths, threshold):
         try:
             files = []
+            if len(paths or []) > screener.limits.max_images:
+                return (f'<p class="palm-error-message">{len(paths)} photographs chosen; at most '
+                        f'{screener.limits.max_images} at a time. 照片太多。</p>'), []
             for path in paths or []:
                 name = display_name(os.path.basename(str(path)))
                 size = os.path.getsize(path)
