@@ -45,16 +45,22 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import time
 import types
 import zipfile
 
 from paddle_palm.errors import PalmError
 
-#: The operator's source, next to this file.
-SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "onednn_conv.cc")
+_HERE = os.path.dirname(os.path.abspath(__file__))
+#: The operators' sources, next to this file: the oneDNN convolution and the fused batch norm.
+SOURCES = (os.path.join(_HERE, "onednn_conv.cc"), os.path.join(_HERE, "batch_norm.cc"))
+SOURCE = SOURCES[0]
 
 #: oneDNN version (major, minor) of Paddle's libdnnl -> the ``onednn-devel`` release with
 #: that version's headers (2025.0.1 carries oneDNN 3.6.1; patch releases share the API).
+#: Paddle 3.0.0-3.3.1 ship oneDNN 3.6.2.  Paddle 2.6.2 ships oneDNN 3.2.1, for which PyPI has
+#: no headers: onednn-devel starts at 2024.0.0, a wheel with no include/ at all, and newer
+#: releases carry newer oneDNN APIs; such a Paddle keeps its own convolution.
 ONEDNN_DEVEL_RELEASES = {
     (3, 6): "2025.0.1",
 }
@@ -89,6 +95,12 @@ def _paddle_dir():
     import paddle
 
     return os.path.dirname(os.path.abspath(paddle.__file__))
+
+
+def _paddle_version():
+    import paddle
+
+    return paddle.__version__
 
 
 def onednn_library():
@@ -196,10 +208,12 @@ def headers_dir(download=True):
         if folder and _header_version(folder) == wanted:
             return folder
     if release is None:
-        raise OpsUnavailable(f"no known onednn-devel release for Paddle's oneDNN {version[0]}.{version[1]}; "
-                             f"set {_ENV_INCLUDE} to oneDNN {version[0]}.{version[1]} headers")
+        raise OpsUnavailable(f"PyPI has no oneDNN {version[0]}.{version[1]} headers (Paddle {_paddle_version()}'s "
+                             f"library; onednn-devel has {', '.join(f'{a}.{b}' for a, b in ONEDNN_DEVEL_RELEASES)}); "
+                             f"set {_ENV_INCLUDE} to oneDNN {version[0]}.{version[1]} headers to build it")
     if not download:
-        raise OpsUnavailable(f"oneDNN {wanted[0]}.{wanted[1]} headers not found (run python -m paddle_palm.ops)")
+        raise OpsUnavailable(f"oneDNN {wanted[0]}.{wanted[1]} headers not found: run python -m paddle_palm.ops "
+                             f"once (it downloads them)")
     _fetch_headers(release, cached)
     return cached
 
@@ -223,9 +237,11 @@ def _compile_command(compiler, include, output):
         "-DPADDLE_WITH_CUSTOM_KERNEL", "-D_GLIBCXX_USE_CXX11_ABI=1", "-DPADDLE_EXTENSION_NAME=palm_ops",
         f"-I{include}", f"-I{paddle_include}", f"-I{os.path.join(paddle_include, 'third_party')}",
         f"-I{os.path.join(paddle_include, 'paddle', 'phi', 'api', 'include', 'compat')}",
-        f"-I{sysconfig.get_paths()['include']}",
-        SOURCE, "-o", output,
-        f"-L{libs}", "-l:libdnnl.so.3", f"-Wl,-rpath,{libs}",
+        f"-I{sysconfig.get_paths()['include']}", "-fopenmp",
+        *SOURCES, "-o", output,
+        # OpenMP from Paddle's Intel runtime (the one its oneDNN runs on), named before the
+        # libgomp that -fopenmp appends, which --as-needed then leaves out.
+        f"-L{libs}", "-l:libdnnl.so.3", "-l:libiomp5.so", f"-Wl,-rpath,{libs}",
         f"-L{base}", "-Wl,--no-as-needed", "-l:libpaddle.so", "-Wl,--as-needed", f"-Wl,-rpath,{base}",
     ]
 
@@ -234,8 +250,9 @@ def _build_key(include):
     import paddle
 
     digest = hashlib.sha256()
-    with open(SOURCE, "rb") as handle:
-        digest.update(handle.read())
+    for source in SOURCES:
+        with open(source, "rb") as handle:
+            digest.update(handle.read())
     for part in (paddle.__version__, getattr(paddle.version, "commit", ""), sys.version, include,
                  str(onednn_version()), platform.machine()):
         digest.update(part.encode("utf-8", "replace"))
@@ -252,12 +269,75 @@ def check_platform():
         raise OpsUnavailable("this Paddle build ships no oneDNN library (paddle/libs/libdnnl.so.3)")
 
 
-def build(download=True, log=None):
-    """Compile the operator (once per source, Paddle and oneDNN version) and return its path.
+def _marker_text(reason):
+    return f"{time.strftime('%Y-%m-%d %H:%M:%S')} {reason}\n"
+
+
+def _write_marker(path, reason):
+    """Remember a failure (with its reason and time) so that later runs do not repeat it."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, partial = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".marker-")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(_marker_text(reason))
+    os.replace(partial, path)
+
+
+def _read_marker(path):
+    """The remembered failure at ``path`` ("<date> <time> <reason>"), or None."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip() or "unknown reason"
+    except OSError:
+        return None
+
+
+def _remove_marker(path):
+    if os.path.exists(path):
+        os.remove(path)
+
+
+def _headers_marker():
+    version = onednn_version() or (0, 0)
+    return os.path.join(cache_dir(), "onednn-headers", f"{version[0]}.{version[1]}", "FETCH-FAILED")
+
+
+def _local_headers(download, retry, log):
+    """The headers folder; downloads only when ``download`` (the explicit build step).
+
+    A failed download is remembered in the cache (``FETCH-FAILED``, with its reason): runs
+    that may not download say so in one line instead of trying again, and only an explicit
+    ``python -m paddle_palm.ops`` (``retry``) tries the registry again.
+    """
+    try:
+        return headers_dir(download=False)
+    except OpsUnavailable as missing:
+        marker = _headers_marker()
+        remembered = _read_marker(marker)
+        if not download or (remembered and not retry):
+            if remembered:
+                raise OpsUnavailable(f"no oneDNN headers: their download failed earlier ({remembered}); "
+                                     f"python -m paddle_palm.ops tries again") from None
+            raise missing
+    if log:
+        log("fetching the oneDNN C++ headers (pip download --no-deps onednn-devel, once) ...")
+    try:
+        include = headers_dir(download=True)
+    except OpsUnavailable as exc:
+        _write_marker(marker, str(exc))
+        raise
+    _remove_marker(marker)
+    return include
+
+
+def build(download=True, log=None, retry=False):
+    """Compile the operators (once per source, Paddle and oneDNN version) and return the library's path.
 
     Args:
-        download: fetch the oneDNN headers from PyPI when they are not found locally.
+        download: fetch the oneDNN headers from PyPI when they are not found locally (only
+            the explicit build step, ``python -m paddle_palm.ops``, does; training never does).
         log: optional ``log(message)`` for progress lines.
+        retry: try again what failed before (a download or a compilation), instead of
+            repeating the remembered reason.
 
     Returns:
         str: the path of the built shared library.
@@ -273,19 +353,17 @@ def build(download=True, log=None):
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time across processes
-        try:
-            include = headers_dir(download=False)
-        except OpsUnavailable:
-            if not download:
-                raise
-            if log:
-                log("fetching the oneDNN C++ headers (pip download --no-deps onednn-devel, once) ...")
-            include = headers_dir(download=True)
-        output = os.path.join(folder, f"palm_ops-{_build_key(include)}.so")
+        include = _local_headers(download, retry, log)
+        stem = os.path.join(folder, f"palm_ops-{_build_key(include)}")
+        output, failed = stem + ".so", stem + ".FAILED"
         if os.path.isfile(output):
             return output
+        remembered = _read_marker(failed)
+        if remembered and not retry:
+            raise OpsUnavailable(f"compiling the operators failed earlier ({remembered}); "
+                                 f"python -m paddle_palm.ops tries again")
         if log:
-            log(f"compiling the oneDNN convolution operator (once, about 15 s) into {output} ...")
+            log(f"compiling the oneDNN operators (once, about 30 s) into {output} ...")
         fd, partial = tempfile.mkstemp(dir=folder, prefix=".palm_ops-", suffix=".so")
         os.close(fd)
         try:
@@ -293,31 +371,37 @@ def build(download=True, log=None):
                                   text=True, timeout=900, check=False)
             if done.returncode != 0:
                 lines = [line for line in done.stderr.splitlines() if "error" in line] or done.stderr.splitlines()
-                raise OpsUnavailable(f"compiling {os.path.basename(SOURCE)} failed: "
-                                     f"{(lines or ['no output'])[0].strip()}")
+                reason = (f"compiling {', '.join(os.path.basename(s) for s in SOURCES)} failed: "
+                          f"{(lines or ['no output'])[0].strip()}")
+                _write_marker(failed, reason)
+                raise OpsUnavailable(reason)
             os.replace(partial, output)
+            _remove_marker(failed)
         finally:
             if os.path.exists(partial):
                 os.remove(partial)
         return output
 
 
-def load(build_if_missing=True, log=None):
-    """Build (when needed) and register the operator; remember the outcome for this process.
+def load(download=False, log=None):
+    """Build (when needed) and register the operators; remember the outcome for this process.
+
+    Training calls this: it compiles when the headers are at hand but never downloads them
+    (``python -m paddle_palm.ops`` does, once, and installing or CI runs it).
 
     Args:
-        build_if_missing: fetch the headers when they are missing (the compiler runs in any case).
-        log: optional ``log(message)`` for progress lines (a first build takes about 15 s).
+        download: fetch the headers when they are missing (False: say so instead).
+        log: optional ``log(message)`` for progress lines (a first build takes about 30 s).
 
     Returns:
         types.SimpleNamespace or None: ``path`` (the library), ``version`` (oneDNN), or None when
-        the operator is unavailable (see :func:`unavailable_reason`).
+        the operators are unavailable (see :func:`unavailable_reason`).
     """
     if _state["tried"]:
         return _state["module"]
     _state["tried"] = True
     try:
-        path = build(download=build_if_missing, log=log)
+        path = build(download=download, log=log)
         from paddle.utils.cpp_extension import load_op_meta_info_and_register_op
 
         load_op_meta_info_and_register_op(path)
@@ -441,6 +525,53 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, data
     if bias is not None:
         out = out + (bias if channels_last else bias.reshape([1, -1, 1, 1]))
     return out
+
+
+def _fused_batch_norm_applies(x, bn):
+    import paddle
+
+    return (paddle.in_dynamic_mode() and bn.training and not getattr(bn, "_use_global_stats", False)
+            and getattr(bn, "_data_format", "NCHW") in ("NHWC", "NDHWC", "NLC")
+            and x.dtype == paddle.float32 and x.place.is_cpu_place() and bn.weight is not None
+            and bn.bias is not None and load() is not None)
+
+
+def batch_norm_act(x, bn, relu=True, residual=None):
+    """``relu(bn(x) [+ residual])`` for a channels-last ``paddle.nn.BatchNorm2D`` layer, fused.
+
+    In training mode, on float32 CPU tensors in dynamic mode, with the operators loaded,
+    the batch statistics, the normalisation, the add and the ReLU are one pass over the
+    tensor forward and two backward (``batch_norm.cc``), and ``bn``'s running mean and
+    variance are updated as Paddle's ``batch_norm`` updates them.  In every other case
+    (evaluation, NCHW layers, other dtypes or devices, a graph being traced, operators
+    unavailable) it is Paddle's own ``bn(x)``, ``+`` and ``relu``: the same results.
+
+    Args:
+        x: the input, ``[N, H, W, C]`` when ``bn`` is channels-last.
+        bn: a ``paddle.nn.BatchNorm2D`` (its ``_data_format`` says the layout).
+        relu: apply the ReLU.
+        residual: optional tensor of ``x``'s shape added before the ReLU.
+
+    Returns:
+        paddle.Tensor: the result, of ``x``'s shape.
+    """
+    import paddle.nn.functional as F
+
+    if _fused_batch_norm_applies(x, bn) and (residual is None or residual.shape == x.shape):
+        from paddle import _C_ops
+
+        momentum, epsilon = float(bn._momentum), float(bn._epsilon)
+        if residual is None:
+            out = _C_ops._run_custom_op("palm_batch_norm", x, bn.weight, bn.bias, bn._mean, bn._variance,
+                                        momentum, epsilon, bool(relu))
+        else:
+            out = _C_ops._run_custom_op("palm_batch_norm_add", x, bn.weight, bn.bias, bn._mean, bn._variance,
+                                        residual, momentum, epsilon, bool(relu))
+        return out[0] if isinstance(out, (list, tuple)) else out
+    y = bn(x)
+    if residual is not None:
+        y = y + residual
+    return F.relu(y) if relu else y
 
 
 # --------------------------------------------------------------------------- switching layers
