@@ -736,3 +736,128 @@ def test_full_size_resnet50_geometries(onednn, data_format):
             assert_close(got_grads[1], want_grads[1], RTOL, f"{label}: weight gradient")
     finally:
         ops.set_threads(threads)
+
+
+# --------------------------------------------------------------------------- fused batch norm (channels last)
+
+#: The channels-last batch norms of the networks as trained: ResNet-50 at 224 px, batch 10 (its four
+#: stages) and se_resnet18 at 128 px, batch 16 (configs/palm_cpu.yaml), as [N, H, W, C].
+BN_SHAPES = [(10, 56, 56, 64), (10, 56, 56, 256), (10, 28, 28, 128), (10, 28, 28, 512), (10, 14, 14, 256),
+             (10, 14, 14, 1024), (10, 7, 7, 512), (10, 7, 7, 2048),
+             (16, 32, 32, 64), (16, 16, 16, 128), (16, 8, 8, 256), (16, 4, 4, 512)]
+#: (ReLU, residual): bn + ReLU (inside blocks), bn alone (shortcuts, SE blocks), bn + add + ReLU (block ends).
+BN_VARIANTS = {"relu": (True, False), "plain": (False, False), "add_relu": (True, True)}
+
+
+def batch_norm_layer(channels, seed):
+    """A channels-last BatchNorm2D with non-trivial scale, shift and running statistics."""
+    rng = np.random.default_rng(seed)
+    bn = paddle.nn.BatchNorm2D(channels, data_format="NHWC")
+    bn.weight.set_value(rng.uniform(0.5, 1.5, channels).astype("float32"))
+    bn.bias.set_value(rng.uniform(-0.5, 0.5, channels).astype("float32"))
+    bn._mean.set_value(rng.uniform(-0.1, 0.1, channels).astype("float32"))
+    bn._variance.set_value(rng.uniform(0.9, 1.1, channels).astype("float32"))
+    return bn
+
+
+def batch_norm_case(shape, relu, residual, seed=0):
+    """Inputs of one case: x (mean 1, spread 3), the residual and the output gradient.
+
+    Where Paddle's pre-activation is within 1e-4 of 0 the output gradient is set to 0: there a
+    rounding difference of 1e-7 may flip the ReLU's mask, which is equally right either way.
+    """
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(shape) * 3 + 1).astype("float32")
+    z = rng.standard_normal(shape).astype("float32") if residual else None
+    g = rng.standard_normal(shape).astype("float32")
+    if relu:
+        pre = batch_norm_layer(shape[-1], seed)(paddle.to_tensor(x)).numpy()
+        if residual:
+            pre = pre + z
+        g[np.abs(pre) < 1e-4] = 0
+    return x, z, g
+
+
+def run_batch_norm(fused, shape, relu, residual, seed=0):
+    """Output, gradients of x, scale, bias (and residual) and the running statistics after one step."""
+    x, z, g = batch_norm_case(shape, relu, residual, seed)
+    bn = batch_norm_layer(shape[-1], seed)
+    xt, zt = tensor(x), (tensor(z) if z is not None else None)
+    if fused:
+        y = ops.batch_norm_act(xt, bn, relu=relu, residual=zt)
+    else:
+        y = bn(xt)
+        y = y + zt if zt is not None else y
+        y = F.relu(y) if relu else y
+    paddle.autograd.backward([y], [paddle.to_tensor(g)])
+    results = {"output": y.numpy(), "input gradient": xt.grad.numpy(), "scale gradient": bn.weight.grad.numpy(),
+               "bias gradient": bn.bias.grad.numpy(), "running mean": bn._mean.numpy(),
+               "running variance": bn._variance.numpy()}
+    if zt is not None:
+        results["residual gradient"] = zt.grad.numpy()
+    return results
+
+
+@pytest.mark.parametrize("variant", list(BN_VARIANTS))
+@pytest.mark.parametrize("shape", BN_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_fused_batch_norm_matches_paddle_at_the_networks_sizes_with_2_threads(onednn, shape, variant):
+    relu, residual = BN_VARIANTS[variant]
+    threads = ops.set_threads(0)
+    try:
+        assert ops.set_threads(2) == 2
+        want = run_batch_norm(False, shape, relu, residual)
+        got = run_batch_norm(True, shape, relu, residual)
+    finally:
+        ops.set_threads(threads)
+    assert got.keys() == want.keys()
+    for what in want:
+        assert_close(got[what], want[what], RTOL, f"{shape} {variant}: {what}")
+
+
+def test_fused_batch_norm_is_bit_identical_across_threads_and_calls(onednn):
+    shape = (10, 28, 28, 128)
+    threads = ops.set_threads(0)
+    try:
+        runs = []
+        for count in (1, 2, 2):
+            ops.set_threads(count)
+            runs.append(run_batch_norm(True, shape, True, True, seed=3))
+    finally:
+        ops.set_threads(threads)
+    for run in runs[1:]:
+        for what in runs[0]:
+            assert np.array_equal(run[what], runs[0][what]), what
+
+
+def test_fused_batch_norm_keeps_its_precision_when_the_mean_is_large(onednn):
+    """Values around 1000 with spread 0.01: the statistics are summed around a shift (the first row)
+    in float and added up in double, so the normalised output stays within 1% of the spread of a
+    float64 computation (Paddle's own kernel: 6.7% here)."""
+    rng = np.random.default_rng(5)
+    x = (1000 + 0.01 * rng.standard_normal((4, 16, 16, 32))).astype("float32")
+    x64 = x.astype("float64")
+    bn = batch_norm_layer(32, 5)
+    want = (x64 - x64.mean((0, 1, 2))) / np.sqrt(x64.var((0, 1, 2)) + 1e-5) * bn.weight.numpy() + bn.bias.numpy()
+    got = ops.batch_norm_act(tensor(x), bn, relu=False).numpy()
+    assert float(np.abs(got - want).max()) < 0.01
+
+
+def test_fused_batch_norm_falls_back_to_paddle_where_it_does_not_apply(onednn):
+    """Evaluation mode, NCHW layers and float64 are Paddle's own batch norm, bit for bit."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 8, 8, 16)).astype("float32")
+    bn = batch_norm_layer(16, 6)
+    bn.eval()
+    assert np.array_equal(ops.batch_norm_act(tensor(x), bn).numpy(), F.relu(bn(tensor(x))).numpy())
+    nchw = paddle.nn.BatchNorm2D(8)
+    x_nchw = paddle.to_tensor(rng.standard_normal((2, 8, 4, 4)).astype("float32"))
+    assert np.array_equal(ops.batch_norm_act(x_nchw, nchw, relu=False).numpy(), nchw(x_nchw).numpy())
+
+
+def test_fused_batch_norm_rejects_mismatched_sizes(onednn):
+    bn = batch_norm_layer(16, 7)
+    with pytest.raises((ValueError, RuntimeError, OSError), match="16|channels|values"):
+        from paddle import _C_ops
+
+        _C_ops._run_custom_op("palm_batch_norm", paddle.ones([2, 4, 4, 8]), bn.weight, bn.bias, bn._mean,
+                              bn._variance, 0.9, 1e-5, True)

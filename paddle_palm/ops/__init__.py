@@ -228,12 +228,21 @@ def _compiler():
     return None
 
 
+def _arch_flags():
+    """AVX2 + FMA code for the fused element-wise loops when this CPU has them (the cached
+    library is keyed by these flags, so a cache shared with an older CPU gets its own build)."""
+    from paddle_palm.runtime import cpu_info
+
+    flags = cpu_info()["flags"]
+    return ["-mavx2", "-mfma"] if {"avx2", "fma"} <= flags else []
+
+
 def _compile_command(compiler, include, output):
     paddle_dir = _paddle_dir()
     libs, base = os.path.join(paddle_dir, "libs"), os.path.join(paddle_dir, "base")
     paddle_include = os.path.join(paddle_dir, "include")
     return [
-        compiler, "-O3", "-fPIC", "-shared", "-std=c++17", "-w", "-DNDEBUG",
+        compiler, "-O3", *_arch_flags(), "-fPIC", "-shared", "-std=c++17", "-w", "-DNDEBUG",
         "-DPADDLE_WITH_CUSTOM_KERNEL", "-D_GLIBCXX_USE_CXX11_ABI=1", "-DPADDLE_EXTENSION_NAME=palm_ops",
         f"-I{include}", f"-I{paddle_include}", f"-I{os.path.join(paddle_include, 'third_party')}",
         f"-I{os.path.join(paddle_include, 'paddle', 'phi', 'api', 'include', 'compat')}",
@@ -254,7 +263,7 @@ def _build_key(include):
         with open(source, "rb") as handle:
             digest.update(handle.read())
     for part in (paddle.__version__, getattr(paddle.version, "commit", ""), sys.version, include,
-                 str(onednn_version()), platform.machine()):
+                 str(onednn_version()), platform.machine(), " ".join(_arch_flags())):
         digest.update(part.encode("utf-8", "replace"))
     return digest.hexdigest()[:16]
 
@@ -533,13 +542,14 @@ def _fused_batch_norm_applies(x, bn):
     return (paddle.in_dynamic_mode() and bn.training and not getattr(bn, "_use_global_stats", False)
             and getattr(bn, "_data_format", "NCHW") in ("NHWC", "NDHWC", "NLC")
             and x.dtype == paddle.float32 and x.place.is_cpu_place() and bn.weight is not None
-            and bn.bias is not None and load() is not None)
+            and bn.bias is not None and _state["module"] is not None)
 
 
 def batch_norm_act(x, bn, relu=True, residual=None):
     """``relu(bn(x) [+ residual])`` for a channels-last ``paddle.nn.BatchNorm2D`` layer, fused.
 
-    In training mode, on float32 CPU tensors in dynamic mode, with the operators loaded,
+    In training mode, on float32 CPU tensors in dynamic mode, with the operators loaded
+    (by :func:`load` or :func:`accelerate`; this function never builds them),
     the batch statistics, the normalisation, the add and the ReLU are one pass over the
     tensor forward and two backward (``batch_norm.cc``), and ``bn``'s running mean and
     variance are updated as Paddle's ``batch_norm`` updates them.  In every other case
