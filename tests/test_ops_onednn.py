@@ -660,6 +660,80 @@ def test_build_without_headers_and_without_download_is_one_line(monkeypatch, tmp
     assert not list((tmp_path / "cache").rglob("*.so"))
 
 
+def offline_env(tmp_path):
+    """Environment of a machine without the headers and without a package index (pip fails at once)."""
+    empty = tmp_path / "no-wheels"
+    empty.mkdir(exist_ok=True)
+    return {"PADDLE_PALM_ONEDNN": "1", "PADDLE_PALM_CACHE": str(tmp_path / "cache"),
+            "PADDLE_PALM_ONEDNN_INCLUDE": str(tmp_path / "nowhere"), "PIP_CONFIG_FILE": os.devnull,
+            "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(empty)}
+
+
+LOAD_SCRIPT = r"""
+import json
+from paddle_palm import ops
+print(json.dumps({"module": repr(ops.load()), "reason": ops.unavailable_reason()}))
+"""
+
+
+def run_module(env_changes, *args):
+    env = dict(os.environ)
+    env.update(env_changes)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return subprocess.run([sys.executable, "-m", "paddle_palm.ops", *args], capture_output=True, text=True,
+                          cwd=REPO, env=env, timeout=600)
+
+
+def test_training_never_downloads_and_a_failed_download_is_remembered(tmp_path):
+    version = ops.onednn_version()
+    if version is None or version[:2] not in ops.ONEDNN_DEVEL_RELEASES:
+        pytest.skip("no onednn-devel release for this Paddle's oneDNN")
+    if ops._header_version(os.path.join(sys.prefix, "include")) is not None or ops._compiler() is None:
+        pytest.skip("headers installed in the environment, or no compiler")
+    env = offline_env(tmp_path)
+    marker = tmp_path / "cache" / "onednn-headers" / f"{version[0]}.{version[1]}" / "FETCH-FAILED"
+    # Training (ops.load) with no headers: one line pointing at the build step; no download tried.
+    done = run_python(LOAD_SCRIPT, env)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["module"] == "None" and "python -m paddle_palm.ops" in result["reason"], result
+    assert not marker.exists()
+    # The explicit build step tries, fails (no index), says so in one line and remembers why.
+    done = run_module(env)
+    assert done.returncode == 1
+    lines = [line for line in done.stderr.splitlines() if line.startswith("oneDNN")]  # not Paddle's warnings
+    assert len(lines) == 1 and "could not download the oneDNN headers" in lines[0], done.stderr
+    first = marker.read_text()
+    assert "could not download" in first
+    # Training afterwards repeats the remembered reason without touching the registry.
+    done = run_python(LOAD_SCRIPT, env)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "failed earlier" in result["reason"] and "could not download" in result["reason"], result
+    assert "\n" not in result["reason"] and marker.read_text() == first
+    # The build step retries (and records the new attempt).
+    marker.write_text("2000-01-01 00:00:00 an older failure\n")
+    done = run_module(env)
+    assert done.returncode == 1 and "could not download" in marker.read_text()
+    assert not list((tmp_path / "cache").rglob("*.so"))
+
+
+def test_a_failed_compilation_is_remembered_until_the_build_step_retries(onednn, tmp_path):
+    include = ops.headers_dir(download=False)
+    counter = tmp_path / "calls"
+    compiler = tmp_path / "broken-g++"
+    compiler.write_text(f"#!/bin/sh\necho x >> {counter}\necho 'error: this compiler is broken' >&2\nexit 1\n")
+    compiler.chmod(0o755)
+    env = dict(offline_env(tmp_path), PADDLE_PALM_ONEDNN_INCLUDE=include, CXX=str(compiler))
+    reasons = []
+    for _ in range(2):
+        done = run_python(LOAD_SCRIPT, env)
+        reasons.append(json.loads(done.stdout.strip().splitlines()[-1])["reason"])
+    assert "this compiler is broken" in reasons[0] and "failed earlier" not in reasons[0], reasons
+    assert "failed earlier" in reasons[1] and "this compiler is broken" in reasons[1], reasons
+    assert counter.read_text().count("x") == 1  # the second run did not compile again
+    done = run_module(env, "--no-download")
+    assert done.returncode == 1 and counter.read_text().count("x") == 2
+
+
 def test_build_in_the_warm_cache_returns_the_loaded_library(onednn):
     path = ops.build(download=False)
     assert path == onednn.path and os.path.isfile(path)
@@ -861,3 +935,35 @@ def test_fused_batch_norm_rejects_mismatched_sizes(onednn):
 
         _C_ops._run_custom_op("palm_batch_norm", paddle.ones([2, 4, 4, 8]), bn.weight, bn.bias, bn._mean,
                               bn._variance, 0.9, 1e-5, True)
+
+
+@pytest.mark.parametrize("arch, size", [("se_resnet18", 64), ("senet18_cifar", 32)])
+def test_channels_last_senet_computes_the_same_network(onednn, arch, size):
+    """SENet.set_channels_last (fused batch norms, NHWC squeeze-excitation): same outputs, gradients, statistics.
+
+    The trainer leaves SE-ResNets on NCHW (channels_last_pays is False: no measured gain), but
+    the switch must still compute the same network."""
+    plain, fast = twins(arch)
+    assert ops.accelerate(fast, channels_last=True) == len(conv_layers(fast))
+    assert not fast.channels_last  # not switched by accelerate
+    fast.set_channels_last(True)
+    x = paddle.to_tensor(np.random.default_rng(14).uniform(-1, 1, (4, 3, size, size)).astype("float32"))
+    results = []
+    for model in (plain, fast):
+        model.train()
+        out = model(x)
+        weights = paddle.to_tensor(np.random.default_rng(15).standard_normal(out.shape).astype("float32"))
+        (out * weights).sum().backward()
+        results.append((out.numpy(), {n: p.grad.numpy() for n, p in model.named_parameters() if p.grad is not None}))
+    assert_close(results[1][0], results[0][0], MODEL_RTOL, f"{arch} channels-last train output")
+    assert results[1][1].keys() == results[0][1].keys() and results[0][1]
+    for name, h in results[0][1].items():
+        error = float(np.linalg.norm(results[1][1][name] - h) / max(np.linalg.norm(h), 1e-30))
+        assert error <= GRAD_NORM_RTOL, f"{arch} channels-last gradient of {name}: relative difference {error:.3g}"
+    stats_plain, stats_fast = snapshot(plain), snapshot(fast)
+    for key in stats_plain:
+        assert_close(stats_fast[key], stats_plain[key], MODEL_RTOL, f"{arch} channels-last {key}")
+    plain.eval()
+    fast.eval()
+    with paddle.no_grad():
+        assert_close(fast(x).numpy(), plain(x).numpy(), MODEL_RTOL, f"{arch} channels-last eval output")

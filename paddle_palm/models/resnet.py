@@ -164,6 +164,9 @@ class ResNet(nn.Layer):
             bias_attr=paddle.ParamAttr(initializer=nn.initializer.Constant(0.0)),
         )
 
+    #: Whether :func:`paddle_palm.ops.accelerate` (the trainer) switches it to channels-last (measured: yes).
+    channels_last_pays = True
+
     def set_channels_last(self, enabled=True):
         """Run the four stages on NHWC ("channels last") tensors, or back on NCHW.
 

@@ -320,6 +320,10 @@ class SENet(nn.Layer):
             uniform_(last.weight, out_bound)
             zeros_(last.bias)
 
+    #: Whether :func:`paddle_palm.ops.accelerate` (the trainer) switches it to channels-last:
+    #: no, se_resnet18 at 128 px measured no gain from it (docs/BENCHMARKS.md section 3.5).
+    channels_last_pays = False
+
     def set_channels_last(self, enabled=True):
         """Run the four stages on NHWC ("channels last") tensors, or back on NCHW.
 

@@ -208,9 +208,9 @@ def headers_dir(download=True):
         if folder and _header_version(folder) == wanted:
             return folder
     if release is None:
-        raise OpsUnavailable(f"PyPI has no oneDNN {version[0]}.{version[1]} headers (Paddle {_paddle_version()}'s "
-                             f"library; onednn-devel has {', '.join(f'{a}.{b}' for a, b in ONEDNN_DEVEL_RELEASES)}); "
-                             f"set {_ENV_INCLUDE} to oneDNN {version[0]}.{version[1]} headers to build it")
+        raise OpsUnavailable(f"PyPI's onednn-devel has no headers for oneDNN {version[0]}.{version[1]} (Paddle "
+                             f"{_paddle_version()}'s library); set {_ENV_INCLUDE} to oneDNN "
+                             f"{version[0]}.{version[1]} headers to build the operators")
     if not download:
         raise OpsUnavailable(f"oneDNN {wanted[0]}.{wanted[1]} headers not found: run python -m paddle_palm.ops "
                              f"once (it downloads them)")
@@ -322,6 +322,9 @@ def _local_headers(download, retry, log):
     except OpsUnavailable as missing:
         marker = _headers_marker()
         remembered = _read_marker(marker)
+        version = onednn_version()
+        if version is not None and version[:2] not in ONEDNN_DEVEL_RELEASES:
+            raise  # nothing to download for this oneDNN: the message says what to do
         if not download or (remembered and not retry):
             if remembered:
                 raise OpsUnavailable(f"no oneDNN headers: their download failed earlier ({remembered}); "
@@ -453,6 +456,65 @@ def set_threads(count):
         paddle.base.core.set_num_threads(count)
     runtime = _openmp()
     return int(runtime.omp_get_max_threads()) if runtime is not None else count
+
+
+@functools.lru_cache(maxsize=1)
+def bf16_convolution_supported():
+    """Whether Paddle's oneDNN has a bfloat16 convolution for this CPU.
+
+    Asks the library itself (its C API, through ctypes: no compiler needed) for a bf16
+    forward convolution: oneDNN implements one only with AVX-512 (BF16 natively, or
+    emulated on AVX-512 cores) or AMX, and answers ``dnnl_unimplemented`` on an AVX2-only
+    CPU, where bf16 can be neither fast nor tested.
+
+    Returns:
+        bool: False too when Paddle has no oneDNN library.
+    """
+    path = onednn_library()
+    if path is None:
+        return False
+    lib = ctypes.CDLL(path)
+    dims_t = ctypes.c_int64 * 12  # dnnl_dims_t (DNNL_MAX_NDIMS = 12)
+    handle = ctypes.c_void_p
+    lib.dnnl_engine_create.argtypes = [ctypes.POINTER(handle), ctypes.c_int, ctypes.c_size_t]
+    lib.dnnl_memory_desc_create_with_tag.argtypes = [ctypes.POINTER(handle), ctypes.c_int, dims_t, ctypes.c_int,
+                                                     ctypes.c_int]
+    lib.dnnl_convolution_forward_primitive_desc_create.argtypes = [
+        ctypes.POINTER(handle), handle, ctypes.c_int, ctypes.c_int, handle, handle, handle, handle,
+        dims_t, dims_t, dims_t, dims_t, handle]
+    engine = handle()
+    if lib.dnnl_engine_create(ctypes.byref(engine), 1, 0) != 0:  # dnnl_cpu
+        return False
+    descs = []
+    for shape in ((2, 16, 8, 8), (16, 16, 3, 3), (2, 16, 8, 8)):
+        desc = handle()
+        # data type 2 = dnnl_bf16, format tag 1 = dnnl_format_tag_any
+        if lib.dnnl_memory_desc_create_with_tag(ctypes.byref(desc), 4, dims_t(*shape), 2, 1) != 0:
+            return False
+        descs.append(desc)
+    primitive = handle()
+    # prop 64 = dnnl_forward_training, algorithm 1 = dnnl_convolution_direct
+    status = lib.dnnl_convolution_forward_primitive_desc_create(
+        ctypes.byref(primitive), engine, 64, 1, descs[0], descs[1], None, descs[2],
+        dims_t(1, 1), dims_t(0, 0), dims_t(1, 1), dims_t(1, 1), None)
+    return status == 0  # 3 = dnnl_unimplemented
+
+
+def bf16_training_note():
+    """One line for ``--amp bf16`` on a CPU: why training stays float32 here.
+
+    The operators compute in float32 only.  On a CPU whose oneDNN has no bf16 convolution
+    (AVX2 only) bf16 could be neither faster nor checked; on AVX-512-BF16 / AMX CPUs a bf16
+    path through the operator is not written (Paddle's own autocast is a no-op for CPU
+    training, ``docs/BENCHMARKS.md`` 2.7).
+
+    Returns:
+        str: the message (no trailing newline).
+    """
+    if not bf16_convolution_supported():
+        return ("--amp bf16: this CPU has no bf16 convolution in oneDNN (it needs AVX-512 or AMX); "
+                "training runs in float32")
+    return "--amp bf16: bf16 training on the CPU is not implemented by paddle_palm.ops; training runs in float32"
 
 
 # --------------------------------------------------------------------------- the operator
@@ -628,7 +690,8 @@ def accelerate(model, channels_last=False):
         return 0
     if channels_last:
         for layer in model.sublayers(include_self=True):
-            if callable(getattr(layer, "set_channels_last", None)):
+            # Networks say whether channels-last was measured to pay for them (channels_last_pays).
+            if callable(getattr(layer, "set_channels_last", None)) and getattr(layer, "channels_last_pays", True):
                 layer.set_channels_last(True)
     switched = 0
     for layer in model.sublayers(include_self=True):
