@@ -6,21 +6,28 @@ wheel (``paddle/libs/libdnnl.so.3``) has direct convolutions with AVX2 and AVX-5
 JIT kernels, but dynamic mode never calls it (``FLAGS_use_onednn`` is ignored there;
 ``docs/BENCHMARKS.md`` section 2).  This package adds one Paddle custom operator,
 ``palm_conv2d`` (float32, NCHW, with its gradient), written in C++ on top of that
-library (``onednn_conv.cc``), and switches ``paddle.nn.Conv2D`` layers to it.  On the
+library (``onednn_conv.cc``), and switches ``paddle.nn.Conv2D`` layers to it.  The same
+library holds ``palm_batch_norm`` / ``palm_batch_norm_add`` (``batch_norm.cc``): training-mode
+batch norm fused with ReLU and the residual add on channels-last tensors
+(:func:`batch_norm_act`), which ResNet's channels-last stages use.  On the
 project's 2-core AMD Zen 5 machine, with ResNet's stages on channels-last tensors, it makes
 ``tools/train.py --arch resnet50`` about 2.9x faster than with Paddle's own convolution, at
 0.88x of PyTorch 2.13 on the same images (``docs/BENCHMARKS.md``).
 
-The operator is compiled on first use (about 15 s with g++) and cached under
+The operators are compiled once (about 30 s with g++) and cached under
 ``~/.cache/paddle_palm/ops`` (``PADDLE_PALM_CACHE`` moves it).  Compiling needs
 oneDNN's C++ headers, which the Paddle wheel does not ship: they come from the
-headers-only PyPI package ``onednn-devel`` of the same oneDNN version, fetched once
-with ``pip download --no-deps`` (its declared dependency, the full oneAPI runtime,
-is not needed: the library itself is Paddle's).  ``python -m paddle_palm.ops``
-builds it ahead of time and says what it did.
+headers-only PyPI package ``onednn-devel`` of the same oneDNN version, fetched with
+``pip download --no-deps`` (its declared dependency, the full oneAPI runtime, is not
+needed: the library itself is Paddle's) by ``python -m paddle_palm.ops`` only, the
+explicit build step to run once after installing.  Training never downloads: without
+the headers it says so in one line; a failed download or compilation is remembered in
+the cache (``FETCH-FAILED`` / ``palm_ops-<key>.FAILED``, with the reason) and repeated
+as one line instead of being tried again; ``python -m paddle_palm.ops`` retries.
 
-When anything is missing (no C++ compiler, no network for the headers, another
-platform, a Paddle without ``libdnnl.so.3``), :func:`load` returns None,
+When anything is missing (no C++ compiler, no headers, another platform, a Paddle
+without ``libdnnl.so.3``, or Paddle 2.6's oneDNN 3.2, for which PyPI has no headers),
+:func:`load` returns None,
 :func:`unavailable_reason` says why in one line, and training uses Paddle's own
 convolution: the results are the same, only slower.  ``PADDLE_PALM_ONEDNN=0``
 turns the operator off.
