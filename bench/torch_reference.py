@@ -1,12 +1,18 @@
 """Reference PyTorch networks for the CPU baseline of ``bench/run.py``.
 
-There is no torchvision for this Python/CPU setup, so the two benchmarked
+There is no torchvision for this Python/CPU setup, so the benchmarked
 architectures are written here with the same structure as paddle_palm's:
 
 * ResNet-50 (SPEC 2.4): 7x7/2 stem conv-BN-ReLU, 3x3/2 max pool (padding 1),
   bottleneck stages [3, 4, 6, 3] with filters 64/128/256/512 (expansion 4,
   stride in the 3x3 conv of each stage's first block, 1x1 conv + BN shortcut),
   global average pool, ``Linear(2048, num_classes)``; one logit by default.
+* SE-ResNet18 (``se_resnet18``, the CPU recipe ``configs/palm_cpu.yaml``): 7x7/2 stem
+  conv-BN-ReLU (no conv bias), 3x3/2 max pool (padding 1), two post-activation SE
+  BasicBlocks per stage (3x3 conv-BN-ReLU, 3x3 conv-BN, squeeze-excitation: global
+  average pool -> ``Linear(c, c/16)`` -> ReLU -> ``Linear(c/16, c)`` -> sigmoid -> scale,
+  plus the shortcut (1x1 conv + BN when the shape changes), ReLU) with 64/128/256/512
+  channels and strides 1/2/2/2, global average pool, ``Linear(512, num_classes)``; one logit.
 * SqueezeNet 1.1 (SPEC 2.5): 3x3/2 stem conv (64) + ReLU, ceil-mode 3x3/2 max
   pools, eight Fire modules, ``Dropout(0.5) -> 1x1 conv -> ReLU -> global
   average pool``; two classes by default.
@@ -62,6 +68,49 @@ class ResNet50(nn.Module):
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 
+class SEBasicBlock(nn.Module):
+    """Post-activation SE BasicBlock: conv-BN-ReLU, conv-BN, squeeze-excitation, + shortcut, ReLU."""
+
+    def __init__(self, in_channels, channels, stride=1, reduction=16):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.fc1 = nn.Linear(channels, channels // reduction)
+        self.fc2 = nn.Linear(channels // reduction, channels)
+        self.shortcut = None
+        if stride != 1 or in_channels != channels:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, channels, 1, stride, bias=False),
+                                          nn.BatchNorm2d(channels))
+
+    def forward(self, x):
+        out = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+        w = torch.sigmoid(self.fc2(torch.relu(self.fc1(torch.flatten(nn.functional.adaptive_avg_pool2d(out, 1), 1)))))
+        out = out * w[:, :, None, None]
+        return torch.relu(out + (x if self.shortcut is None else self.shortcut(x)))
+
+
+class SEResNet18(nn.Module):
+    """SE-ResNet18 with ``num_classes`` outputs (paddle_palm's ``se_resnet18``)."""
+
+    def __init__(self, num_classes=1):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+                                  nn.MaxPool2d(3, 2, 1))
+        blocks, channels = [], 64
+        for stage, width in enumerate([64, 128, 256, 512]):
+            for index in range(2):
+                blocks.append(SEBasicBlock(channels, width, 2 if (index == 0 and stage > 0) else 1))
+                channels = width
+        self.stages = nn.Sequential(*blocks)
+        self.fc = nn.Linear(512, num_classes)
+
+    def forward(self, x):
+        x = self.stages(self.stem(x))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
 class Fire(nn.Module):
     """SqueezeNet Fire module: squeeze 1x1 + ReLU, then 1x1 and 3x3 expands + ReLU, concatenated."""
 
@@ -99,7 +148,7 @@ class SqueezeNet11(nn.Module):
 
 
 #: Benchmarked architecture name -> constructor.
-MODELS = {"resnet50": ResNet50, "squeezenet1_1": SqueezeNet11}
+MODELS = {"resnet50": ResNet50, "se_resnet18": SEResNet18, "squeezenet1_1": SqueezeNet11}
 
 
 def build(arch):

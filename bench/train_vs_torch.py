@@ -53,6 +53,8 @@ Examples::
     python bench/train_vs_torch.py --with-no-fast       # also tools/train.py --no-fast (plain dygraph)
     python bench/train_vs_torch.py --epochs 4 --rounds 3 --train-images 200
     python bench/train_vs_torch.py --quick              # smoke run: SqueezeNet 1.1, 64 px, 8 images
+    python bench/train_vs_torch.py --config configs/palm_cpu.yaml --arch se_resnet18 --image-size 128 \\
+        --batch-size 16                                 # the CPU recipe's network against its PyTorch twin
 """
 
 import argparse
@@ -178,6 +180,8 @@ def train_py_command(args, data_dir, run_dir, fast=True, print_config=False):
                "--image-size", str(args.image_size), "--batch-size", str(args.batch_size),
                "--epochs", str(args.epochs), "--num-workers", "0", "--no-progress",
                "--data-dir", str(data_dir), "--seed", str(args.seed)]
+    if args.config:
+        command[2:2] = ["--config", str(args.config)]
     if args.threads:
         command += ["--threads", str(args.threads)]
     if not fast:
@@ -315,11 +319,19 @@ def torch_loop(spec):
     size, method, seed, batch_size = spec["image_size"], spec["preprocess"], int(spec["seed"]), spec["batch_size"]
     augmentation = make_augmentation(_augmentation_setting(spec["augment"]))
 
-    def load(index, epoch):  # PalmDataset.__getitem__ without the cache
-        if method == "A":
-            image = resize_a(read_image(paths[index]), size)
+    cache = {} if spec.get("cache") else None  # the trainer's PalmDataset(cache=True): decode and resize once
+
+    def load(index, epoch):  # PalmDataset.__getitem__
+        image = cache.get(index) if cache is not None else None
+        if image is not None:
+            image = image.copy()  # the augmentation must not alter the cached copy
         else:
-            image = resize_b(read_image_rgb_pil(paths[index]), size)
+            if method == "A":
+                image = resize_a(read_image(paths[index]), size)
+            else:
+                image = resize_b(read_image_rgb_pil(paths[index]), size)
+            if cache is not None:
+                cache[index] = image.copy()
         if augmentation is not None:
             image = augmentation(image, np.random.default_rng([seed, epoch, index]))
         return normalize_for(method, image)
@@ -372,6 +384,7 @@ def torch_spec(args, config, data_dir):
     keys = ("arch", "num_classes", "loss", "optimizer", "lr", "momentum", "weight_decay", "image_size",
             "preprocess", "augment", "batch_size", "epochs", "seed")
     spec = {key: config[key] for key in keys}
+    spec["cache"] = bool(config.get("cache"))
     spec.update(data_dir=str(data_dir), threads=args.threads or usable_cores())
     return spec
 
@@ -533,6 +546,10 @@ def build_parser():
     what = parser.add_argument_group("what to train")
     what.add_argument("--arch", default="resnet50", help="architecture (needs a bench/torch_reference.py network: "
                       "resnet50, squeezenet1_1; default resnet50)")
+    what.add_argument("--config", metavar="YAML", default=None,
+                      help="a recipe for tools/train.py (e.g. configs/palm_cpu.yaml: se_resnet18, 128 px, batch 16); "
+                           "--arch, --image-size and --batch-size still apply; the PyTorch loop follows the "
+                           "resolved settings (loss, optimizer, augmentation, cache)")
     what.add_argument("--image-size", type=cli.positive_int, default=224, metavar="PX", help="input side (default 224)")
     what.add_argument("--batch-size", type=cli.positive_int, default=10, metavar="N",
                       help="images per batch, both sides (default 10, the course's)")

@@ -324,8 +324,9 @@ def accelerate_model(model, threads=None, log=None, channels_last=False):
     Paddle's dynamic-graph convolution on a CPU is im2col + MKL; oneDNN's direct
     convolutions (in the library Paddle ships) are about twice as fast, and with
     channels-last stages ResNet-50 trains at 0.88x of PyTorch's speed (``docs/BENCHMARKS.md``).  The operator
-    is compiled on first use and cached; when it cannot be (no compiler, no network
-    for its headers, not x86-64 Linux) the model keeps Paddle's convolution and
+    is compiled on first use and cached (its headers come only from the build step
+    ``python -m paddle_palm.ops``; training never downloads); when it cannot be (no
+    compiler, no headers, not x86-64 Linux) the model keeps Paddle's convolution and
     ``log`` gets one line saying why.  Does nothing off the CPU.
 
     Args:
@@ -333,9 +334,10 @@ def accelerate_model(model, threads=None, log=None, channels_last=False):
             (:func:`paddle_palm.ops.accelerate`; :func:`paddle_palm.ops.restore` undoes it).
         threads: oneDNN threads; None means every usable core.
         log: optional ``log(message)``.
-        channels_last: run the inner layers of networks that support it on NHWC tensors
-            (:func:`paddle_palm.ops.accelerate`; faster for training; feature maps seen by
-            hooks inside those layers are then NHWC, so evaluation tools leave it off).
+        channels_last: run the inner layers of networks where it pays (ResNets) on NHWC
+            tensors, with the operators' fused batch norm + ReLU (+ add) in training
+            (:func:`paddle_palm.ops.accelerate`; feature maps seen by hooks inside those
+            layers are then NHWC, so evaluation tools leave it off).
 
     Returns:
         str: ``"onednn"`` when convolutions now run on oneDNN, else ``"paddle"``.

@@ -50,6 +50,7 @@ class ConvBNLayer(nn.Layer):
         if act not in (None, "relu"):
             raise ValueError(f"act must be None or 'relu', got {act!r}")
         self.act = act
+        self.fused = False  # set_channels_last: fused batch norm kernels (paddle_palm.ops)
         # fluid 1.8's defaults (seed 001), written out: conv Normal(0, sqrt(2 / fan_in)), BN scale 1, shift 0.
         self.conv = nn.Conv2D(
             in_channels,
@@ -66,8 +67,22 @@ class ConvBNLayer(nn.Layer):
             bias_attr=paddle.ParamAttr(initializer=nn.initializer.Constant(0.0)),
         )
 
-    def forward(self, x):
+    def forward(self, x, residual=None):
+        """Conv, BN and the activation; with ``residual``: ``relu(bn(conv(x)) + residual)``.
+
+        Args:
+            x: the input.
+            residual: optional shortcut added after the batch norm, then a ReLU (the end
+                of a bottleneck block).
+        """
+        if self.fused:
+            from paddle_palm import ops
+
+            return ops.batch_norm_act(self.conv(x), self.bn, relu=self.act == "relu" or residual is not None,
+                                      residual=residual)
         x = self.bn(self.conv(x))
+        if residual is not None:
+            return F.relu(x + residual)
         return F.relu(x) if self.act == "relu" else x
 
 
@@ -94,9 +109,8 @@ class BottleneckBlock(nn.Layer):
         self.out_channels = filters * self.expansion
 
     def forward(self, x):
-        y = self.conv2(self.conv1(self.conv0(x)))
         short = x if self.short is None else self.short(x)
-        return F.relu(y + short)
+        return self.conv2(self.conv1(self.conv0(x)), residual=short)
 
 
 class ResNet(nn.Layer):
@@ -150,12 +164,16 @@ class ResNet(nn.Layer):
             bias_attr=paddle.ParamAttr(initializer=nn.initializer.Constant(0.0)),
         )
 
+    #: Whether :func:`paddle_palm.ops.accelerate` (the trainer) switches it to channels-last (measured: yes).
+    channels_last_pays = True
+
     def set_channels_last(self, enabled=True):
         """Run the four stages on NHWC ("channels last") tensors, or back on NCHW.
 
         With oneDNN convolutions (:mod:`paddle_palm.ops`) NHWC needs no layout
-        conversion around each convolution, and Paddle's batch norm is as fast or
-        faster on it.  Parameters, state dicts, the input, the output and
+        conversion around each convolution, and the stages' batch norms, ReLUs and
+        residual adds run as the operators' fused channels-last kernels in training
+        (:func:`paddle_palm.ops.batch_norm_act`; Paddle's own when they are not loaded).  Parameters, state dicts, the input, the output and
         :meth:`forward_features` stay NCHW; the stem and its max pool (faster in
         NCHW in Paddle) stay NCHW too.
 
@@ -169,6 +187,8 @@ class ResNet(nn.Layer):
                     layer._data_format, layer._channel_dim = data_format, (3 if enabled else 1)
                 elif isinstance(layer, nn.BatchNorm2D):
                     layer._data_format = data_format
+                elif isinstance(layer, ConvBNLayer):
+                    layer.fused = bool(enabled)
         self.channels_last = bool(enabled)
 
     def forward_features(self, x):

@@ -88,8 +88,18 @@ class PreActBlock(nn.Layer):
             self.shortcut = None
         self.fc1 = nn.Conv2D(planes, planes // reduction, 1)
         self.fc2 = nn.Conv2D(planes // reduction, planes, 1)
+        self.channels_last = False  # SENet.set_channels_last
 
     def forward(self, x):
+        if self.channels_last:
+            from paddle_palm import ops
+
+            out = ops.batch_norm_act(x, self.bn1)
+            shortcut = self.shortcut(out) if self.shortcut is not None else x
+            out = self.conv2(ops.batch_norm_act(self.conv1(out), self.bn2))
+            w = F.adaptive_avg_pool2d(out, 1, data_format="NHWC")
+            w = F.sigmoid(self.fc2(F.relu(self.fc1(w))))
+            return out * w + shortcut
         out = F.relu(self.bn1(x))
         shortcut = self.shortcut(out) if self.shortcut is not None else x
         out = self.conv1(out)
@@ -121,11 +131,13 @@ class SqueezeExcitation(nn.Layer):
         bias_attr = None if bias else False
         self.fc1 = nn.Linear(channels, channels // reduction, bias_attr=bias_attr)
         self.fc2 = nn.Linear(channels // reduction, channels, bias_attr=bias_attr)
+        self.channels_last = False  # SENet.set_channels_last: x is [N, H, W, C]
 
     def forward(self, x):
-        w = paddle.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        data_format = "NHWC" if self.channels_last else "NCHW"
+        w = paddle.flatten(F.adaptive_avg_pool2d(x, 1, data_format=data_format), 1)
         w = F.sigmoid(self.fc2(F.relu(self.fc1(w))))
-        return x * paddle.unsqueeze(w, [2, 3])
+        return x * paddle.unsqueeze(w, [1, 2] if self.channels_last else [2, 3])
 
 
 class SEBasicBlock(nn.Layer):
@@ -160,8 +172,21 @@ class SEBasicBlock(nn.Layer):
             )
         else:
             self.shortcut = None
+        self.channels_last = False  # SENet.set_channels_last
 
     def forward(self, x):
+        if self.channels_last:
+            from paddle_palm import ops
+
+            out = ops.batch_norm_act(self.conv1(x), self.bn1)
+            out = ops.batch_norm_act(self.conv2(out), self.bn2, relu=False)
+            scaled = self.se(out)
+            out = out * scaled if self.double_scale else scaled
+            if self.shortcut is None:
+                shortcut = x
+            else:
+                shortcut = ops.batch_norm_act(self.shortcut[0](x), self.shortcut[1], relu=False)
+            return F.relu(out + shortcut)
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         scaled = self.se(out)
@@ -229,6 +254,7 @@ class SENet(nn.Layer):
             raise ValueError(f"{arch}: head='avg4' needs input_size")
         self.num_classes = num_classes
         self.head = head
+        self.channels_last = False  # see set_channels_last
         self.input_check = InputCheck(
             arch,
             in_channels,
@@ -294,16 +320,45 @@ class SENet(nn.Layer):
             uniform_(last.weight, out_bound)
             zeros_(last.bias)
 
+    #: Whether :func:`paddle_palm.ops.accelerate` (the trainer) switches it to channels-last:
+    #: no, se_resnet18 at 128 px measured no gain from it (docs/BENCHMARKS.md section 3.5).
+    channels_last_pays = False
+
+    def set_channels_last(self, enabled=True):
+        """Run the four stages on NHWC ("channels last") tensors, or back on NCHW.
+
+        With oneDNN convolutions (:mod:`paddle_palm.ops`) NHWC needs no layout conversion
+        around each convolution, and the stages' batch norms (with their ReLUs) run as the
+        operators' fused channels-last kernels in training.  Parameters, state dicts, the
+        input, the output and :meth:`forward_features` stay NCHW, and so does the stem.
+
+        Args:
+            enabled: True for NHWC stages, False for NCHW.
+        """
+        data_format = "NHWC" if enabled else "NCHW"
+        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+            for layer in stage.sublayers():
+                if isinstance(layer, nn.Conv2D):
+                    layer._data_format, layer._channel_dim = data_format, (3 if enabled else 1)
+                elif isinstance(layer, nn.BatchNorm2D):
+                    layer._data_format = data_format
+                elif isinstance(layer, (PreActBlock, SEBasicBlock, SqueezeExcitation)):
+                    layer.channels_last = bool(enabled)
+        self.channels_last = bool(enabled)
+
     def forward_features(self, x):
         """The stem and the four stages: ``[N, C, H, W]`` -> ``[N, 512, h, w]``."""
         self.input_check(x)
         out = F.relu(self.bn1(self.conv1(x)))
         if self.maxpool is not None:
             out = self.maxpool(out)
+        if self.channels_last:
+            out = out.transpose([0, 2, 3, 1])
         out = self.layer1(out)
         out = self.layer2(out)
         out = self.layer3(out)
-        return self.layer4(out)
+        out = self.layer4(out)
+        return out.transpose([0, 3, 1, 2]) if self.channels_last else out
 
     def forward_head(self, x):
         """Pool, flatten and classify: ``[N, 512, h, w]`` -> ``[N, num_classes]``."""

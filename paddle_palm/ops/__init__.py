@@ -6,21 +6,28 @@ wheel (``paddle/libs/libdnnl.so.3``) has direct convolutions with AVX2 and AVX-5
 JIT kernels, but dynamic mode never calls it (``FLAGS_use_onednn`` is ignored there;
 ``docs/BENCHMARKS.md`` section 2).  This package adds one Paddle custom operator,
 ``palm_conv2d`` (float32, NCHW, with its gradient), written in C++ on top of that
-library (``onednn_conv.cc``), and switches ``paddle.nn.Conv2D`` layers to it.  On the
+library (``onednn_conv.cc``), and switches ``paddle.nn.Conv2D`` layers to it.  The same
+library holds ``palm_batch_norm`` / ``palm_batch_norm_add`` (``batch_norm.cc``): training-mode
+batch norm fused with ReLU and the residual add on channels-last tensors
+(:func:`batch_norm_act`), which ResNet's channels-last stages use.  On the
 project's 2-core AMD Zen 5 machine, with ResNet's stages on channels-last tensors, it makes
 ``tools/train.py --arch resnet50`` about 2.9x faster than with Paddle's own convolution, at
 0.88x of PyTorch 2.13 on the same images (``docs/BENCHMARKS.md``).
 
-The operator is compiled on first use (about 15 s with g++) and cached under
+The operators are compiled once (about 30 s with g++) and cached under
 ``~/.cache/paddle_palm/ops`` (``PADDLE_PALM_CACHE`` moves it).  Compiling needs
 oneDNN's C++ headers, which the Paddle wheel does not ship: they come from the
-headers-only PyPI package ``onednn-devel`` of the same oneDNN version, fetched once
-with ``pip download --no-deps`` (its declared dependency, the full oneAPI runtime,
-is not needed: the library itself is Paddle's).  ``python -m paddle_palm.ops``
-builds it ahead of time and says what it did.
+headers-only PyPI package ``onednn-devel`` of the same oneDNN version, fetched with
+``pip download --no-deps`` (its declared dependency, the full oneAPI runtime, is not
+needed: the library itself is Paddle's) by ``python -m paddle_palm.ops`` only, the
+explicit build step to run once after installing.  Training never downloads: without
+the headers it says so in one line; a failed download or compilation is remembered in
+the cache (``FETCH-FAILED`` / ``palm_ops-<key>.FAILED``, with the reason) and repeated
+as one line instead of being tried again; ``python -m paddle_palm.ops`` retries.
 
-When anything is missing (no C++ compiler, no network for the headers, another
-platform, a Paddle without ``libdnnl.so.3``), :func:`load` returns None,
+When anything is missing (no C++ compiler, no headers, another platform, a Paddle
+without ``libdnnl.so.3``, or Paddle 2.6's oneDNN 3.2, for which PyPI has no headers),
+:func:`load` returns None,
 :func:`unavailable_reason` says why in one line, and training uses Paddle's own
 convolution: the results are the same, only slower.  ``PADDLE_PALM_ONEDNN=0``
 turns the operator off.
@@ -45,16 +52,22 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import time
 import types
 import zipfile
 
 from paddle_palm.errors import PalmError
 
-#: The operator's source, next to this file.
-SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "onednn_conv.cc")
+_HERE = os.path.dirname(os.path.abspath(__file__))
+#: The operators' sources, next to this file: the oneDNN convolution and the fused batch norm.
+SOURCES = (os.path.join(_HERE, "onednn_conv.cc"), os.path.join(_HERE, "batch_norm.cc"))
+SOURCE = SOURCES[0]
 
 #: oneDNN version (major, minor) of Paddle's libdnnl -> the ``onednn-devel`` release with
 #: that version's headers (2025.0.1 carries oneDNN 3.6.1; patch releases share the API).
+#: Paddle 3.0.0-3.3.1 ship oneDNN 3.6.2.  Paddle 2.6.2 ships oneDNN 3.2.1, for which PyPI has
+#: no headers: onednn-devel starts at 2024.0.0, a wheel with no include/ at all, and newer
+#: releases carry newer oneDNN APIs; such a Paddle keeps its own convolution.
 ONEDNN_DEVEL_RELEASES = {
     (3, 6): "2025.0.1",
 }
@@ -89,6 +102,12 @@ def _paddle_dir():
     import paddle
 
     return os.path.dirname(os.path.abspath(paddle.__file__))
+
+
+def _paddle_version():
+    import paddle
+
+    return paddle.__version__
 
 
 def onednn_library():
@@ -196,10 +215,12 @@ def headers_dir(download=True):
         if folder and _header_version(folder) == wanted:
             return folder
     if release is None:
-        raise OpsUnavailable(f"no known onednn-devel release for Paddle's oneDNN {version[0]}.{version[1]}; "
-                             f"set {_ENV_INCLUDE} to oneDNN {version[0]}.{version[1]} headers")
+        raise OpsUnavailable(f"PyPI's onednn-devel has no headers for oneDNN {version[0]}.{version[1]} (Paddle "
+                             f"{_paddle_version()}'s library); set {_ENV_INCLUDE} to oneDNN "
+                             f"{version[0]}.{version[1]} headers to build the operators")
     if not download:
-        raise OpsUnavailable(f"oneDNN {wanted[0]}.{wanted[1]} headers not found (run python -m paddle_palm.ops)")
+        raise OpsUnavailable(f"oneDNN {wanted[0]}.{wanted[1]} headers not found: run python -m paddle_palm.ops "
+                             f"once (it downloads them)")
     _fetch_headers(release, cached)
     return cached
 
@@ -214,18 +235,29 @@ def _compiler():
     return None
 
 
+def _arch_flags():
+    """AVX2 + FMA code for the fused element-wise loops when this CPU has them (the cached
+    library is keyed by these flags, so a cache shared with an older CPU gets its own build)."""
+    from paddle_palm.runtime import cpu_info
+
+    flags = cpu_info()["flags"]
+    return ["-mavx2", "-mfma"] if {"avx2", "fma"} <= flags else []
+
+
 def _compile_command(compiler, include, output):
     paddle_dir = _paddle_dir()
     libs, base = os.path.join(paddle_dir, "libs"), os.path.join(paddle_dir, "base")
     paddle_include = os.path.join(paddle_dir, "include")
     return [
-        compiler, "-O3", "-fPIC", "-shared", "-std=c++17", "-w", "-DNDEBUG",
+        compiler, "-O3", *_arch_flags(), "-fPIC", "-shared", "-std=c++17", "-w", "-DNDEBUG",
         "-DPADDLE_WITH_CUSTOM_KERNEL", "-D_GLIBCXX_USE_CXX11_ABI=1", "-DPADDLE_EXTENSION_NAME=palm_ops",
         f"-I{include}", f"-I{paddle_include}", f"-I{os.path.join(paddle_include, 'third_party')}",
         f"-I{os.path.join(paddle_include, 'paddle', 'phi', 'api', 'include', 'compat')}",
-        f"-I{sysconfig.get_paths()['include']}",
-        SOURCE, "-o", output,
-        f"-L{libs}", "-l:libdnnl.so.3", f"-Wl,-rpath,{libs}",
+        f"-I{sysconfig.get_paths()['include']}", "-fopenmp",
+        *SOURCES, "-o", output,
+        # OpenMP from Paddle's Intel runtime (the one its oneDNN runs on), named before the
+        # libgomp that -fopenmp appends, which --as-needed then leaves out.
+        f"-L{libs}", "-l:libdnnl.so.3", "-l:libiomp5.so", f"-Wl,-rpath,{libs}",
         f"-L{base}", "-Wl,--no-as-needed", "-l:libpaddle.so", "-Wl,--as-needed", f"-Wl,-rpath,{base}",
     ]
 
@@ -234,10 +266,11 @@ def _build_key(include):
     import paddle
 
     digest = hashlib.sha256()
-    with open(SOURCE, "rb") as handle:
-        digest.update(handle.read())
+    for source in SOURCES:
+        with open(source, "rb") as handle:
+            digest.update(handle.read())
     for part in (paddle.__version__, getattr(paddle.version, "commit", ""), sys.version, include,
-                 str(onednn_version()), platform.machine()):
+                 str(onednn_version()), platform.machine(), " ".join(_arch_flags())):
         digest.update(part.encode("utf-8", "replace"))
     return digest.hexdigest()[:16]
 
@@ -252,12 +285,78 @@ def check_platform():
         raise OpsUnavailable("this Paddle build ships no oneDNN library (paddle/libs/libdnnl.so.3)")
 
 
-def build(download=True, log=None):
-    """Compile the operator (once per source, Paddle and oneDNN version) and return its path.
+def _marker_text(reason):
+    return f"{time.strftime('%Y-%m-%d %H:%M:%S')} {reason}\n"
+
+
+def _write_marker(path, reason):
+    """Remember a failure (with its reason and time) so that later runs do not repeat it."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, partial = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".marker-")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(_marker_text(reason))
+    os.replace(partial, path)
+
+
+def _read_marker(path):
+    """The remembered failure at ``path`` ("<date> <time> <reason>"), or None."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip() or "unknown reason"
+    except OSError:
+        return None
+
+
+def _remove_marker(path):
+    if os.path.exists(path):
+        os.remove(path)
+
+
+def _headers_marker():
+    version = onednn_version() or (0, 0)
+    return os.path.join(cache_dir(), "onednn-headers", f"{version[0]}.{version[1]}", "FETCH-FAILED")
+
+
+def _local_headers(download, retry, log):
+    """The headers folder; downloads only when ``download`` (the explicit build step).
+
+    A failed download is remembered in the cache (``FETCH-FAILED``, with its reason): runs
+    that may not download say so in one line instead of trying again, and only an explicit
+    ``python -m paddle_palm.ops`` (``retry``) tries the registry again.
+    """
+    try:
+        return headers_dir(download=False)
+    except OpsUnavailable as missing:
+        marker = _headers_marker()
+        remembered = _read_marker(marker)
+        version = onednn_version()
+        if version is not None and version[:2] not in ONEDNN_DEVEL_RELEASES:
+            raise  # nothing to download for this oneDNN: the message says what to do
+        if not download or (remembered and not retry):
+            if remembered:
+                raise OpsUnavailable(f"no oneDNN headers: their download failed earlier ({remembered}); "
+                                     f"python -m paddle_palm.ops tries again") from None
+            raise missing
+    if log:
+        log("fetching the oneDNN C++ headers (pip download --no-deps onednn-devel, once) ...")
+    try:
+        include = headers_dir(download=True)
+    except OpsUnavailable as exc:
+        _write_marker(marker, str(exc))
+        raise
+    _remove_marker(marker)
+    return include
+
+
+def build(download=True, log=None, retry=False):
+    """Compile the operators (once per source, Paddle and oneDNN version) and return the library's path.
 
     Args:
-        download: fetch the oneDNN headers from PyPI when they are not found locally.
+        download: fetch the oneDNN headers from PyPI when they are not found locally (only
+            the explicit build step, ``python -m paddle_palm.ops``, does; training never does).
         log: optional ``log(message)`` for progress lines.
+        retry: try again what failed before (a download or a compilation), instead of
+            repeating the remembered reason.
 
     Returns:
         str: the path of the built shared library.
@@ -273,19 +372,17 @@ def build(download=True, log=None):
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time across processes
-        try:
-            include = headers_dir(download=False)
-        except OpsUnavailable:
-            if not download:
-                raise
-            if log:
-                log("fetching the oneDNN C++ headers (pip download --no-deps onednn-devel, once) ...")
-            include = headers_dir(download=True)
-        output = os.path.join(folder, f"palm_ops-{_build_key(include)}.so")
+        include = _local_headers(download, retry, log)
+        stem = os.path.join(folder, f"palm_ops-{_build_key(include)}")
+        output, failed = stem + ".so", stem + ".FAILED"
         if os.path.isfile(output):
             return output
+        remembered = _read_marker(failed)
+        if remembered and not retry:
+            raise OpsUnavailable(f"compiling the operators failed earlier ({remembered}); "
+                                 f"python -m paddle_palm.ops tries again")
         if log:
-            log(f"compiling the oneDNN convolution operator (once, about 15 s) into {output} ...")
+            log(f"compiling the oneDNN operators (once, about 30 s) into {output} ...")
         fd, partial = tempfile.mkstemp(dir=folder, prefix=".palm_ops-", suffix=".so")
         os.close(fd)
         try:
@@ -293,31 +390,37 @@ def build(download=True, log=None):
                                   text=True, timeout=900, check=False)
             if done.returncode != 0:
                 lines = [line for line in done.stderr.splitlines() if "error" in line] or done.stderr.splitlines()
-                raise OpsUnavailable(f"compiling {os.path.basename(SOURCE)} failed: "
-                                     f"{(lines or ['no output'])[0].strip()}")
+                reason = (f"compiling {', '.join(os.path.basename(s) for s in SOURCES)} failed: "
+                          f"{(lines or ['no output'])[0].strip()}")
+                _write_marker(failed, reason)
+                raise OpsUnavailable(reason)
             os.replace(partial, output)
+            _remove_marker(failed)
         finally:
             if os.path.exists(partial):
                 os.remove(partial)
         return output
 
 
-def load(build_if_missing=True, log=None):
-    """Build (when needed) and register the operator; remember the outcome for this process.
+def load(download=False, log=None):
+    """Build (when needed) and register the operators; remember the outcome for this process.
+
+    Training calls this: it compiles when the headers are at hand but never downloads them
+    (``python -m paddle_palm.ops`` does, once, and installing or CI runs it).
 
     Args:
-        build_if_missing: fetch the headers when they are missing (the compiler runs in any case).
-        log: optional ``log(message)`` for progress lines (a first build takes about 15 s).
+        download: fetch the headers when they are missing (False: say so instead).
+        log: optional ``log(message)`` for progress lines (a first build takes about 30 s).
 
     Returns:
         types.SimpleNamespace or None: ``path`` (the library), ``version`` (oneDNN), or None when
-        the operator is unavailable (see :func:`unavailable_reason`).
+        the operators are unavailable (see :func:`unavailable_reason`).
     """
     if _state["tried"]:
         return _state["module"]
     _state["tried"] = True
     try:
-        path = build(download=build_if_missing, log=log)
+        path = build(download=download, log=log)
         from paddle.utils.cpp_extension import load_op_meta_info_and_register_op
 
         load_op_meta_info_and_register_op(path)
@@ -360,6 +463,65 @@ def set_threads(count):
         paddle.base.core.set_num_threads(count)
     runtime = _openmp()
     return int(runtime.omp_get_max_threads()) if runtime is not None else count
+
+
+@functools.lru_cache(maxsize=1)
+def bf16_convolution_supported():
+    """Whether Paddle's oneDNN has a bfloat16 convolution for this CPU.
+
+    Asks the library itself (its C API, through ctypes: no compiler needed) for a bf16
+    forward convolution: oneDNN implements one only with AVX-512 (BF16 natively, or
+    emulated on AVX-512 cores) or AMX, and answers ``dnnl_unimplemented`` on an AVX2-only
+    CPU, where bf16 can be neither fast nor tested.
+
+    Returns:
+        bool: False too when Paddle has no oneDNN library.
+    """
+    path = onednn_library()
+    if path is None:
+        return False
+    lib = ctypes.CDLL(path)
+    dims_t = ctypes.c_int64 * 12  # dnnl_dims_t (DNNL_MAX_NDIMS = 12)
+    handle = ctypes.c_void_p
+    lib.dnnl_engine_create.argtypes = [ctypes.POINTER(handle), ctypes.c_int, ctypes.c_size_t]
+    lib.dnnl_memory_desc_create_with_tag.argtypes = [ctypes.POINTER(handle), ctypes.c_int, dims_t, ctypes.c_int,
+                                                     ctypes.c_int]
+    lib.dnnl_convolution_forward_primitive_desc_create.argtypes = [
+        ctypes.POINTER(handle), handle, ctypes.c_int, ctypes.c_int, handle, handle, handle, handle,
+        dims_t, dims_t, dims_t, dims_t, handle]
+    engine = handle()
+    if lib.dnnl_engine_create(ctypes.byref(engine), 1, 0) != 0:  # dnnl_cpu
+        return False
+    descs = []
+    for shape in ((2, 16, 8, 8), (16, 16, 3, 3), (2, 16, 8, 8)):
+        desc = handle()
+        # data type 2 = dnnl_bf16, format tag 1 = dnnl_format_tag_any
+        if lib.dnnl_memory_desc_create_with_tag(ctypes.byref(desc), 4, dims_t(*shape), 2, 1) != 0:
+            return False
+        descs.append(desc)
+    primitive = handle()
+    # prop 64 = dnnl_forward_training, algorithm 1 = dnnl_convolution_direct
+    status = lib.dnnl_convolution_forward_primitive_desc_create(
+        ctypes.byref(primitive), engine, 64, 1, descs[0], descs[1], None, descs[2],
+        dims_t(1, 1), dims_t(0, 0), dims_t(1, 1), dims_t(1, 1), None)
+    return status == 0  # 3 = dnnl_unimplemented
+
+
+def bf16_training_note():
+    """One line for ``--amp bf16`` on a CPU: why training stays float32 here.
+
+    The operators compute in float32 only.  On a CPU whose oneDNN has no bf16 convolution
+    (AVX2 only) bf16 could be neither faster nor checked; on AVX-512-BF16 / AMX CPUs a bf16
+    path through the operator is not written (Paddle's own autocast is a no-op for CPU
+    training, ``docs/BENCHMARKS.md`` 2.7).
+
+    Returns:
+        str: the message (no trailing newline).
+    """
+    if not bf16_convolution_supported():
+        return ("--amp bf16: this CPU has no bf16 convolution in oneDNN (it needs AVX-512 or AMX); "
+                "training runs in float32")
+    return "--amp bf16: bf16 training on the CPU is not implemented by paddle_palm.ops; training runs in float32"
 
 
 # --------------------------------------------------------------------------- the operator
@@ -443,6 +605,54 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, data
     return out
 
 
+def _fused_batch_norm_applies(x, bn):
+    import paddle
+
+    return (paddle.in_dynamic_mode() and bn.training and not getattr(bn, "_use_global_stats", False)
+            and getattr(bn, "_data_format", "NCHW") in ("NHWC", "NDHWC", "NLC")
+            and x.dtype == paddle.float32 and x.place.is_cpu_place() and bn.weight is not None
+            and bn.bias is not None and _state["module"] is not None)
+
+
+def batch_norm_act(x, bn, relu=True, residual=None):
+    """``relu(bn(x) [+ residual])`` for a channels-last ``paddle.nn.BatchNorm2D`` layer, fused.
+
+    In training mode, on float32 CPU tensors in dynamic mode, with the operators loaded
+    (by :func:`load` or :func:`accelerate`; this function never builds them),
+    the batch statistics, the normalisation, the add and the ReLU are one pass over the
+    tensor forward and two backward (``batch_norm.cc``), and ``bn``'s running mean and
+    variance are updated as Paddle's ``batch_norm`` updates them.  In every other case
+    (evaluation, NCHW layers, other dtypes or devices, a graph being traced, operators
+    unavailable) it is Paddle's own ``bn(x)``, ``+`` and ``relu``: the same results.
+
+    Args:
+        x: the input, ``[N, H, W, C]`` when ``bn`` is channels-last.
+        bn: a ``paddle.nn.BatchNorm2D`` (its ``_data_format`` says the layout).
+        relu: apply the ReLU.
+        residual: optional tensor of ``x``'s shape added before the ReLU.
+
+    Returns:
+        paddle.Tensor: the result, of ``x``'s shape.
+    """
+    import paddle.nn.functional as F
+
+    if _fused_batch_norm_applies(x, bn) and (residual is None or residual.shape == x.shape):
+        from paddle import _C_ops
+
+        momentum, epsilon = float(bn._momentum), float(bn._epsilon)
+        if residual is None:
+            out = _C_ops._run_custom_op("palm_batch_norm", x, bn.weight, bn.bias, bn._mean, bn._variance,
+                                        momentum, epsilon, bool(relu))
+        else:
+            out = _C_ops._run_custom_op("palm_batch_norm_add", x, bn.weight, bn.bias, bn._mean, bn._variance,
+                                        residual, momentum, epsilon, bool(relu))
+        return out[0] if isinstance(out, (list, tuple)) else out
+    y = bn(x)
+    if residual is not None:
+        y = y + residual
+    return F.relu(y) if relu else y
+
+
 # --------------------------------------------------------------------------- switching layers
 
 
@@ -487,7 +697,8 @@ def accelerate(model, channels_last=False):
         return 0
     if channels_last:
         for layer in model.sublayers(include_self=True):
-            if callable(getattr(layer, "set_channels_last", None)):
+            # Networks say whether channels-last was measured to pay for them (channels_last_pays).
+            if callable(getattr(layer, "set_channels_last", None)) and getattr(layer, "channels_last_pays", True):
                 layer.set_channels_last(True)
     switched = 0
     for layer in model.sublayers(include_self=True):
