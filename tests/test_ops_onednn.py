@@ -781,6 +781,10 @@ def test_train_cli_says_which_convolution_it_uses(repo_root, tiny_data, tmp_path
 
 # ResNet-50's real sizes at batch 10 (224 px): large maps make oneDNN split the work (and the
 # weight-gradient reductions) across threads differently from the small cases above.
+#: The stem's weight gradient sums 10 x 112 x 112 = 125,440 products per weight: on an AVX2-only CPU
+#: oneDNN's backward-weights kernel lands 1.1e-5 (of the largest value) from a float64 computation,
+#: Paddle's GEMM 6e-7; on AVX-512 CPUs both are within 1e-5.  Float rounding, not a wrong result.
+FULL_SIZE_WEIGHT_GRAD_RTOL = 3e-5
 FULL_SIZE = [
     ((10, 3, 224, 224), (64, 3, 7, 7), 2, 3),
     ((10, 64, 56, 56), (64, 64, 3, 3), 1, 1),
@@ -807,7 +811,7 @@ def test_full_size_resnet50_geometries(onednn, data_format):
             label = f"{data_format} {xs} * {ws}"
             assert_close(got, want, RTOL, f"{label}: output")
             assert_close(got_grads[0], want_grads[0], RTOL, f"{label}: input gradient")
-            assert_close(got_grads[1], want_grads[1], RTOL, f"{label}: weight gradient")
+            assert_close(got_grads[1], want_grads[1], FULL_SIZE_WEIGHT_GRAD_RTOL, f"{label}: weight gradient")
     finally:
         ops.set_threads(threads)
 
