@@ -67,7 +67,10 @@ def wait_for_workers(proc, count=2, timeout=60):
             return kids
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.05)
-    raise AssertionError("the DataLoader workers did not start")
+    with open(f"/proc/{proc.pid}/status") as fh:
+        state = [line.strip() for line in fh if line.startswith(("State", "Threads"))]
+    raise AssertionError(f"the DataLoader workers did not start: {state}, children {children(proc.pid)}, "
+                         f"folder {sorted(os.listdir(proc.args[-1])) if os.path.isdir(proc.args[-1]) else None}")
 
 
 def one_trial(data, out, signum, rng):
