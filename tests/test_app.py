@@ -304,6 +304,7 @@ class _App:
         deadline = time.time() + 300
         while True:
             if self.proc.poll() is not None:
+                shutil.rmtree(self.uploads, ignore_errors=True)
                 raise AssertionError(f"the app stopped: {self.output()}")
             try:
                 self.model = _get(self.url + "/api/model", timeout=5)

@@ -102,6 +102,7 @@ def _sha256(path):
 _PROBE = r"""
 import sys, warnings
 warnings.filterwarnings("ignore")
+import numpy as np
 from paddle_palm.engine.inference import ExportedPredictor
 p = ExportedPredictor(sys.argv[1], threads=1)
 x = np.zeros((1, 3, p.image_size, p.image_size), dtype=np.float32)
