@@ -24,8 +24,8 @@ size (:attr:`UploadLimits.max_bytes`), its format from its first bytes (JPEG, PN
 BMP), its pixel count from its header (:attr:`UploadLimits.max_pixels`), its
 completeness (:func:`paddle_palm.data.images.read_image`).  A refused upload
 gives a one-line message naming it; the other uploads of the same request are
-still screened.  The weights file is read by a restricted unpickler first
-(:mod:`paddle_palm.app.safe_pickle`), and an exported model's files must lie
+still screened.  Weights are read by the project's restricted unpickler
+(:mod:`paddle_palm.safe_load`, through the checkpoint loader), and an exported model's files must lie
 inside its folder and load in a child process before this process loads them
 (a damaged program can crash Paddle Inference).
 
@@ -217,9 +217,6 @@ class Screener:
             from paddle_palm.engine.checkpoint import resolve_weights_path
 
             path = resolve_weights_path(weights)
-            from paddle_palm.app.safe_pickle import check_checkpoint_file
-
-            check_checkpoint_file(path)
             self.predictor = inference.CheckpointPredictor(path, arch=arch, threshold=threshold)
             self.arch = self.predictor.settings.arch
             self.source = f"checkpoint {path}"
@@ -295,10 +292,8 @@ class Screener:
 
     @staticmethod
     def _load_dynamic(weights, arch, num_classes, image_size, preprocess, fast):
-        from paddle_palm.app.safe_pickle import check_checkpoint_file
         from paddle_palm.engine.inference import load_trained_model, resolve_model_settings
 
-        check_checkpoint_file(weights)
         settings = resolve_model_settings(weights, arch=arch, num_classes=num_classes, image_size=image_size,
                                           preprocess=preprocess)
         return load_trained_model(settings, fast=fast)
