@@ -40,6 +40,12 @@ import importlib
 import pkgutil
 import sys
 
+# Paddle 2.6.x's libpaddle.so carries zlib symbols of its own: when Paddle is the first to load zlib,
+# OpenCV's and Python's later zlib calls bind to Paddle's copy and crash (SIGSEGV in deflateReset).
+# Loading the system zlib before Paddle avoids it; Paddle 3.x keeps its copy private.  The same
+# difference is handled for paddle_palm in paddle_palm.compat.load_zlib_before_paddle.
+import zlib  # noqa: F401,E402  (the import is the point)
+
 from legacy_fluid._numpy1 import Fluid18Array, as_fluid18
 from legacy_fluid._safepickle import UnsafeCheckpointError
 
