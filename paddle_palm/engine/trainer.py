@@ -183,7 +183,9 @@ class Trainer:
         if c["fast"]:
             self.runtime["conv"] = runtime.accelerate_model(self.model, threads=self.runtime.get("threads"),
                                                             log=self.log, channels_last=True)
-        step = make_train_step(self.net, c["loss"], amp=self.amp)
+        # Paddle's auto-cast does nothing on a CPU place (it warns at every step): the CPU trains in
+        # float32, and the log says why (ops.bf16_training_note).
+        step = make_train_step(self.net, c["loss"], amp=self.amp if self.device != "cpu" else None)
         compile_step = getattr(runtime, "compile_train_step", None)
         self.train_step = compile_step(step, self.net) if (compile_step and c["fast"]) else step
         self._open_visualdl()
@@ -514,6 +516,10 @@ class Trainer:
                  f"{c['image_size']} px, preprocessing {c['preprocess']}, augment {c['augment']}, seed {c['seed']}, "
                  f"device {self.device}{self._execution()}" + (f", {self.world_size} processes" if self.world_size > 1 else "")
                  + (f", amp {self.amp}" if self.amp else "") + (", EMA" if self.ema else ""))
+        if self.amp and self.device == "cpu":
+            from paddle_palm import ops
+
+            self.log(ops.bf16_training_note())
         self.log(f"outputs in {self.run_dir}")
 
     def _execution(self):
