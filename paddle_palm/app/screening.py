@@ -36,7 +36,6 @@ images and results, so concurrent requests never see each other's results.
 
 import base64
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -49,6 +48,7 @@ import weakref
 from pathlib import Path
 
 
+from paddle_palm.engine.checkpoint import sha256_file
 from paddle_palm.errors import CheckpointError, ConfigError, DataError, ImageError, PalmError
 
 __all__ = ["Screener", "UploadLimits", "check_export_folder", "display_name"]
@@ -87,13 +87,6 @@ def display_name(name, fallback="upload"):
         text = text[:100] + "..." + text[-17:]
     return text or fallback
 
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------- the exported model's folder
@@ -279,12 +272,12 @@ class Screener:
             path = resolve_weights_path(weights)
             if not os.path.isfile(path):
                 raise CheckpointError(f"weights file not found: {path}")
-            if recorded_digest and _sha256(path) != recorded_digest:
+            if recorded_digest and sha256_file(path) != recorded_digest:
                 raise CheckpointError(f"{path} are not the weights exported to {model_dir} (their SHA-256 differs "
                                       "from the one in preprocess.json)")
             return path
         path = record.get("weights")
-        if isinstance(path, str) and os.path.isfile(path) and recorded_digest and _sha256(path) == recorded_digest:
+        if isinstance(path, str) and os.path.isfile(path) and recorded_digest and sha256_file(path) == recorded_digest:
             return path
         self.gradcam_note = ("no Grad-CAM overlay: the weights this model was exported from are not at hand "
                              "(start the app with --weights FILE beside --inference-model)")

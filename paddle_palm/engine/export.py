@@ -22,7 +22,6 @@ that describes other model files.
 """
 
 import functools
-import hashlib
 import json
 import os
 import shutil
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from paddle_palm.engine.checkpoint import sha256_file
 from paddle_palm.engine.inference import MODEL_PREFIX, PREPROCESS_FILE, load_trained_model, resolve_model_settings
 from paddle_palm.errors import ConfigError, DataError, MissingFileError
 
@@ -120,13 +120,6 @@ def preprocess_record(method, image_size):
     raise ConfigError(f"preprocess must be A or B, got {method!r}")
 
 
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def _bad_record_field(record):
     """The first field of a ``preprocess.json`` record that is not what :func:`export_model` writes, or None."""
@@ -202,7 +195,7 @@ def check_export_record(model_dir, record, path):
         real = os.path.realpath(target)
         if os.path.dirname(real) != folder:
             raise DataError(f"{target} lies outside the export folder {model_dir} (a link to {real}); refusing it")
-        if _sha256(real) != record["files"]["sha256"][name]:
+        if sha256_file(real) != record["files"]["sha256"][name]:
             raise DataError(f"{target} is damaged or was replaced: its SHA-256 digest does not match {path}")
         found[role] = Path(real)
     return found
@@ -276,9 +269,9 @@ def export_model(model, output_dir, settings, verify=True):
             "classes": list(settings.classes),
             "classes_zh": list(settings.classes_zh),
             "files": {"model": model_file, "params": params_file,
-                      "sha256": {name: _sha256(staging / name) for name in (model_file, params_file)}},
+                      "sha256": {name: sha256_file(staging / name) for name in (model_file, params_file)}},
             "weights": os.fspath(settings.weights) if settings.weights else None,
-            "weights_sha256": _sha256(settings.weights) if settings.weights and os.path.isfile(settings.weights) else None,
+            "weights_sha256": sha256_file(settings.weights) if settings.weights and os.path.isfile(settings.weights) else None,
             "paddle_version": paddle.__version__,
             "paddle_palm_version": __version__,
         }

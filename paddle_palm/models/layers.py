@@ -13,6 +13,8 @@
   ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` for weight and bias.  Writing them out
   in the model classes (the torchvision way) documents them and keeps them
   fixed if a framework changes its defaults.
+* :func:`set_stage_layout` switches a network's stages between NCHW and
+  channels-last (NHWC) tensors, the fast path of the oneDNN operators.
 """
 
 import math
@@ -164,3 +166,26 @@ def init_pytorch_default(layer):
     uniform_(layer.weight, bound)
     if layer.bias is not None:
         uniform_(layer.bias, bound)
+
+
+def set_stage_layout(stages, enabled, switch_block):
+    """Run the convolutions and batch norms of ``stages`` on NHWC (``enabled``) or NCHW tensors.
+
+    Writes the layers' ``_data_format`` (Paddle has no public switch after construction);
+    parameters keep their shapes, so state dicts do not change.
+
+    Args:
+        stages: the layers whose sublayers to switch (a network's residual stages).
+        enabled: True for NHWC, False for NCHW.
+        switch_block: called with each other sublayer and ``enabled``, for the blocks that
+            transpose or fuse on their own.
+    """
+    data_format = "NHWC" if enabled else "NCHW"
+    for stage in stages:
+        for layer in stage.sublayers():
+            if isinstance(layer, nn.Conv2D):
+                layer._data_format, layer._channel_dim = data_format, (3 if enabled else 1)
+            elif isinstance(layer, nn.BatchNorm2D):
+                layer._data_format = data_format
+            else:
+                switch_block(layer, bool(enabled))

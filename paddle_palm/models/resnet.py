@@ -25,7 +25,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from paddle_palm.errors import ConfigError
-from paddle_palm.models.layers import InputCheck, check_num_classes
+from paddle_palm.models.layers import InputCheck, check_num_classes, set_stage_layout
 from paddle_palm.models.registry import register_model
 
 __all__ = ["ConvBNLayer", "BottleneckBlock", "ResNet", "DEPTHS"]
@@ -180,15 +180,11 @@ class ResNet(nn.Layer):
         Args:
             enabled: True for NHWC stages, False for NCHW.
         """
-        data_format = "NHWC" if enabled else "NCHW"
-        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
-            for layer in stage.sublayers():
-                if isinstance(layer, nn.Conv2D):
-                    layer._data_format, layer._channel_dim = data_format, (3 if enabled else 1)
-                elif isinstance(layer, nn.BatchNorm2D):
-                    layer._data_format = data_format
-                elif isinstance(layer, ConvBNLayer):
-                    layer.fused = bool(enabled)
+        def switch_block(layer, on):
+            if isinstance(layer, ConvBNLayer):
+                layer.fused = on
+
+        set_stage_layout((self.layer1, self.layer2, self.layer3, self.layer4), enabled, switch_block)
         self.channels_last = bool(enabled)
 
     def forward_features(self, x):

@@ -45,6 +45,7 @@ from paddle_palm.models.layers import (
     init_paddle_conv,
     init_paddle_linear,
     init_pytorch_default,
+    set_stage_layout,
     uniform_,
     zeros_,
 )
@@ -335,15 +336,11 @@ class SENet(nn.Layer):
         Args:
             enabled: True for NHWC stages, False for NCHW.
         """
-        data_format = "NHWC" if enabled else "NCHW"
-        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
-            for layer in stage.sublayers():
-                if isinstance(layer, nn.Conv2D):
-                    layer._data_format, layer._channel_dim = data_format, (3 if enabled else 1)
-                elif isinstance(layer, nn.BatchNorm2D):
-                    layer._data_format = data_format
-                elif isinstance(layer, (PreActBlock, SEBasicBlock, SqueezeExcitation)):
-                    layer.channels_last = bool(enabled)
+        def switch_block(layer, on):
+            if isinstance(layer, (PreActBlock, SEBasicBlock, SqueezeExcitation)):
+                layer.channels_last = on
+
+        set_stage_layout((self.layer1, self.layer2, self.layer3, self.layer4), enabled, switch_block)
         self.channels_last = bool(enabled)
 
     def forward_features(self, x):
