@@ -1102,6 +1102,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from paddle_palm.cli import run
-
-    run(main)
+    # Not paddle_palm.cli.run: this tool runs under Python 3.7 with Paddle 1.8.5, outside the
+    # versions paddle_palm supports (run() checks them and uses Python 3.8's threading hooks).
+    sys.exit(main())
