@@ -118,7 +118,7 @@ class _HandlersAfterPaddle:
     """
 
     def find_spec(self, name, path=None, target=None):
-        if name != "paddle":
+        if name not in ("paddle", "paddle.base.core"):
             return None
         import importlib.machinery
 
@@ -129,6 +129,20 @@ class _HandlersAfterPaddle:
 
         def exec_module(module):
             loader_exec(module)
+            if name == "paddle.base.core":
+                # The C++ handlers come with core.init_glog (glog's failure handler, which ends
+                # the process on SIGTERM without our line), a second before ``import paddle``
+                # ends: put ours back right after it (Paddle 2.6.2 to 3.3.1 call it from
+                # paddle/base/__init__.py).
+                init_glog = getattr(module, "init_glog", None)
+                if init_glog is not None:
+                    def init_glog_then_handlers(*args, **kwargs):
+                        result = init_glog(*args, **kwargs)
+                        _install_handlers()
+                        return result
+
+                    module.init_glog = init_glog_then_handlers
+                return
             _install_handlers()
 
         spec.loader.exec_module = exec_module
