@@ -50,6 +50,23 @@ def group_alive(pgid):
         return False
     return True
 
+def signal_and_reap(proc, signum, survivor_message):
+    """Send ``signum`` to ``proc``'s process group (unless it has ended), wait for it (never a hang)
+    and assert that no process of the group outlives it; return its stderr."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signum)
+    try:
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    deadline = time.monotonic() + 5
+    while group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not group_alive(proc.pid), survivor_message
+    return err
+
 
 def start_training(data, out, epochs=200):
     args = [sys.executable, os.path.join(REPO, "tools", "train.py"), "--arch", "squeezenet1_1", "--data-dir", str(data),
@@ -78,16 +95,11 @@ def one_trial(data, out, signum, rng):
     try:
         wait_for_workers(proc)
         time.sleep(rng.uniform(0.0, 1.5))
-        os.killpg(proc.pid, signum)
-        _, err = proc.communicate(timeout=30)  # never a hang
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    deadline = time.monotonic() + 5
-    while group_alive(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not group_alive(proc.pid), "a worker outlived the training"
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    err = signal_and_reap(proc, signum, "a worker outlived the training")
     expected = {signal.SIGINT: ("error: interrupted", 130), signal.SIGTERM: ("error: terminated", 143)}[signum]
     assert err.strip().splitlines() == [expected[0]] and proc.returncode == expected[1], (proc.returncode, err)
     if ckpt.checkpoint_exists(out, "latest"):
@@ -178,18 +190,7 @@ def test_every_tool_ends_on_a_signal_with_one_line(data, trained, tmp_path, tool
     args = [sys.executable, os.path.join(REPO, "tools", tool + ".py"), *map(str, _tool_args(tool, data, trained, tmp_path))]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     time.sleep(delay)
-    if proc.poll() is None:
-        os.killpg(proc.pid, signum)
-    try:
-        _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    deadline = time.monotonic() + 5
-    while group_alive(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not group_alive(proc.pid)
+    err = signal_and_reap(proc, signum, "a process of the tool outlived it")
     if proc.returncode == 0:  # it finished before the signal
         assert "Traceback" not in err
         return
