@@ -103,3 +103,17 @@ def test_a_failed_plot_leaves_the_old_file(tmp_path):
     with pytest.raises(Exception):
         plots.plot_prediction_grid([np.zeros((2, 2, 2, 2))], [1], [1], None, target)  # fails while drawing
     assert target.read_bytes() == b"old" and _no_leftovers(tmp_path)
+
+
+def test_reliability_diagram_and_coverage_curve(tmp_path):
+    from paddle_palm.operating_point import coverage_table
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 80)
+    probs = np.clip(labels * 0.5 + rng.random(80) * 0.5, 0, 1)
+    assert _png_size(plots.plot_reliability(labels, probs, tmp_path / "reliability.png"))[1] > 100
+    rows = coverage_table(labels, probs, 0.5)
+    assert _png_size(plots.plot_coverage(rows, tmp_path / "coverage.png"))[0] > 100
+    with pytest.raises(DataError, match="referred every image"):
+        plots.plot_coverage([dict(r, decided=0) for r in rows], tmp_path / "none.png")
+    assert _no_leftovers(tmp_path)

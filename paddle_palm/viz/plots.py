@@ -305,6 +305,78 @@ def plot_roc(labels, probs, path, threshold=0.5, title="ROC curve"):
     return _draw(path, draw, figsize=(6, 6))
 
 
+def plot_reliability(labels, probs, path, bins=10, title="Reliability diagram"):
+    """The reliability diagram of PM probabilities: per bin, the share of PM eyes against the mean
+    probability (a calibrated model lies on the diagonal), with the bins' image counts below.
+
+    Args:
+        labels: true binary labels (1 = PM).
+        probs: PM probabilities.
+        path: output PNG file.
+        bins: equal-width probability bins.
+        title: figure title.
+
+    Returns:
+        Path: ``path``.
+    """
+    from paddle_palm import calibration
+
+    rows = calibration.reliability(labels, probs, bins)
+    ece = calibration.expected_calibration_error(labels, probs, bins)
+    brier = calibration.brier_score(labels, probs)
+    filled = [r for r in rows if r["count"]]
+
+    def draw(fig):
+        top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+        top.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
+        top.plot([r["mean_probability"] for r in filled], [r["pm_share"] for r in filled], "o-",
+                 color="darkorange", label=f"model (ECE {ece:.3f}, Brier {brier:.3f})")
+        top.set_ylim(-0.01, 1.01)
+        top.set_ylabel("share of PM eyes in the bin")
+        top.set_title(f"{title} (n = {sum(r['count'] for r in rows)})")
+        top.grid(True, alpha=0.3)
+        top.legend(loc="upper left", fontsize=8)
+        width = 1.0 / len(rows)
+        bottom.bar([r["low"] + width / 2 for r in rows], [r["count"] for r in rows], width=width * 0.9,
+                   color="steelblue")
+        bottom.set_xlim(-0.01, 1.01)
+        bottom.set_xlabel("PM probability (bin mean)")
+        bottom.set_ylabel("images")
+        bottom.yaxis.get_major_locator().set_params(integer=True)
+
+    return _draw(path, draw, figsize=(6, 7))
+
+
+def plot_coverage(rows, path, title="Refer band: accuracy against coverage"):
+    """Accuracy on the decided images against the share decided, one point per refer band.
+
+    Args:
+        rows: :func:`paddle_palm.operating_point.coverage_table` rows.
+        path: output PNG file.
+        title: figure title.
+
+    Returns:
+        Path: ``path``.
+    """
+    shown = [r for r in rows if r["decided"]]
+    if not shown:
+        raise DataError("plot_coverage: every band referred every image; nothing to plot")
+
+    def draw(fig):
+        ax = fig.subplots()
+        ax.plot([r["coverage"] for r in shown], [r["accuracy"] for r in shown], "o-", color="darkorange")
+        for r in shown:
+            ax.annotate(f"\u00b1{r['band']:g}", (r["coverage"], r["accuracy"]), textcoords="offset points",
+                        xytext=(4, -10), fontsize=7)
+        ax.set_xlim(min(r["coverage"] for r in shown) - 0.02, 1.01)
+        ax.set_xlabel("coverage (share of images decided, the rest referred)")
+        ax.set_ylabel("accuracy on the decided images")
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+
+    return _draw(path, draw, figsize=(6, 4.5))
+
+
 def _displayable_image(img, bgr=True):
     """An image as HWC float in [0, 1] (RGB) for ``imshow``."""
     arr = np.asarray(img)
