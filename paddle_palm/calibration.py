@@ -24,7 +24,6 @@ import math
 import numpy as np
 
 from paddle_palm import metrics
-from paddle_palm.operating_point import log_odds
 
 __all__ = [
     "PRIOR_SIGMA",
@@ -33,6 +32,7 @@ __all__ = [
     "expected_calibration_error",
     "fit_temperature",
     "log_loss",
+    "log_odds",
     "reliability",
 ]
 
@@ -41,6 +41,15 @@ PRIOR_SIGMA = 1.0
 
 #: The range searched for ``T``.
 _T_RANGE = (0.05, 20.0)
+
+#: Below this distance from 0 or 1 a probability is treated as 0 or 1 on the log-odds scale.
+_EPS = 1e-12
+
+
+def log_odds(probs):
+    """``log(p / (1 - p))`` of PM probabilities, with 0 and 1 clipped to ``1e-12`` of them."""
+    p = np.clip(np.asarray(probs, dtype=np.float64), _EPS, 1.0 - _EPS)
+    return np.log(p) - np.log1p(-p)
 
 
 def _checked(labels, probs):

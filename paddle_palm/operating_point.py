@@ -32,7 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from paddle_palm import metrics
+from paddle_palm import calibration, metrics
+from paddle_palm.calibration import log_odds
 from paddle_palm.errors import ConfigError, DataError
 
 __all__ = [
@@ -41,7 +42,7 @@ __all__ = [
     "choose_threshold",
     "coverage_table",
     "decide",
-    "log_odds",
+    "fit_operating_point",
     "operating_point",
     "parse_refer_band",
     "parse_threshold_rule",
@@ -50,9 +51,6 @@ __all__ = [
 
 #: What ``--threshold-rule`` accepts, for help texts and error messages.
 RULE_HELP = "youden, sensitivity:S, specificity:S (S in (0, 1]) or fixed:T (T in [0, 1])"
-
-#: Below this distance from 0 or 1 a probability is treated as 0 or 1 on the log-odds scale.
-_EPS = 1e-12
 
 #: The bands of :func:`coverage_table` when none are given.
 DEFAULT_BANDS = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3)
@@ -91,12 +89,6 @@ def parse_threshold_rule(text):
         if low_ok and value <= 1.0:
             return ThresholdRule(kind, value)
     raise ConfigError(f"threshold rule {text!r} is not valid; expected {RULE_HELP}")
-
-
-def log_odds(probs):
-    """``log(p / (1 - p))`` of PM probabilities, with 0 and 1 clipped to ``1e-12`` of them."""
-    p = np.clip(np.asarray(probs, dtype=np.float64), _EPS, 1.0 - _EPS)
-    return np.log(p) - np.log1p(-p)
 
 
 def _sigmoid(z):
@@ -274,3 +266,33 @@ def coverage_table(labels, probs, threshold, bands=DEFAULT_BANDS):
             "missed_pm": int(np.sum((dk == 0) & (yk == 1))),
         })
     return rows
+
+
+def fit_operating_point(labels, probs, rule="youden", calibrate=True):
+    """Everything a trained model needs to decide: fitted on its validation split.
+
+    First the temperature (:func:`paddle_palm.calibration.fit_temperature`, kept only where it
+    helps; ``calibrate=False`` skips it), then the threshold that ``rule`` picks on the calibrated
+    probabilities, then the figures at that threshold with their intervals.
+
+    Returns:
+        dict (JSON-ready): ``rule``, ``threshold``, ``temperature`` and the
+        :func:`operating_point` figures, plus ``calibration`` (the fit's details, or None) and
+        ``brier`` / ``ece`` before and after.
+    """
+    rule = parse_threshold_rule(rule)
+    y = metrics._binary_labels(labels)
+    p = metrics._probs(probs, y.size)
+    fit = calibration.fit_temperature(y, p) if calibrate else None
+    temperature = fit["temperature"] if fit else 1.0
+    calibrated = calibration.apply_temperature(p, temperature)
+    threshold = choose_threshold(rule, y, calibrated)
+    return {
+        **operating_point(y, calibrated, threshold, rule=rule),
+        "temperature": float(temperature),
+        "calibration": fit,
+        "brier": calibration.brier_score(y, p),
+        "brier_calibrated": calibration.brier_score(y, calibrated),
+        "ece": calibration.expected_calibration_error(y, p),
+        "ece_calibrated": calibration.expected_calibration_error(y, calibrated),
+    }

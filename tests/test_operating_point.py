@@ -8,12 +8,13 @@ from sklearn.metrics import brier_score_loss, log_loss
 
 from paddle_palm import calibration, metrics
 from paddle_palm.errors import ConfigError, DataError
+from paddle_palm.calibration import log_odds
 from paddle_palm.operating_point import (
     ThresholdRule,
     choose_threshold,
     coverage_table,
     decide,
-    log_odds,
+
     operating_point,
     parse_refer_band,
     parse_threshold_rule,
@@ -227,3 +228,19 @@ def test_apply_temperature_rejects_nonsense():
         calibration.apply_temperature([0.5], 0.0)
     assert calibration.apply_temperature([0.2, 0.8], 1.0).tolist() == [0.2, 0.8]
     assert isinstance(ThresholdRule("youden"), ThresholdRule)
+
+
+def test_fit_operating_point_calibrates_then_chooses_the_threshold():
+    rng = np.random.default_rng(9)
+    z = rng.normal(0, 2.0, 300)
+    y = (rng.random(300) < 1 / (1 + np.exp(-z))).astype(np.int64)
+    p = 1 / (1 + np.exp(-3.0 * z))
+    from paddle_palm.operating_point import fit_operating_point
+
+    op = fit_operating_point(y, p, "sensitivity:0.9")
+    assert op["rule"] == "sensitivity:0.9" and op["temperature"] > 1.5 and op["calibration"]["kept"]
+    calibrated = calibration.apply_temperature(p, op["temperature"])
+    assert op["threshold"] == pytest.approx(choose_threshold("sensitivity:0.9", y, calibrated))
+    assert op["sensitivity"] >= 0.9 and op["ece_calibrated"] < op["ece"]
+    plain = fit_operating_point(y, p, "fixed:0.5", calibrate=False)
+    assert (plain["temperature"], plain["calibration"], plain["threshold"]) == (1.0, None, 0.5)
