@@ -34,21 +34,38 @@ raises ``dnnl::error``; with an average pool instead it runs, but batch norm and
 ReLU gradients fall back to oneDNN's reference kernels and training is slower),
 bf16 ``paddle.amp.auto_cast`` (a no-op on CPU: convolutions stay float32).
 
+One object owns all of it: :class:`ExecutionPath` applies the process settings
+(:meth:`~ExecutionPath.setup`) and a model's oneDNN convolutions and channels-last
+stages (:meth:`~ExecutionPath.apply`), and :meth:`~ExecutionPath.restore` undoes them;
+the trainer, evaluation, prediction and Grad-CAM go through it.  Importing this
+module changes nothing; Paddle is imported only by the calls that need it (importing
+it takes seconds, and the tools install their signal handlers first).
+
 Use::
 
     from paddle_palm import runtime
-    info = runtime.setup_runtime(device="auto", fast=True, threads=None)
-    runtime.accelerate_model(model, threads=info["threads"])   # oneDNN convolutions
-    step = runtime.compile_train_step(step, model)   # the trainer's hook
+    with runtime.ExecutionPath(device="auto", fast=True, channels_last=True) as path:
+        path.apply(model)                                # oneDNN convolutions, NHWC stages
+        ...                                              # train
+    # threads, denormals, MKL's code path and the model are as they were
+
+    model = runtime.ExecutionPath(fast=True).apply(model)  # evaluation: convolutions only
 """
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
 import platform
 import warnings
 
+from paddle_palm import compat, ops
+from paddle_palm.cpu import cpu_info, usable_cores
+from paddle_palm.engine.device import select_device
 from paddle_palm.errors import ConfigError
+
+__all__ = ["ExecutionPath", "MAX_THREADS", "accelerate_model", "cpu_info", "flush_denormal_enabled",
+           "keep_freed_memory", "prepare_environment", "set_flush_denormal", "setup_runtime", "usable_cores"]
 
 #: The SSE control-register bits: FTZ (flush-to-zero, bit 15) and DAZ (denormals-are-zero, bit 6).
 _MXCSR_FTZ = 0x8000
@@ -58,69 +75,6 @@ _MXCSR_DAZ = 0x0040
 _MKL_AVX2_CPU_TYPE = "5"
 
 _DEVICES = ("auto", "cpu", "gpu")
-
-
-# --------------------------------------------------------------------------- the CPU
-
-
-def cpu_info(path="/proc/cpuinfo"):
-    """What the CPU is and which instruction sets it has.
-
-    Args:
-        path: the ``cpuinfo`` file to read (Linux); missing on other systems.
-
-    Returns:
-        dict: ``vendor`` (e.g. ``"AuthenticAMD"``, ``"GenuineIntel"``, ``""`` when unknown),
-        ``model`` (the model name), ``flags`` (a set of flag names), ``avx2``,
-        ``avx512`` (``avx512f``), ``avx512_bf16`` (booleans) and ``cores`` (usable cores,
-        :func:`usable_cores`).
-    """
-    vendor, model, flags = "", platform.processor(), set()
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "vendor_id" and not vendor:
-                    vendor = value.strip()
-                elif key == "model name" and value.strip():
-                    model = value.strip()
-                elif key == "flags" and not flags:
-                    flags = set(value.split())
-    except OSError:
-        pass
-    return {
-        "vendor": vendor,
-        "model": model,
-        "flags": flags,
-        "avx2": "avx2" in flags,
-        "avx512": "avx512f" in flags,
-        "avx512_bf16": "avx512_bf16" in flags,
-        "cores": usable_cores(),
-    }
-
-
-def usable_cores():
-    """Physical cores this process may run on (hyper-threads counted once).
-
-    Returns:
-        int: at least 1.
-    """
-    try:
-        allowed = os.sched_getaffinity(0)
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
-    cores = set()
-    for cpu in allowed:
-        try:
-            with open(f"/sys/devices/system/cpu/cpu{cpu}/topology/core_id", encoding="ascii") as handle:
-                core = handle.read().strip()
-            with open(f"/sys/devices/system/cpu/cpu{cpu}/topology/physical_package_id", encoding="ascii") as handle:
-                package = handle.read().strip()
-            cores.add((package, core))
-        except OSError:
-            cores.add(("cpu", cpu))
-    return max(1, len(cores))
 
 
 #: Most math threads accepted: far above any CPU this runs on, far below what aborts OpenMP (100000 does).
@@ -251,12 +205,6 @@ def keep_freed_memory():
     return ok
 
 
-def _resolve_device(device):
-    from paddle_palm.engine.device import select_device
-
-    return select_device(device)
-
-
 def setup_runtime(device="auto", fast=True, threads=None):
     """Choose the device and, on a CPU, the settings that make training fast.
 
@@ -276,7 +224,8 @@ def setup_runtime(device="auto", fast=True, threads=None):
     Returns:
         dict: ``device``, ``fast``, ``threads`` (in force, or None when untouched),
         ``mkl_cpu_type`` (``MKL_DEBUG_CPU_TYPE`` in force or None), ``flush_denormal``,
-        ``train_step`` (what :func:`compile_train_step` does: ``"dygraph"``),
+        ``train_step`` (how the trainer's step runs: ``"dygraph"``, the fastest correct way
+        on Paddle 3.3 CPUs, ``docs/BENCHMARKS.md`` section 2),
         ``threads`` also sets oneDNN's threads when :func:`accelerate_model` is used,
         ``cpu`` (the model name), ``avx512_bf16``, and with ``fast`` on a CPU
         ``keep_freed_memory`` (:func:`keep_freed_memory`).
@@ -286,7 +235,7 @@ def setup_runtime(device="auto", fast=True, threads=None):
     """
     threads = _check_threads(threads)
     cpu = cpu_info()
-    device = _resolve_device(device)  # sets Paddle's device; nothing computed yet
+    device = select_device(device)  # sets Paddle's device; nothing computed yet
     # The CPU settings tune Paddle's CPU kernels only: none of them runs on a GPU.
     on_cpu = device == "cpu"
     env = prepare_environment(cpu) if (fast and on_cpu) else {"MKL_DEBUG_CPU_TYPE": os.environ.get("MKL_DEBUG_CPU_TYPE")}
@@ -302,8 +251,6 @@ def setup_runtime(device="auto", fast=True, threads=None):
     }
     if not on_cpu:
         return info
-    from paddle_palm import compat
-
     if fast or threads is not None:
         count = threads if threads is not None else cpu["cores"]
         compat.set_cpu_math_threads(count)
@@ -346,8 +293,6 @@ def accelerate_model(model, threads=None, log=None, channels_last=False):
 
     if not paddle.get_device().startswith("cpu"):
         return "paddle"
-    from paddle_palm import ops
-
     if ops.load(log=log) is None:
         if log:
             log(f"note: oneDNN convolutions unavailable ({ops.unavailable_reason()}); using Paddle's convolution")
@@ -356,23 +301,129 @@ def accelerate_model(model, threads=None, log=None, channels_last=False):
     return "onednn" if ops.accelerate(model, channels_last=channels_last) else "paddle"
 
 
-def compile_train_step(step, model):
-    """The fastest correct way to run ``step(images, labels) -> (loss, logits)`` on this runtime.
+# --------------------------------------------------------------------------- the execution path
 
-    On Paddle 3.3.1 CPUs that is the dynamic-graph step itself, with the model's
-    convolutions switched to oneDNN by :func:`accelerate_model` (the trainer calls it):
-    ``paddle.jit.to_static`` training runs Paddle's im2col + MKL kernels and measured no
-    faster (ResNet-50 0.72x, SqueezeNet 1.1 1.18x of dygraph, within noise), the static
-    graph was slower, and their oneDNN variants crash (``docs/BENCHMARKS.md`` section 2).
-    The function exists so that the training loop has one place to ask; it returns
-    ``step`` unchanged.
+
+def _math_threads():
+    """The CPU math threads in force (Paddle's OpenMP runtime), or 0 when it cannot be read."""
+    return ops.set_threads(0)
+
+
+class ExecutionPath:
+    """How a run computes, applied as one piece and restored as one piece.
+
+    It owns every change the fast CPU path makes: the process settings of
+    :func:`setup_runtime` (device, math threads, ``MKL_DEBUG_CPU_TYPE``, denormal
+    flushing, glibc's ``mallopt``) and, per model, :func:`accelerate_model`'s
+    oneDNN convolutions (each ``Conv2D``'s ``forward`` replaced) and channels-last
+    stages (the layers' ``_data_format`` rewritten).  :meth:`restore` puts back what
+    was there before, except ``mallopt``, which glibc cannot report (it changes only
+    where freed memory goes, never a result).  As a context manager it runs
+    :meth:`setup` on entry and :meth:`restore` on exit.
 
     Args:
-        step: the train step (forward and loss; the caller runs backward and the update).
-        model: the network ``step`` uses.
+        fast: use the fast path; False leaves Paddle's defaults and the models as they are
+            (``threads`` still applies).
+        device: ``"auto"``, ``"cpu"``, ``"gpu"`` or ``"gpu:N"`` for :meth:`setup`; None keeps
+            Paddle's current device (evaluation and prediction, which do not choose one).
+        threads: math threads on the CPU; None means every usable core (fast) or Paddle's default.
+        channels_last: also run the stages of networks where it pays (ResNets) on NHWC
+            tensors (training; evaluation tools leave it off so hooks see NCHW maps).
+        log: optional ``log(message)``, told when the oneDNN operator is unavailable.
 
-    Returns:
-        callable: a step with the same signature and results.
+    Attributes:
+        info: the settings in force (:func:`setup_runtime`'s dict, with ``conv`` once a
+            model was applied); empty before :meth:`setup`.
     """
-    del model
-    return step
+
+    def __init__(self, fast=True, device=None, threads=None, channels_last=False, log=None):
+        self.fast = bool(fast)
+        self.device = device
+        self.threads = _check_threads(threads)
+        self.channels_last = bool(channels_last)
+        self.log = log
+        self.info = {}
+        self._models = []
+        self._saved = {}
+
+    def setup(self):
+        """Choose the device and apply the process settings (once); return :attr:`info`.
+
+        Raises:
+            ConfigError: an unknown device, a GPU without CUDA support.
+        """
+        if "device" in self.info:
+            return self.info
+        import paddle
+
+        self._saved.update(device=paddle.get_device(), flush_denormal=flush_denormal_enabled(),
+                           mkl_cpu_type=os.environ.get("MKL_DEBUG_CPU_TYPE"))
+        self._remember_threads()
+        self.info.update(setup_runtime(device=self.device or self._saved["device"], fast=self.fast,
+                                       threads=self.threads))
+        return self.info
+
+    def apply(self, model):
+        """Switch ``model`` to the fast path (on the CPU, when ``fast``); return ``model``.
+
+        Convolutions run on oneDNN when the operator is built (else one line to ``log``
+        and Paddle's own), and with ``channels_last`` the stages run NHWC.  Parameters and
+        state dicts do not change; :meth:`restore` switches the model back.
+        """
+        if not self.fast:
+            return model
+        self._remember_threads()
+        threads = self.info.get("threads") or self.threads
+        conv = accelerate_model(model, threads=threads, log=self.log, channels_last=self.channels_last)
+        self.info["conv"] = conv
+        self._models.append(model)
+        return model
+
+    def restore(self):
+        """Undo :meth:`apply` on every model and :meth:`setup`'s process settings."""
+        while self._models:
+            ops.restore(self._models.pop())
+        saved, self._saved = self._saved, {}
+        if saved.get("threads"):
+            compat.set_cpu_math_threads(saved["threads"])
+        if "flush_denormal" in saved and flush_denormal_enabled() != saved["flush_denormal"]:
+            set_flush_denormal(saved["flush_denormal"])
+        if "mkl_cpu_type" in saved:
+            if saved["mkl_cpu_type"] is None:
+                os.environ.pop("MKL_DEBUG_CPU_TYPE", None)
+            else:
+                os.environ["MKL_DEBUG_CPU_TYPE"] = saved["mkl_cpu_type"]
+        if "device" in saved:
+            import paddle
+
+            if paddle.get_device() != saved["device"]:
+                paddle.set_device(saved["device"])
+        self.info = {}
+
+    def _remember_threads(self):
+        if "threads" not in self._saved:
+            self._saved["threads"] = _math_threads()
+
+    def __enter__(self):
+        self.setup()
+        return self
+
+    def __exit__(self, *exc):
+        self.restore()
+
+    @staticmethod
+    @contextlib.contextmanager
+    def channels_first(model):
+        """Run ``model``'s stages on NCHW tensors inside the block, whatever path it was given.
+
+        Forward hooks inside the stages (Grad-CAM's) then see ``[N, C, h, w]`` maps; the
+        model's layout is put back on exit.
+        """
+        switched = bool(getattr(model, "channels_last", False))
+        if switched:
+            model.set_channels_last(False)
+        try:
+            yield model
+        finally:
+            if switched:
+                model.set_channels_last(True)

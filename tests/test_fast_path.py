@@ -5,7 +5,7 @@ subprocess: ``setup_runtime(fast=False)`` (plain Paddle dygraph: one thread,
 MKL's generic kernels, gradual underflow) and ``setup_runtime(fast=True)``
 (AVX2 MKL kernels, one thread per core, FTZ/DAZ, and the model's convolutions
 switched to the oneDNN operator of ``paddle_palm.ops`` by ``accelerate_model``),
-with the training step passed through ``compile_train_step``, as the trainer does.  Both train the project's
+with the plain dynamic-graph training step, as the trainer does.  Both train the project's
 ResNet-50 (Momentum, sigmoid loss) and SqueezeNet 1.1 (Adam, softmax loss) for a
 few steps on a small fixed batch.
 
@@ -64,7 +64,6 @@ def run(arch, optimizer, loss_name, size):
             loss = paddle.nn.functional.cross_entropy(logits, labels)
         return loss, logits
 
-    step = runtime.compile_train_step(step, model)
     prefix = os.path.join(folder, arch)
     losses, update_errors = [], []
     for k in range(steps):

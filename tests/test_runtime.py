@@ -1,4 +1,4 @@
-"""Tests of paddle_palm.runtime: CPU detection, denormal flushing, setup_runtime's settings and errors."""
+"""Tests of paddle_palm.runtime: CPU detection, denormal flushing, setup_runtime's settings and errors, ExecutionPath."""
 
 import os
 
@@ -91,19 +91,35 @@ def test_setup_runtime_rejects_bad_thread_counts(threads):
         runtime.setup_runtime(device="cpu", threads=threads)
 
 
-def test_compile_train_step_keeps_signature_and_results():
+def test_execution_path_restores_what_it_changed(restore_fp_state, monkeypatch):
+    """ExecutionPath applies the fast settings and the model's oneDNN path, then puts back what was there."""
     import paddle
 
-    paddle.seed(0)
-    model = paddle.nn.Linear(4, 1)
+    from paddle_palm import ops
 
-    def step(images, labels):
-        logits = model(images)
-        return paddle.nn.functional.binary_cross_entropy_with_logits(logits, labels), logits
+    monkeypatch.delenv("MKL_DEBUG_CPU_TYPE", raising=False)
+    runtime.set_flush_denormal(False)
+    threads_before = ops.set_threads(0)
+    model = paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3, padding=1))
+    with runtime.ExecutionPath(device="cpu", fast=True) as path:
+        assert path.info["fast"] is True and path.info["threads"] == runtime.usable_cores()
+        assert path.apply(model) is model
+        assert path.info["conv"] in ("onednn", "paddle")
+        assert ops.is_accelerated(model) == (path.info["conv"] == "onednn")
+        assert runtime.flush_denormal_enabled() == path.info["flush_denormal"]
+    assert not ops.is_accelerated(model)
+    assert not runtime.flush_denormal_enabled()
+    assert ops.set_threads(0) == threads_before
+    assert "MKL_DEBUG_CPU_TYPE" not in os.environ
 
-    x, y = paddle.ones([2, 4]), paddle.ones([2, 1])
-    fast = runtime.compile_train_step(step, model)
-    loss_a, logits_a = step(x, y)
-    loss_b, logits_b = fast(x, y)
-    np.testing.assert_allclose(loss_a.numpy(), loss_b.numpy(), rtol=1e-6)
-    np.testing.assert_allclose(logits_a.numpy(), logits_b.numpy(), rtol=1e-6)
+
+def test_plain_execution_path_leaves_the_model_alone(restore_fp_state):
+    import paddle
+
+    from paddle_palm import ops
+
+    model = paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3, padding=1))
+    path = runtime.ExecutionPath(fast=False)
+    assert path.apply(model) is model and not ops.is_accelerated(model) and "conv" not in path.info
+    with pytest.raises(ConfigError, match="threads"):
+        runtime.ExecutionPath(threads=0)

@@ -419,7 +419,7 @@ def is_prepared(archives_dir, out_dir):
     return True
 
 
-def remove_stale_temporaries(folder, prefix):
+def remove_abandoned_work_folders(folder, prefix):
     """Delete ``<prefix><pid>-*`` work folders left in ``folder`` by processes that no longer run.
 
     A killed preparation leaves its hidden work folder behind; the next run removes it.  Only
@@ -473,7 +473,7 @@ def prepare_palm(archives_dir, out_dir, *, progress=False):
                             f"choose a new output folder (or remove it) so that nothing of yours is replaced")
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out_dir, _TMP_PREFIX)
+    remove_abandoned_work_folders(out_dir, _TMP_PREFIX)
     tmp = out_dir / f"{_TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
     tmp.mkdir()
     try:

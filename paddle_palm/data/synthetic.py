@@ -43,7 +43,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from paddle_palm.data.archives import remove_stale_temporaries
+from paddle_palm.data.archives import remove_abandoned_work_folders
 from paddle_palm.data.labels import labels_to_csv, read_labels
 from paddle_palm.data.layout import GT_DIR, LABEL_COLUMNS, LABELS_CSV, LABELS_XLSX, TRAIN_DIR, VALID_DIR
 from paddle_palm.errors import ConfigError, DataError
@@ -310,7 +310,7 @@ def make_synthetic_palm(out_dir, n_train=48, n_valid=24, image_size=256, seed=0)
                             f"choose an empty or new folder for the synthetic data")
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out_dir, _TMP_PREFIX)
+    remove_abandoned_work_folders(out_dir, _TMP_PREFIX)
     tmp = out_dir / f"{_TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
     tmp.mkdir()
     try:

@@ -4,7 +4,8 @@
 * :mod:`paddle_palm.engine.checkpoint` - crash-safe checkpoints and :func:`load_weights`;
 * :mod:`paddle_palm.engine.optim`      - optimizers, learning-rate schedules, EMA;
 * :mod:`paddle_palm.engine.loaders`    - datasets, reproducible per-epoch orders, batches;
-* :mod:`paddle_palm.engine.run_folder` - the output folder's lock, log and records;
+* :mod:`paddle_palm.engine.run_folder` - the output folder's lock, log and clean-up;
+* :mod:`paddle_palm.engine.recorder`   - the run's history, loss curve, plots and VisualDL;
 * :mod:`paddle_palm.engine.trainer`    - the training loop (:func:`train`);
 * :mod:`paddle_palm.engine.evaluate`   - validation metrics;
 * :mod:`paddle_palm.engine.inference`  - trained models for prediction;

@@ -180,7 +180,7 @@ def load_trained_model(settings, fast=True):
 
     Args:
         settings: a :class:`ModelSettings`.
-        fast: on a CPU, run the convolutions with oneDNN (:func:`paddle_palm.runtime.accelerate_model`;
+        fast: on a CPU, run the convolutions with oneDNN (:class:`paddle_palm.runtime.ExecutionPath`;
             the same numbers within float32 rounding, about twice as fast); False keeps Paddle's.
 
     Raises:
@@ -195,7 +195,7 @@ def load_trained_model(settings, fast=True):
     if fast:
         from paddle_palm import runtime
 
-        runtime.accelerate_model(model)
+        runtime.ExecutionPath(fast=True).apply(model)
     return model
 
 

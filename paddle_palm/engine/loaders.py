@@ -8,6 +8,7 @@ That is what makes a resumed run repeat an uninterrupted one exactly, with or
 without worker processes, and lets several processes share an epoch without overlap.
 """
 
+import contextlib
 import functools
 import math
 import os
@@ -18,7 +19,6 @@ import time
 import numpy as np
 
 from paddle_palm.errors import ConfigError, DataError, MissingFileError, PalmError
-
 
 #: Most data-loading worker processes accepted (each holds a copy of the data set).
 MAX_WORKERS = 64
@@ -141,14 +141,18 @@ class MainThreadLoader:
             yield paddle.to_tensor(images), paddle.to_tensor(labels)
 
 
-def iterate_batches(loader):
-    """Iterate ``loader``, turning a failed DataLoader worker into our own one-line error.
+@contextlib.contextmanager
+def recording_worker_errors():
+    """Record, instead of printing, what DataLoader reader threads raise while the block runs.
 
     Paddle's DataLoader re-raises a worker's exception in its reader thread, where
-    Python would print it as a traceback, and the training loop then only sees
-    "Blocking queue is killed".  While iterating, the reader thread's exception is
-    recorded instead of printed, and re-raised here as the error the worker hit
-    (an ``ImageError`` naming the file, for example).
+    Python would print it as a traceback (``threading.excepthook``), and the training
+    loop then only sees "Blocking queue is killed".  Inside the block such exceptions
+    (and our own errors) are kept for :func:`iterate_batches`, which re-raises them;
+    the previous hook is back when the block ends, however it ends.
+
+    Yields:
+        list: the exceptions recorded so far (give it to :func:`iterate_batches`).
     """
     failures = []
     previous_hook = threading.excepthook
@@ -161,25 +165,40 @@ def iterate_batches(loader):
 
     threading.excepthook = record
     try:
-        iterator = iter(loader)
-        while True:
-            try:
-                batch = next(iterator)
-            except StopIteration:
-                return
-            except (SystemError, RuntimeError) as exc:
-                if "Blocking queue is killed" not in str(exc) and "DataLoader" not in str(exc):
-                    raise
-                deadline = time.monotonic() + 2.0
-                while not failures and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                if failures:
-                    raise _worker_error(failures[0]) from None
-                raise DataError("a data-loading worker failed reading an image; "
-                                "run with --num-workers 0 to see which file") from None
-            yield batch
+        yield failures
     finally:
         threading.excepthook = previous_hook
+
+
+def iterate_batches(loader, failures):
+    """Iterate ``loader``, turning a failed DataLoader worker into our own one-line error.
+
+    Args:
+        loader: a ``paddle.io.DataLoader`` or :class:`MainThreadLoader`.
+        failures: the list of an enclosing :func:`recording_worker_errors` block, where the
+            reader thread's exception is found and re-raised as the error the worker hit
+            (an ``ImageError`` naming the file, for example).
+
+    Yields:
+        the loader's batches.
+    """
+    iterator = iter(loader)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except (SystemError, RuntimeError) as exc:
+            if "Blocking queue is killed" not in str(exc) and "DataLoader" not in str(exc):
+                raise
+            deadline = time.monotonic() + 2.0
+            while not failures and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if failures:
+                raise _worker_error(failures[0]) from None
+            raise DataError("a data-loading worker failed reading an image; "
+                            "run with --num-workers 0 to see which file") from None
+        yield batch
 
 
 def _worker_error(exc):

@@ -1,19 +1,27 @@
-"""The run folder of a training: its lock, its log, its CSV records and its clean-up.
+"""The run folder of a training: its lock, its log, its CSV files and its clean-up.
 
+* :class:`RunFolder` - the folder for the time of a run (a context manager): created,
+  locked, logged, Paddle's noise filtered, and removed again when the run that made it
+  fails before saving anything;
 * :class:`OutputLock` - ``train.lock``, so that two trainings never write into one folder;
 * :class:`RunLog` - every message on the console and in ``train.log``;
-* :func:`read_csv` / :func:`write_csv` - ``history.csv`` and ``loss.csv``, written atomically;
-* :func:`remove_stale_temporaries` - what a killed training left half-written;
+* :func:`read_csv` / :func:`write_csv` - ``history.csv`` and ``loss.csv``, written atomically
+  (what goes in them: :mod:`paddle_palm.engine.recorder`);
+* :func:`remove_partial_writes` - the files a killed training left half-written;
 * :func:`default_output_dir` - ``runs/<arch>-<date>-<time>``.
 """
 
 import csv
 import os
+import shutil
 import socket
 import sys
 import time
+import warnings
 
-from paddle_palm.errors import TrainingError
+from paddle_palm.engine.checkpoint import checkpoint_exists
+from paddle_palm.errors import ConfigError, TrainingError
+from paddle_palm.fileio import atomic_path
 
 LOCK_NAME = "train.lock"
 
@@ -123,8 +131,6 @@ def read_csv(path):
 
 def write_csv(path, fields, rows):
     """Write ``rows`` (dicts) under the header ``fields``, atomically."""
-    from paddle_palm.fileio import atomic_path
-
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
@@ -137,8 +143,8 @@ def default_output_dir(arch):
     return os.path.join("runs", f"{arch}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
-def remove_stale_temporaries(run_dir):
-    """Delete temporary files that a killed training left behind (called under the folder's lock).
+def remove_partial_writes(run_dir):
+    """Delete the half-written files that a killed training left behind (called under the folder's lock).
 
     :func:`paddle_palm.fileio.atomic_path` writes ``.<name>.<random>.tmp`` beside each output;
     a SIGKILL during a write leaves one.  Pending checkpoint files are handled by
@@ -150,3 +156,84 @@ def remove_stale_temporaries(run_dir):
                 os.remove(os.path.join(run_dir, name))
             except OSError:
                 pass
+
+
+class RunFolder:
+    """A training's output folder for the time of the run (a context manager).
+
+    On entry the writing process (rank 0) creates the folder, checks that it can write
+    there and takes its lock (:class:`OutputLock`); every process opens the log
+    (:class:`RunLog`: ``train.log`` and the console for the writer, nothing for the
+    others) and ignores the warnings ``quiet`` names.  On exit, in this order: a failed
+    run notes ``stopped: <why>`` in ``train.log`` (not on the console, where the error
+    is shown anyway), the log closes, the lock is released, the warning filters are
+    restored, and a folder that this run created is removed again when the run failed
+    before saving a checkpoint (so a mistyped option leaves no trace).
+
+    Args:
+        path: the folder.
+        writer: whether this process writes files (rank 0 of a data-parallel run).
+        echo: print the log on the console too.
+        quiet: messages (regular expressions) of warnings to ignore during the run.
+
+    Raises:
+        ConfigError: the folder cannot be created or written to.
+        TrainingError: another training holds its lock.
+    """
+
+    def __init__(self, path, writer=True, echo=True, quiet=()):
+        self.path = os.fspath(path)
+        self.writer = bool(writer)
+        self.echo = echo
+        self.quiet = tuple(quiet)
+        self.created = False
+        self.lock = None
+        self.log = None
+        self._warnings = None
+
+    def __enter__(self):
+        if self.writer:
+            self._create()
+            self.lock = OutputLock(self.path)
+            try:
+                self.lock.acquire()
+            except BaseException:
+                self._remove_if_created()
+                raise
+        self.log = RunLog(os.path.join(self.path, "train.log") if self.writer else None,
+                          echo=self.echo and self.writer)
+        self._warnings = warnings.catch_warnings()
+        self._warnings.__enter__()
+        for message in self.quiet:
+            warnings.filterwarnings("ignore", message=message)
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        nothing_saved = not checkpoint_exists(self.path, "latest")
+        if exc is not None and self.writer and not (self.created and nothing_saved):
+            self.log.echo = False
+            self.log(f"stopped: {' '.join(str(exc).split()) or type(exc).__name__}")
+        self.log.close()
+        if self.lock:
+            self.lock.release()
+        self._warnings.__exit__(None, None, None)
+        if exc is not None and nothing_saved:
+            # This run made the folder and wrote nothing worth keeping: leave no trace.
+            self._remove_if_created()
+
+    def remove_partial_writes(self):
+        """Delete what a killed training left half-written (:func:`remove_partial_writes`)."""
+        remove_partial_writes(self.path)
+
+    def _create(self):
+        self.created = not os.path.exists(self.path)
+        try:
+            os.makedirs(self.path, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the output folder {self.path}: {exc.strerror}") from None
+        if not os.access(self.path, os.W_OK):
+            raise ConfigError(f"output folder {self.path} is not writable")
+
+    def _remove_if_created(self):
+        if self.created:
+            shutil.rmtree(self.path, ignore_errors=True)

@@ -17,6 +17,12 @@ every epoch and writes the run folder:
 ``vdl/``              VisualDL logs, when ``visualdl`` is installed
 ====================  =====================================================================
 
+Who does what: :class:`~paddle_palm.engine.run_folder.RunFolder` holds the folder (lock,
+log, clean-up), :class:`~paddle_palm.engine.recorder.RunRecorder` the records (CSV files,
+plots, VisualDL), :class:`~paddle_palm.runtime.ExecutionPath` how the steps run (threads,
+denormals, oneDNN convolutions, channels-last stages; restored when the run ends), and
+:class:`Trainer` the loop itself.
+
 Exact resume: every random draw of epoch ``e`` (the shuffle, the flips, dropout)
 comes from generators seeded by ``(seed, e)`` at the start of the epoch, never from a
 state carried over from earlier epochs.  Together with the optimizer state, the
@@ -29,31 +35,35 @@ on its own shard of each epoch's shuffled order (a distributed batch sampler), t
 network is wrapped in ``paddle.DataParallel``, every process validates on the whole
 validation set (so all take the same early-stopping decision) and only rank 0
 writes files.
+
+Paddle (and the models, which need it) are imported inside the functions that use
+them: importing Paddle takes seconds, and the tools install their signal handlers first.
 """
 
 import math
 import os
 import random
-import shutil
 import sys
 import time
-import warnings
 
 import numpy as np
 
+from paddle_palm import compat, ops
 from paddle_palm.engine import checkpoint as ckpt
 from paddle_palm.engine import config as cfg
+from paddle_palm.engine import device as devices
 from paddle_palm.engine.loaders import (EpochBatchSampler, MainThreadLoader, build_datasets, check_num_workers,
-                                       epoch_seed, iterate_batches, worker_init_function)
+                                       epoch_seed, iterate_batches, recording_worker_errors, worker_init_function)
 from paddle_palm.engine.optim import LearningRateSchedule, ModelEMA, build_optimizer
-from paddle_palm.engine.run_folder import (OutputLock, RunLog, default_output_dir, read_csv,
-                                           remove_stale_temporaries, write_csv)
+from paddle_palm.engine.recorder import HISTORY_FIELDS, RunRecorder
+from paddle_palm.engine.run_folder import RunFolder, default_output_dir
 from paddle_palm.errors import ConfigError, TrainingError
+from paddle_palm.runtime import ExecutionPath
 
-HISTORY_FIELDS = [
-    "epoch", "train_loss", "val_loss", "val_acc", "val_auc", "lr", "seconds",
-    "train_acc", "val_sensitivity", "val_specificity", "images_per_second", "best",
-]
+__all__ = ["HISTORY_FIELDS", "METRIC_MODES", "Trainer", "compute_loss", "count_correct", "make_train_step", "train"]
+
+#: Paddle warns at every BatchNorm layer's first training call that it tracks running statistics.
+_PADDLE_NOISE = ("When training, we now always track global mean",)
 
 #: Which way each ``--metric`` improves.
 METRIC_MODES = {"val_acc": "max", "val_auc": "max", "val_loss": "min"}
@@ -90,9 +100,8 @@ def count_correct(logits, labels, loss):
 def make_train_step(model, loss, amp=None):
     """The forward pass and loss of one batch: ``step(images, labels) -> (loss, logits)``.
 
-    Kept as one small function so an execution path (``paddle.jit.to_static``,
-    mixed precision) can wrap it (:func:`paddle_palm.runtime` may provide
-    ``compile_train_step(step, model)``).
+    Plain dynamic graph: on Paddle 3.3 CPUs the fastest correct way (``paddle.jit.to_static``
+    measured no faster and its oneDNN variants crash, ``docs/BENCHMARKS.md`` section 2).
 
     Args:
         model: the network (in train mode).
@@ -124,8 +133,9 @@ def _fmt(value):
 class Trainer:
     """One training run of a resolved configuration.
 
-    Use :func:`train` (which also takes the lock and closes the log); the methods
-    below are the steps of :meth:`fit`, each small enough to read on its own.
+    Use :func:`train` (which also holds the run folder); the methods below are the steps
+    of :meth:`fit`, each small enough to read on its own.  As a context manager it calls
+    :meth:`close` on exit: the records and the execution path are closed and restored.
 
     Args:
         config: a resolved configuration (:func:`paddle_palm.engine.config.resolve`).
@@ -141,14 +151,17 @@ class Trainer:
         self.resume = resume
         self.rank, self.world_size = _distributed_rank_and_size()
         self.is_writer = self.rank == 0
-        self.history = []
-        self.loss_rows = []
+        self.recorder = RunRecorder(run_dir, writer=self.is_writer, visualdl=config["visualdl"])
+        self.execution = None
         self.start_epoch = 0
         self.global_step = 0
         self.best = {"metric": config["metric"], "value": None, "epoch": None, "val_loss": None}
         self.epochs_without_improvement = 0
-        self.vdl = None
-        self._last_logits = None
+
+    @property
+    def history(self):
+        """The rows of ``history.csv`` so far (:attr:`RunRecorder.history`)."""
+        return self.recorder.history
 
     # ---- setup -------------------------------------------------------------------------------
 
@@ -156,11 +169,11 @@ class Trainer:
         """Runtime, data, network, optimizer, schedule, EMA; then the saved state when resuming."""
         import paddle
 
-        from paddle_palm import runtime
-
         c = self.config
-        self.runtime = runtime.setup_runtime(device=c["device"], fast=c["fast"], threads=c["threads"])
-        self.device = self.runtime.get("device", "cpu") if isinstance(self.runtime, dict) else "cpu"
+        self.execution = ExecutionPath(fast=c["fast"], device=c["device"], threads=c["threads"],
+                                       channels_last=True, log=self.log)
+        self.runtime = self.execution.setup()
+        self.device = self.runtime["device"]
         self.train_set, self.valid_set, c["data_dir"] = build_datasets(c, self.run_dir, self.log)
         self._seed_everything(c["seed"])
         self.model = self._build_model()
@@ -176,19 +189,12 @@ class Trainer:
         self.scaler = paddle.amp.GradScaler() if (self.amp_plan and self.amp_plan.loss_scaling) else None
         if self.resume:
             self._restore()
-        if self.world_size > 1:
-            self.net = paddle.DataParallel(self.model)
-        else:
-            self.net = self.model
-        if c["fast"]:
-            self.runtime["conv"] = runtime.accelerate_model(self.model, threads=self.runtime.get("threads"),
-                                                            log=self.log, channels_last=True)
+        self.net = paddle.DataParallel(self.model) if self.world_size > 1 else self.model
+        self.execution.apply(self.model)
         # Paddle's auto-cast does nothing on a CPU place (it warns at every step): the CPU trains in
         # float32, and the log says why (ops.bf16_training_note).
-        step = make_train_step(self.net, c["loss"], amp=self.amp if self.device != "cpu" else None)
-        compile_step = getattr(runtime, "compile_train_step", None)
-        self.train_step = compile_step(step, self.net) if (compile_step and c["fast"]) else step
-        self._open_visualdl()
+        self.train_step = make_train_step(self.net, c["loss"], amp=self.amp if self.device != "cpu" else None)
+        self.recorder.open()
 
     def _seed_everything(self, seed):
         import paddle
@@ -208,22 +214,10 @@ class Trainer:
 
         if self.config["num_workers"] == 0:
             return MainThreadLoader(dataset, sampler)
-        from paddle_palm import compat
-        from paddle_palm.engine.device import pin_memory
-
-        compat.set_dataloader_pin_memory(pin_memory(self.device, self.config["num_workers"]))
+        compat.set_dataloader_pin_memory(devices.pin_memory(self.device, self.config["num_workers"]))
         return paddle.io.DataLoader(dataset, batch_sampler=sampler,
                                     num_workers=check_num_workers(self.config["num_workers"]),
                                     use_shared_memory=False, worker_init_fn=worker_init_function())
-
-    def _open_visualdl(self):
-        if not (self.is_writer and self.config["visualdl"]):
-            return
-        try:
-            from visualdl import LogWriter
-        except Exception:  # not installed (optional)
-            return
-        self.vdl = LogWriter(logdir=os.path.join(self.run_dir, "vdl"))
 
     # ---- checkpoints ---------------------------------------------------------------------------
 
@@ -297,9 +291,7 @@ class Trainer:
         rng = states.get("rng", {})
         _set_python_rng_state(rng.get("python"))
         _set_numpy_rng_state(rng.get("numpy"))
-        # Rows written after the checkpoint (a crash mid-epoch) are dropped: they will be redone.
-        self.history = [r for r in read_csv(os.path.join(self.run_dir, "history.csv")) if int(r["epoch"]) <= self.start_epoch]
-        self.loss_rows = [r for r in read_csv(os.path.join(self.run_dir, "loss.csv")) if int(r["iter"]) <= self.global_step]
+        self.recorder.resume(self.start_epoch, self.global_step)
         self.log(f"resuming {self.run_dir} after epoch {self.start_epoch} (global step {self.global_step}); "
                  f"training to epoch {self.config['epochs']}")
 
@@ -319,14 +311,14 @@ class Trainer:
             self.schedule.end_epoch(val["loss"])
             improved = self._update_best(val, epoch)
             row = self._history_row(epoch, train_stats, val, time.perf_counter() - started, improved)
-            self.history.append(row)
+            self.recorder.add_epoch(row)
             if self.is_writer:
                 if improved:
                     self.save_best(epoch)
                 self.save_latest(epoch)
                 if self.resume and epoch == self.start_epoch + 1:
                     cfg.save_run_config(self.config, self.run_dir)
-                self._write_records()
+                self.recorder.write()
             self._report_epoch(row, val)
             if c["early_stop"] and self.epochs_without_improvement >= c["early_stop"]:
                 self.log(f"early stop: {c['metric']} has not improved for {c['early_stop']} epochs "
@@ -356,30 +348,21 @@ class Trainer:
         if hasattr(self.train_set, "set_epoch"):
             self.train_set.set_epoch(epoch - 1)  # the augmentation of item i is seeded by (seed, epoch, i)
         loss_sum, correct, seen, started = 0.0, 0, 0, time.perf_counter()
-        bar = tqdm(iterate_batches(self.train_loader), total=len(self.train_sampler), desc=f"epoch {epoch}/{c['epochs']}",
-                   disable=not (c["progress"] and self.is_writer), leave=False, dynamic_ncols=True, file=sys.stderr)
-        for batch_index, (images, labels) in enumerate(bar):
-            lr = self.schedule.lr(self.global_step)
-            self.optimizer.set_lr(lr)
-            loss = self._update(images, labels)
-            value = self._loss_value(loss)
-            if not math.isfinite(value):
-                raise TrainingError(
-                    f"the training loss became {value} at epoch {epoch}, iteration {batch_index + 1} "
-                    f"(learning rate {lr:g}); training stopped; {self._last_good()}; try a smaller --lr"
-                )
-            n = int(labels.shape[0])
-            correct += count_correct(self._last_logits, labels, c["loss"])
-            loss_sum += value * n
-            seen += n
-            self.global_step += 1
-            if self.global_step % c["log_interval"] == 0:
-                self.loss_rows.append({"iter": self.global_step, "loss": f"{value:.6g}", "epoch": epoch})
-                if self.vdl:
-                    self.vdl.add_scalar("train/loss", value, self.global_step)
-            ips = seen * self.world_size / max(time.perf_counter() - started, 1e-9)
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}", img_s=f"{ips:.1f}", lr=f"{lr:.2e}")
-        bar.close()
+        with recording_worker_errors() as failures:
+            bar = tqdm(iterate_batches(self.train_loader, failures), total=len(self.train_sampler),
+                       desc=f"epoch {epoch}/{c['epochs']}", disable=not (c["progress"] and self.is_writer),
+                       leave=False, dynamic_ncols=True, file=sys.stderr)
+            for batch_index, (images, labels) in enumerate(bar):
+                lr = self.schedule.lr(self.global_step)
+                value, right = self._train_batch(images, labels, lr, epoch, batch_index)
+                n = int(labels.shape[0])
+                correct += right
+                loss_sum += value * n
+                seen += n
+                ips = seen * self.world_size / max(time.perf_counter() - started, 1e-9)
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}", img_s=f"{ips:.1f}",
+                                lr=f"{lr:.2e}")
+            bar.close()
         seconds = time.perf_counter() - started
         if self.world_size > 1:
             correct, seen = self._sum_over_processes(correct, seen)
@@ -388,6 +371,22 @@ class Trainer:
             seen_here = seen
         return {"loss": loss_sum / max(seen_here, 1), "acc": correct / max(seen, 1),
                 "images_per_second": seen / max(seconds, 1e-9), "lr": lr}
+
+    def _train_batch(self, images, labels, lr, epoch, batch_index):
+        """Update on one batch at learning rate ``lr``; return its loss (a float) and right answers."""
+        self.optimizer.set_lr(lr)
+        loss, logits = self._update(images, labels)
+        value = self._loss_value(loss)
+        if not math.isfinite(value):
+            raise TrainingError(
+                f"the training loss became {value} at epoch {epoch}, iteration {batch_index + 1} "
+                f"(learning rate {lr:g}); training stopped; {self._last_good()}; try a smaller --lr"
+            )
+        right = count_correct(logits, labels, self.config["loss"])
+        self.global_step += 1
+        if self.global_step % self.config["log_interval"] == 0:
+            self.recorder.add_loss(self.global_step, value, epoch)
+        return value, right
 
     def _sum_over_processes(self, *counts):
         import paddle
@@ -416,12 +415,15 @@ class Trainer:
 
     def last_saved_epoch(self):
         """The last epoch with a checkpoint on disk (0 when none)."""
-        return int(self.history[-1]["epoch"]) if self.history else 0
+        return self.recorder.last_epoch()
 
     def _update(self, images, labels):
-        """Forward, backward and the optimizer update of one batch; returns the loss tensor."""
+        """Forward, backward and the optimizer update of one batch.
+
+        Returns:
+            (paddle.Tensor, paddle.Tensor): the loss and the batch's logits (detached).
+        """
         loss, logits = self.train_step(images, labels)
-        self._last_logits = logits.detach()
         if self.scaler is not None:
             scaled = self.scaler.scale(loss)
             scaled.backward()
@@ -433,7 +435,7 @@ class Trainer:
         self.optimizer.clear_grad()
         if self.ema:
             self.ema.update(self.model)
-        return loss
+        return loss, logits.detach()
 
     def _loss_value(self, loss):
         """The batch loss as a float (averaged over the processes when distributed)."""
@@ -450,10 +452,12 @@ class Trainer:
         from paddle_palm.engine.evaluate import evaluate
 
         c = self.config
-        if self.ema:
-            with self.ema.swapped_into(self.model):
-                return evaluate(self.model, iterate_batches(self.valid_loader), loss=c["loss"], threshold=c["threshold"])
-        return evaluate(self.model, iterate_batches(self.valid_loader), loss=c["loss"], threshold=c["threshold"])
+        with recording_worker_errors() as failures:
+            batches = iterate_batches(self.valid_loader, failures)
+            if self.ema:
+                with self.ema.swapped_into(self.model):
+                    return evaluate(self.model, batches, loss=c["loss"], threshold=c["threshold"])
+            return evaluate(self.model, batches, loss=c["loss"], threshold=c["threshold"])
 
     def _update_best(self, val, epoch):
         """Record epoch ``epoch`` as the best when its ``--metric`` is better.
@@ -492,20 +496,6 @@ class Trainer:
             "images_per_second": f"{train['images_per_second']:.2f}", "best": int(bool(improved)),
         }
 
-    def _write_records(self):
-        from paddle_palm.viz.plots import plot_history, plot_loss_curve
-
-        write_csv(os.path.join(self.run_dir, "history.csv"), HISTORY_FIELDS, self.history)
-        write_csv(os.path.join(self.run_dir, "loss.csv"), ["iter", "loss", "epoch"], self.loss_rows)
-        iters = [int(r["iter"]) for r in self.loss_rows]
-        losses = [float(r["loss"]) for r in self.loss_rows]
-        plot_loss_curve(iters, losses, os.path.join(self.run_dir, "loss.png"))
-        plot_history(self.history, os.path.join(self.run_dir, "history.png"))
-        if self.vdl:
-            last = self.history[-1]
-            for key in ("val_loss", "val_acc", "val_auc", "train_loss", "lr"):
-                self.vdl.add_scalar(f"epoch/{key}", float(last[key]), int(last["epoch"]))
-
     def _describe(self):
         c = self.config
         n_params = sum(int(np.prod(p.shape)) for p in self.model.parameters())
@@ -517,14 +507,12 @@ class Trainer:
                  f"device {self.device}{self._execution()}" + (f", {self.world_size} processes" if self.world_size > 1 else "")
                  + (f", amp {self.amp}" if self.amp else "") + (", EMA" if self.ema else ""))
         if self.amp and self.device == "cpu":
-            from paddle_palm import ops
-
             self.log(ops.bf16_training_note())
         self.log(f"outputs in {self.run_dir}")
 
     def _execution(self):
         """How the steps run, for the log: " (fast path: 2 threads, oneDNN convolutions)" or " (plain dygraph)"."""
-        info = self.runtime if isinstance(self.runtime, dict) else {}
+        info = self.runtime
         if self.device != "cpu":
             return ""
         if not info.get("fast"):
@@ -542,9 +530,16 @@ class Trainer:
                  f"lr {float(row['lr']):.3g} | {float(row['images_per_second']):.1f} img/s, {row['seconds']} s{mark}")
 
     def close(self):
-        if self.vdl:
-            self.vdl.close()
-            self.vdl = None
+        """Close the records and restore the execution path (threads, denormals, the model's layers)."""
+        self.recorder.close()
+        if self.execution is not None:
+            self.execution.restore()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 # --------------------------------------------------------------------------- entry point
@@ -571,69 +566,40 @@ def train(config, resume_dir=None, echo=True):
     run_dir = os.fspath(resume_dir or config.get("output_dir") or default_output_dir(config["arch"]))
     config["output_dir"] = run_dir
     rank, world_size = _distributed_rank_and_size()
-    created = rank == 0 and not os.path.exists(run_dir)
-    if rank == 0:
-        try:
-            os.makedirs(run_dir, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"cannot create the output folder {run_dir}: {exc.strerror}") from None
-        if not os.access(run_dir, os.W_OK):
-            raise ConfigError(f"output folder {run_dir} is not writable")
-    lock = OutputLock(run_dir) if rank == 0 else None
-    if lock:
-        try:
-            lock.acquire()
-        except BaseException:
-            if created:
-                shutil.rmtree(run_dir, ignore_errors=True)
-            raise
-    log = RunLog(os.path.join(run_dir, "train.log") if rank == 0 else None, echo=echo and rank == 0)
-    trainer = None
-    failed = None
-    quiet = warnings.catch_warnings()
-    quiet.__enter__()
-    # Paddle warns at every BatchNorm layer's first training call that it tracks running statistics.
-    warnings.filterwarnings("ignore", message="When training, we now always track global mean")
-    try:
-        if resume_dir and rank == 0:
-            # Under the lock: finishing an interrupted commit must not race a live training.
-            ckpt.verify_checkpoint(run_dir, "latest")
-        if world_size > 1:
-            import paddle.distributed as dist
-
-            dist.barrier()  # the other processes read the checkpoint only after rank 0 has checked it
-        if rank == 0 and not resume_dir and ckpt.checkpoint_exists(run_dir, "latest"):
-            raise ConfigError(f"{run_dir} already holds a training run (latest.pdstates); "
-                              "continue it with --resume DIR or choose another --output-dir")
-        if rank == 0:
-            remove_stale_temporaries(run_dir)
-        trainer = Trainer(config, run_dir, log, resume=bool(resume_dir))
-        trainer.setup()
-        if rank == 0 and not resume_dir:
-            # A resumed run rewrites config.yaml together with its next checkpoint, so that a failed
-            # resume leaves the folder as it was.
-            cfg.save_run_config(trainer.config, run_dir)
-        summary = trainer.fit()
-        log(f"done: best {summary['best_metric']} {summary['best_value']:.4f} at epoch {summary['best_epoch']}; "
-            f"weights in {os.path.join(run_dir, 'best_model.pdparams')}")
+    with RunFolder(run_dir, writer=rank == 0, echo=echo, quiet=_PADDLE_NOISE) as folder:
+        _prepare_run_folder(folder, bool(resume_dir), world_size)
+        with Trainer(config, run_dir, folder.log, resume=bool(resume_dir)) as trainer:
+            trainer.setup()
+            if rank == 0 and not resume_dir:
+                # A resumed run rewrites config.yaml together with its next checkpoint, so that a failed
+                # resume leaves the folder as it was.
+                cfg.save_run_config(trainer.config, run_dir)
+            summary = trainer.fit()
+            folder.log(f"done: best {summary['best_metric']} {summary['best_value']:.4f} at epoch "
+                       f"{summary['best_epoch']}; weights in {os.path.join(run_dir, 'best_model.pdparams')}")
         return summary
-    except BaseException as exc:
-        failed = exc
-        raise
-    finally:
-        if trainer is not None:
-            trainer.close()
-        nothing_saved = not ckpt.checkpoint_exists(run_dir, "latest")
-        if failed is not None and not (created and nothing_saved) and rank == 0:
-            log.echo = False
-            log(f"stopped: {' '.join(str(failed).split()) or type(failed).__name__}")
-        log.close()
-        if lock:
-            lock.release()
-        quiet.__exit__(None, None, None)
-        if failed is not None and created and nothing_saved:
-            # This call made the folder and nothing worth keeping was written: leave no trace.
-            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _prepare_run_folder(folder, resume, world_size):
+    """Check a locked run folder before training in it, and clear what a killed run left half-written.
+
+    Raises:
+        ConfigError: a new run asked for in a folder that already holds one.
+        CheckpointError: the checkpoint to resume is damaged.
+    """
+    if resume and folder.writer:
+        # Under the lock: finishing an interrupted commit must not race a live training.
+        ckpt.verify_checkpoint(folder.path, "latest")
+    if world_size > 1:
+        import paddle.distributed as dist
+
+        dist.barrier()  # the other processes read the checkpoint only after rank 0 has checked it
+    if not folder.writer:
+        return
+    if not resume and ckpt.checkpoint_exists(folder.path, "latest"):
+        raise ConfigError(f"{folder.path} already holds a training run (latest.pdstates); "
+                          "continue it with --resume DIR or choose another --output-dir")
+    folder.remove_partial_writes()
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -657,12 +623,8 @@ def _amp_plan(config, device):
     on Ampere and newer with ``--amp-dtype bfloat16``.  On a CPU: bfloat16 auto-cast, where
     Paddle 3.3's O1 keeps convolutions in float32 (``docs/BENCHMARKS.md``): little changes.
     """
-    from paddle_palm.engine import device as devices
-
     capability = None
     if config["amp"] and devices.is_gpu(device):
-        from paddle_palm import compat
-
         capability = compat.cuda_compute_capability(int(str(device).partition(":")[2] or 0))
     return devices.amp_plan(config["amp"], config.get("amp_dtype", "auto"), device, capability)
 

@@ -14,7 +14,9 @@
   in the model classes (the torchvision way) documents them and keeps them
   fixed if a framework changes its defaults.
 * :func:`set_stage_layout` switches a network's stages between NCHW and
-  channels-last (NHWC) tensors, the fast path of the oneDNN operators.
+  channels-last (NHWC) tensors, the fast path of the oneDNN operators.  Networks
+  expose it as ``set_channels_last``; only the execution path
+  (:class:`paddle_palm.runtime.ExecutionPath`) calls it, and it switches back too.
 """
 
 import math
@@ -172,7 +174,10 @@ def set_stage_layout(stages, enabled, switch_block):
     """Run the convolutions and batch norms of ``stages`` on NHWC (``enabled``) or NCHW tensors.
 
     Writes the layers' ``_data_format`` (Paddle has no public switch after construction);
-    parameters keep their shapes, so state dicts do not change.
+    parameters keep their shapes, so state dicts do not change.  Called by a network's
+    ``set_channels_last``, on behalf of :class:`paddle_palm.runtime.ExecutionPath`, which
+    owns the switch (:meth:`~paddle_palm.runtime.ExecutionPath.apply` and ``restore``;
+    :meth:`~paddle_palm.runtime.ExecutionPath.channels_first` for a block that needs NCHW).
 
     Args:
         stages: the layers whose sublayers to switch (a network's residual stages).

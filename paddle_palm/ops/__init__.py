@@ -56,6 +56,7 @@ import time
 import types
 import zipfile
 
+from paddle_palm.cpu import cpu_info
 from paddle_palm.errors import PalmError
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -238,8 +239,6 @@ def _compiler():
 def _arch_flags():
     """AVX2 + FMA code for the fused element-wise loops when this CPU has them (the cached
     library is keyed by these flags, so a cache shared with an older CPU gets its own build)."""
-    from paddle_palm.runtime import cpu_info
-
     flags = cpu_info()["flags"]
     return ["-mavx2", "-mfma"] if {"avx2", "fma"} <= flags else []
 
@@ -348,7 +347,7 @@ def _local_headers(download, retry, log):
     return include
 
 
-def build(download=True, log=None, retry=False):
+def build(download=False, log=None, retry=False):
     """Compile the operators (once per source, Paddle and oneDNN version) and return the library's path.
 
     Args:
@@ -402,14 +401,15 @@ def build(download=True, log=None, retry=False):
         return output
 
 
-def load(download=False, log=None):
+def load(log=None):
     """Build (when needed) and register the operators; remember the outcome for this process.
 
-    Training calls this: it compiles when the headers are at hand but never downloads them
-    (``python -m paddle_palm.ops`` does, once, and installing or CI runs it).
+    Training and evaluation call this: it compiles when the headers are at hand but never
+    downloads them.  Only the explicit build step, ``python -m paddle_palm.ops`` (which
+    installing and CI run once), fetches them; without them this returns None and
+    :func:`unavailable_reason` says, in one line, to run it.
 
     Args:
-        download: fetch the headers when they are missing (False: say so instead).
         log: optional ``log(message)`` for progress lines (a first build takes about 30 s).
 
     Returns:
@@ -420,7 +420,7 @@ def load(download=False, log=None):
         return _state["module"]
     _state["tried"] = True
     try:
-        path = build(download=download, log=log)
+        path = build(download=False, log=log)
         from paddle.utils.cpp_extension import load_op_meta_info_and_register_op
 
         load_op_meta_info_and_register_op(path)

@@ -1,8 +1,14 @@
-"""``python -m paddle_palm.ops``: build the oneDNN convolution operator now and say what happened."""
+"""``python -m paddle_palm.ops``: build the oneDNN convolution operator now and say what happened.
+
+This is the only place that downloads the oneDNN headers (training and evaluation never do).
+Paddle and numpy are imported after the build, for the check: importing Paddle takes seconds.
+"""
 
 import argparse
 import sys
 import time
+
+from paddle_palm import ops
 
 
 def main(argv=None):
@@ -15,8 +21,6 @@ def main(argv=None):
     parser.add_argument("--no-download", action="store_true",
                         help="do not fetch the oneDNN headers (onednn-devel) from PyPI when they are missing")
     args = parser.parse_args(argv)
-    from paddle_palm import ops
-
     start = time.perf_counter()
     try:
         path = ops.build(download=not args.no_download, log=lambda line: print(line, flush=True), retry=True)

@@ -23,6 +23,7 @@ photograph for display.
 import numpy as np
 
 from paddle_palm.errors import ConfigError, InputShapeError
+from paddle_palm.runtime import ExecutionPath
 
 __all__ = ["GradCAM", "default_target_layer", "grad_cam", "overlay_heatmap"]
 
@@ -117,44 +118,14 @@ class GradCAM:
 
         x = _as_batch(image)
         x.stop_gradient = False  # the graph must reach the target layer even with frozen weights
-        captured = {}
-
-        def hook(layer, inputs, output):
-            captured["activation"] = output[0] if isinstance(output, (list, tuple)) else output
-
         was_training = self.model.training
         self.model.eval()
-        # A network running its stages channels-last (the trainer's fast path) is switched back to
-        # NCHW for the pass, so that the hooked feature map is [N, C, h, w].
-        channels_last = bool(getattr(self.model, "channels_last", False))
-        if channels_last:
-            self.model.set_channels_last(False)
-        handle = self.layer.register_forward_post_hook(hook)
         try:
-            with paddle.set_grad_enabled(True):
-                logits = self.model(x)
-                if "activation" not in captured:
-                    raise ConfigError(f"target layer {self.layer_name!r} was not used in the forward pass")
-                activation = captured["activation"]
-                if activation.ndim != 4:
-                    raise ConfigError(
-                        f"target layer {self.layer_name!r} gives a tensor of shape {list(activation.shape)}; "
-                        "Grad-CAM needs a feature map [N, C, h, w]"
-                    )
-                logits = logits.reshape([1, -1])
-                num_outputs = logits.shape[1]
-                if num_outputs == 1:
-                    if class_index is None:
-                        class_index = 1 if float(logits[0, 0]) >= 0 else 0
-                    if class_index not in (0, 1):
-                        raise ConfigError(f"a one-logit model has classes 0 and 1, got class_index {class_index}")
-                    score = logits[0, 0] if class_index == 1 else -logits[0, 0]
-                else:
-                    if class_index is None:
-                        class_index = int(paddle.argmax(logits[0]))
-                    if not 0 <= int(class_index) < num_outputs:
-                        raise ConfigError(f"class_index must be in [0, {num_outputs}), got {class_index}")
-                    score = logits[0, int(class_index)]
+            # A network running its stages channels-last (the trainer's fast path) runs NCHW for
+            # the pass, so that the hooked feature map is [N, C, h, w].
+            with ExecutionPath.channels_first(self.model), paddle.set_grad_enabled(True):
+                activation, logits = self._forward(x)
+                class_index, score = _class_score(logits, class_index)
                 (grad,) = paddle.grad([score], [activation], retain_graph=False, allow_unused=True)
             if grad is None:
                 cam = paddle.zeros([1, 1, activation.shape[2], activation.shape[3]])
@@ -164,15 +135,52 @@ class GradCAM:
             cam = F.interpolate(cam, size=list(x.shape[2:]), mode="bilinear", align_corners=False)
             cam = cam[0, 0].numpy().astype(np.float64)
         finally:
-            handle.remove()
-            if channels_last:
-                self.model.set_channels_last(True)
             if was_training:
                 self.model.train()
         cam -= cam.min()
         top = cam.max()
         cam = cam / top if top > 0 else np.zeros_like(cam)
         return cam.astype(np.float32), int(class_index), float(score)
+
+    def _forward(self, x):
+        """The target layer's feature map ``[1, K, h, w]`` and the logits ``[1, C]`` of ``x``."""
+        captured = {}
+
+        def hook(layer, inputs, output):
+            captured["activation"] = output[0] if isinstance(output, (list, tuple)) else output
+
+        handle = self.layer.register_forward_post_hook(hook)
+        try:
+            logits = self.model(x)
+        finally:
+            handle.remove()
+        if "activation" not in captured:
+            raise ConfigError(f"target layer {self.layer_name!r} was not used in the forward pass")
+        activation = captured["activation"]
+        if activation.ndim != 4:
+            raise ConfigError(
+                f"target layer {self.layer_name!r} gives a tensor of shape {list(activation.shape)}; "
+                "Grad-CAM needs a feature map [N, C, h, w]"
+            )
+        return activation, logits.reshape([1, -1])
+
+
+def _class_score(logits, class_index):
+    """The class explained and its score: the logit, or for one-logit models its negation for class 0."""
+    import paddle
+
+    num_outputs = logits.shape[1]
+    if num_outputs == 1:
+        if class_index is None:
+            class_index = 1 if float(logits[0, 0]) >= 0 else 0
+        if class_index not in (0, 1):
+            raise ConfigError(f"a one-logit model has classes 0 and 1, got class_index {class_index}")
+        return class_index, (logits[0, 0] if class_index == 1 else -logits[0, 0])
+    if class_index is None:
+        class_index = int(paddle.argmax(logits[0]))
+    if not 0 <= int(class_index) < num_outputs:
+        raise ConfigError(f"class_index must be in [0, {num_outputs}), got {class_index}")
+    return class_index, logits[0, int(class_index)]
 
 
 def grad_cam(model, image_tensor, target_layer=None, class_index=None):
