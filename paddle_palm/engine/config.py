@@ -395,9 +395,9 @@ def check_image_size(arch, size):
     spec = model_spec(arch)
     if spec.fixed_input_size and size != spec.input_size:
         raise ConfigError(f"{arch} takes images of exactly {spec.input_size} px (its head is sized for it), "
-                          f"got image size {size}")
+                          f"got image_size {size}")
     if size < spec.min_input_size:
-        raise ConfigError(f"image size {size} is too small for {arch}: it needs at least {spec.min_input_size}")
+        raise ConfigError(f"image_size {size} is too small for {arch}: it needs at least {spec.min_input_size} px")
     return spec
 
 
