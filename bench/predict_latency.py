@@ -3,10 +3,10 @@
 What ``tools/predict.py`` costs per image, for each way it can run a network, measured
 in one run with ratios against baselines of the same run:
 
-* ``--inference-model`` (Paddle Inference, :class:`paddle_palm.engine.inference.ExportedPredictor`):
+* ``--inference-model`` (Paddle Inference, :class:`paddle_palm.engine.predictors.ExportedPredictor`):
   oneDNN fp32 (the default), oneDNN bf16 (``--precision bf16``, AVX-512-BF16 CPUs), no oneDNN
   (``--no-onednn``);
-* ``--weights`` (dygraph, :class:`~paddle_palm.engine.inference.CheckpointPredictor`): with the
+* ``--weights`` (dygraph, :class:`~paddle_palm.engine.predictors.CheckpointPredictor`): with the
   oneDNN convolution operator (the default) and with Paddle's own convolution (plain dygraph,
   the baseline);
 * PyTorch 2.x CPU on the same network (``bench/torch_reference.py``), when torch is installed.
@@ -141,7 +141,7 @@ def main(argv=None):
     import numpy as np
     import paddle
 
-    from paddle_palm.engine import export, inference
+    from paddle_palm.engine import export, predict, predictors
     from paddle_palm.models import build_model
 
     work = tempfile.mkdtemp(prefix="predict-latency-")
@@ -152,7 +152,7 @@ def main(argv=None):
         paddle.save(build_model(args.arch).state_dict(), weights)
     images = _photographs(args.images, args.image_count, work)
     paths = {}
-    plain = inference.CheckpointPredictor(weights, arch=args.arch if args.weights is None else None)
+    plain = predictors.CheckpointPredictor(weights, arch=args.arch if args.weights is None else None)
     from paddle_palm import ops
 
     ops.restore(plain.model)
@@ -162,14 +162,14 @@ def main(argv=None):
     exported = os.path.join(work, "exported")
     export.export_checkpoint(weights, exported, arch=args.arch if args.weights is None else None, verify=False)
     paths["dygraph, Paddle conv (plain)"] = plain
-    fast = inference.CheckpointPredictor(weights, arch=args.arch if args.weights is None else None)
+    fast = predictors.CheckpointPredictor(weights, arch=args.arch if args.weights is None else None)
     if ops.is_accelerated(fast.model):
         paths["dygraph + oneDNN conv (--weights)"] = fast
-    paths["Paddle Inference oneDNN fp32 (--inference-model)"] = inference.ExportedPredictor(exported, threads=args.threads)
+    paths["Paddle Inference oneDNN fp32 (--inference-model)"] = predictors.ExportedPredictor(exported, threads=args.threads)
     if info.get("avx512_bf16"):
-        paths["Paddle Inference oneDNN bf16 (--precision bf16)"] = inference.ExportedPredictor(
+        paths["Paddle Inference oneDNN bf16 (--precision bf16)"] = predictors.ExportedPredictor(
             exported, threads=args.threads, precision="bf16")
-    paths["Paddle Inference, no oneDNN (--no-onednn)"] = inference.ExportedPredictor(
+    paths["Paddle Inference, no oneDNN (--no-onednn)"] = predictors.ExportedPredictor(
         exported, threads=args.threads, onednn=False)
     if not args.no_torch:
         try:
@@ -183,7 +183,7 @@ def main(argv=None):
     latency = {name: [] for name in paths}
     for round_index in range(args.rounds):
         for name, predictor in paths.items():
-            result = inference.measure_latency(predictor, runs=args.runs, warmup=3 if args.quick else 5)
+            result = predict.measure_latency(predictor, runs=args.runs, warmup=3 if args.quick else 5)
             latency[name].append(result["median_ms"])
         print(f"round {round_index + 1}/{args.rounds}: " + ", ".join(
             f"{name.split(' (')[0]} {values[-1]:.1f} ms" for name, values in latency.items()), flush=True)
@@ -192,14 +192,14 @@ def main(argv=None):
     for name, predictor in paths.items():
         if name == "PyTorch reference":
             continue
-        inference.predict_images(predictor, images[:2], batch_size=1)  # warm-up
+        predict.predict_images(predictor, images[:2], batch_size=1)  # warm-up
         start = time.perf_counter()
-        records = inference.predict_images(predictor, images, batch_size=1)
+        records = predict.predict_images(predictor, images, batch_size=1)
         end_to_end[name] = (time.perf_counter() - start) * 1000.0 / len(images)
         probabilities[name] = np.array([r["pm_probability"] for r in records], dtype=np.float64)
-        inference.predict_images(predictor, images[:args.batch_size], batch_size=args.batch_size)  # warm-up
+        predict.predict_images(predictor, images[:args.batch_size], batch_size=args.batch_size)  # warm-up
         start = time.perf_counter()
-        inference.predict_images(predictor, images, batch_size=args.batch_size)
+        predict.predict_images(predictor, images, batch_size=args.batch_size)
         end_to_end_batched[name] = (time.perf_counter() - start) * 1000.0 / len(images)
     load_after = os.getloadavg()
 

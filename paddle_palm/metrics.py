@@ -33,25 +33,38 @@ import numpy as np
 
 from paddle_palm.errors import ConfigError, DataError
 
-#: Class names used everywhere a class is shown to a person: index 0 / 1 (seed 004).
+#: The PALM classes (SPEC 1.2, 2.5), wherever a class is shown to a person or recorded in a
+#: run's ``config.yaml``: index 0 = not pathologic myopia, 1 = pathologic myopia (seed 004).
 CLASS_NAMES_ZH = ("非病理性近视", "病理性近视")
 CLASS_NAMES_EN = ("non-pathologic myopia", "pathologic myopia")
+
+#: The two training losses: ``"bce"`` (sigmoid cross-entropy on one logit), ``"ce"`` (softmax).
+LOSSES = ("bce", "ce")
 
 __all__ = [
     "CLASS_NAMES_EN",
     "CLASS_NAMES_ZH",
+    "LOSSES",
     "accuracy",
     "binary_counts",
     "binary_metrics",
+    "check_labels",
+    "check_loss",
+    "check_threshold",
+    "class_name",
     "confusion_matrix",
     "f1_score",
+    "infer_loss",
     "majority_class_baseline",
     "per_class_accuracy",
+    "pm_probability_from_logits",
     "precision",
     "predict_labels",
     "roc_auc",
     "roc_curve",
     "sensitivity",
+    "sigmoid",
+    "softmax",
     "specificity",
     "threshold_for_sensitivity",
     "threshold_for_specificity",
@@ -62,8 +75,12 @@ __all__ = [
 # ----------------------------------------------------------------------------- input checks
 
 
-def _labels(labels, name="labels", num_classes=None):
-    """``labels`` as a 1-D int64 array of class indices, checked."""
+def check_labels(labels, name="labels", num_classes=None):
+    """``labels`` as a 1-D int64 array of class indices, checked (``[N, 1]`` is accepted).
+
+    Raises:
+        DataError: not 1-D, empty, not whole numbers, negative or ``>= num_classes``.
+    """
     arr = np.asarray(labels)
     if arr.ndim == 2 and arr.shape[1] == 1:  # the course readers give labels as [N, 1]
         arr = arr[:, 0]
@@ -88,7 +105,7 @@ def _labels(labels, name="labels", num_classes=None):
 
 
 def _binary_labels(labels, name="labels"):
-    return _labels(labels, name=name, num_classes=2)
+    return check_labels(labels, name=name, num_classes=2)
 
 
 def _probs(probs, n, name="probs"):
@@ -130,7 +147,8 @@ def _ratio(num, den):
     return float(num) / float(den) if den else float("nan")
 
 
-def _check_threshold(threshold):
+def check_threshold(threshold):
+    """``threshold`` as a float in [0, 1]; ConfigError otherwise."""
     try:
         value = float(threshold)
     except (TypeError, ValueError):
@@ -153,7 +171,7 @@ def predict_labels(probs, threshold=0.5):
     Returns:
         np.ndarray: int64 array of 0/1.
     """
-    threshold = _check_threshold(threshold)
+    threshold = check_threshold(threshold)
     flat = np.asarray(probs, dtype=np.float64).reshape(-1)
     arr = _probs(flat, flat.size)
     return (arr >= threshold).astype(np.int64)
@@ -169,8 +187,8 @@ def accuracy(labels, preds):
     Returns:
         float in [0, 1].
     """
-    y = _labels(labels)
-    p = _labels(preds, name="predictions")
+    y = check_labels(labels)
+    p = check_labels(preds, name="predictions")
     _same_length(y, p)
     return float(np.mean(y == p))
 
@@ -188,8 +206,8 @@ def confusion_matrix(labels, preds, num_classes=None):
         np.ndarray: int64 ``[num_classes, num_classes]``, rows = true, columns =
         predicted; for two classes ``[[TN, FP], [FN, TP]]``.
     """
-    y = _labels(labels, num_classes=num_classes)
-    p = _labels(preds, name="predictions", num_classes=num_classes)
+    y = check_labels(labels, num_classes=num_classes)
+    p = check_labels(preds, name="predictions", num_classes=num_classes)
     _same_length(y, p)
     if num_classes is None:
         num_classes = max(2, int(max(y.max(), p.max())) + 1)
@@ -261,7 +279,7 @@ def majority_class_baseline(labels, num_classes=None):
         ``specificity`` of that constant answer for binary labels, and ``auc``
         0.5 (a constant score does not rank; ``nan`` if one class only).
     """
-    y = _labels(labels, num_classes=num_classes)
+    y = check_labels(labels, num_classes=num_classes)
     counts = np.bincount(y, minlength=num_classes or 2)
     majority = int(np.argmax(counts))
     result = {"class": majority, "accuracy": float(counts[majority] / y.size)}
@@ -449,7 +467,7 @@ def binary_metrics(labels, probs, threshold=0.5):
         lists, ``[[TN, FP], [FN, TP]]``), ``per_class_accuracy`` (list) and
         ``baseline`` (:func:`majority_class_baseline`).  Undefined ratios are ``nan``.
     """
-    threshold = _check_threshold(threshold)
+    threshold = check_threshold(threshold)
     y = _binary_labels(labels)
     p = _probs(probs, y.size)
     pred = (p >= threshold).astype(np.int64)
@@ -467,3 +485,89 @@ def binary_metrics(labels, probs, threshold=0.5):
         "per_class_accuracy": per_class_accuracy(y, pred, num_classes=2).tolist(),
         "baseline": majority_class_baseline(y, num_classes=2),
     }
+
+
+# ----------------------------------------------------------------------------- from network outputs to probabilities
+
+
+def infer_loss(num_outputs):
+    """The loss an output width implies: ``"bce"`` for one logit, ``"ce"`` otherwise."""
+    return "bce" if int(num_outputs) == 1 else "ce"
+
+
+def check_loss(loss, num_outputs):
+    """``loss`` checked against a network's output width; None gives :func:`infer_loss`'s answer.
+
+    Raises:
+        ConfigError: an unknown loss, ``"bce"`` on more than one output or ``"ce"`` on one.
+    """
+    if loss is None:
+        return infer_loss(num_outputs)
+    if loss not in LOSSES:
+        raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+    if loss == "bce" and num_outputs != 1:
+        raise ConfigError(f"loss 'bce' needs a model with one output (a PM logit), but it has {num_outputs} outputs")
+    if loss == "ce" and num_outputs < 2:
+        raise ConfigError("loss 'ce' needs a model with at least two outputs, but it has one; use loss 'bce'")
+    return loss
+
+
+def sigmoid(x):
+    """The logistic function of an array, float64, without overflow for large negative values."""
+    x = np.asarray(x, dtype=np.float64)
+    # Two branches so a large negative logit does not overflow exp().
+    out = np.empty_like(x, dtype=np.float64)
+    pos = x >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
+    ex = np.exp(x[~pos])
+    out[~pos] = ex / (1.0 + ex)
+    return out
+
+
+def softmax(x):
+    """Row-wise softmax of ``[N, C]`` scores."""
+    z = x - x.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def pm_probability_from_logits(logits, loss=None):
+    """PM probability of each image from raw network outputs.
+
+    Args:
+        logits: array ``[N, 1]`` / ``[N]`` (one logit) or ``[N, 2]`` (two logits).
+        loss: ``"bce"`` (sigmoid), ``"ce"`` (softmax, class 1 is PM) or None to
+            infer it from the width.
+
+    Returns:
+        np.ndarray: float64 ``[N]`` in [0, 1].
+    """
+    x = np.asarray(logits, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2:
+        raise DataError(f"expected logits of shape [N, 1] or [N, 2], got {x.shape}")
+    loss = check_loss(loss, x.shape[1])
+    if loss == "bce":
+        return sigmoid(x[:, 0])
+    if x.shape[1] != 2:
+        raise DataError(f"a PM probability needs one or two logits per image, got {x.shape[1]}")
+    return softmax(x)[:, 1]
+
+
+def class_name(label, classes=None, classes_zh=None):
+    """The display name of a class: ``"病理性近视 (pathologic myopia)"`` for PALM's 1.
+
+    Args:
+        label: the class index (0 or 1 for PALM).
+        classes: English names (default: :data:`CLASS_NAMES_EN`).
+        classes_zh: Chinese names (default: :data:`CLASS_NAMES_ZH`).
+
+    Returns:
+        str: ``"<Chinese> (<English>)"``, or just the English name when there is no Chinese one.
+    """
+    classes = list(classes or CLASS_NAMES_EN)
+    classes_zh = list(CLASS_NAMES_ZH if classes_zh is None else classes_zh)
+    en = classes[label] if label < len(classes) else f"class {label}"
+    zh = classes_zh[label] if label < len(classes_zh) else None
+    return f"{zh} ({en})" if zh else en

@@ -188,7 +188,7 @@ def test_validation_scores_from_eval_outputs(model, tmp_path):
 
 def test_screener_with_weights_matches_the_checkpoint_predictor(model, shared_palm):
     from paddle_palm.app.screening import Screener
-    from paddle_palm.engine.inference import CheckpointPredictor
+    from paddle_palm.engine.predictors import CheckpointPredictor
 
     screener = Screener(weights=model["weights"], probe=False)
     try:

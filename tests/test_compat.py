@@ -89,7 +89,8 @@ def test_inference_onednn_switch_on_this_paddle(tmp_path):
     from paddle import inference
 
     from paddle_palm.engine.export import export_model
-    from paddle_palm.engine.inference import ExportedPredictor, ModelSettings
+    from paddle_palm.engine.model_settings import ModelSettings
+    from paddle_palm.engine.predictors import ExportedPredictor
     from paddle_palm.models import build_model
 
     config = inference.Config()

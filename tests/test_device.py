@@ -175,7 +175,8 @@ def test_gpu_inference_matches_cpu(tmp_path):
     import numpy as np
 
     from paddle_palm.engine.export import export_model
-    from paddle_palm.engine.inference import ExportedPredictor, ModelSettings
+    from paddle_palm.engine.model_settings import ModelSettings
+    from paddle_palm.engine.predictors import ExportedPredictor
     from paddle_palm.models import build_model
 
     import paddle

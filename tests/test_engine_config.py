@@ -5,6 +5,7 @@ import yaml
 
 from paddle_palm.engine import config as cfg
 from paddle_palm.errors import ConfigError, MissingFileError
+from paddle_palm.metrics import CLASS_NAMES_EN
 
 
 def test_senet18_recipe_is_seed_000():
@@ -86,7 +87,7 @@ def test_written_config_reads_back_for_evaluation(tmp_path):
         back = cfg.load_run_config(where)
         assert {k: back[k] for k in ("arch", "num_classes", "image_size", "preprocess", "loss")} == {
             "arch": "squeezenet1_1", "num_classes": 2, "image_size": 96, "preprocess": "B", "loss": "ce"}
-        assert back["classes"] == cfg.PALM_CLASSES and back["classes_zh"] == ["非病理性近视", "病理性近视"]
+        assert back["classes"] == list(CLASS_NAMES_EN) and back["classes_zh"] == ["非病理性近视", "病理性近视"]
     # A written config.yaml is itself a valid --config file that repeats the run.
     assert cfg.resolve({}, config_file=tmp_path / "config.yaml") == c
 

@@ -15,8 +15,9 @@ import paddle
 import pytest
 
 from paddle_palm import metrics
-from paddle_palm.engine.evaluate import evaluate, pm_probability_from_logits
+from paddle_palm.engine.evaluate import evaluate
 from paddle_palm.errors import ConfigError, DataError
+from paddle_palm.metrics import pm_probability_from_logits
 
 
 class MeanLogit(paddle.nn.Layer):

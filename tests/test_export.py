@@ -19,7 +19,7 @@ import paddle
 import pytest
 
 from paddle_palm import cli
-from paddle_palm.engine import export, inference
+from paddle_palm.engine import export, predict, predictors
 
 TOLERANCE = 1e-4
 
@@ -100,17 +100,17 @@ def test_exported_model_outputs_the_pm_probability(setup):
     predictor.run()
     out = predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
     assert out.shape == (3, 1)
-    reference = inference.CheckpointPredictor(setup["sq"], arch="squeezenet1_1", image_size=64).pm_probability(x)
+    reference = predictors.CheckpointPredictor(setup["sq"], arch="squeezenet1_1", image_size=64).pm_probability(x)
     np.testing.assert_allclose(out[:, 0], reference, atol=TOLERANCE)
 
 
 @pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "plain-cpu"])
 def test_exported_equals_checkpoint_on_images(setup, onednn):
     paths = [setup["data"] / "PALM-Training400", setup["data"] / "PALM-Validation400"]
-    ckpt = inference.CheckpointPredictor(setup["sq"], arch="squeezenet1_1", image_size=64)
-    exp = inference.ExportedPredictor(setup["exported"], onednn=onednn, threads=1)
-    a = inference.predict_images(ckpt, paths, batch_size=3)
-    b = inference.predict_images(exp, paths, batch_size=5)
+    ckpt = predictors.CheckpointPredictor(setup["sq"], arch="squeezenet1_1", image_size=64)
+    exp = predictors.ExportedPredictor(setup["exported"], onednn=onednn, threads=1)
+    a = predict.predict_images(ckpt, paths, batch_size=3)
+    b = predict.predict_images(exp, paths, batch_size=5)
     assert [r["file"] for r in a] == [r["file"] for r in b] and len(a) == 10
     np.testing.assert_allclose([r["pm_probability"] for r in b], [r["pm_probability"] for r in a], atol=TOLERANCE)
     assert [r["class_name"] for r in a] == [r["class_name"] for r in b]
@@ -122,19 +122,19 @@ def test_one_logit_model_exports_with_sigmoid(setup, tmp_path):
     assert record["loss"] == "bce" and record["preprocess"]["method"] == "A"
     assert record["preprocess"]["channel_order"] == "BGR"
     assert record["verification"]["max_abs_diff"] <= TOLERANCE
-    ckpt = inference.CheckpointPredictor(setup["one_logit"], arch="squeezenet1_1", num_classes=1, image_size=64,
+    ckpt = predictors.CheckpointPredictor(setup["one_logit"], arch="squeezenet1_1", num_classes=1, image_size=64,
                                          preprocess="A")
-    exp = inference.ExportedPredictor(tmp_path / "one")
+    exp = predictors.ExportedPredictor(tmp_path / "one")
     assert (exp.preprocess, exp.image_size) == ("A", 64)
     x = np.random.default_rng(1).uniform(-1, 1, (4, 3, 64, 64)).astype("float32")
     np.testing.assert_allclose(exp.pm_probability(x), ckpt.pm_probability(x), atol=TOLERANCE)
     paths = [setup["data"] / "PALM-Validation400"]
-    np.testing.assert_allclose([r["pm_probability"] for r in inference.predict_images(exp, paths)],
-                               [r["pm_probability"] for r in inference.predict_images(ckpt, paths)], atol=TOLERANCE)
+    np.testing.assert_allclose([r["pm_probability"] for r in predict.predict_images(exp, paths)],
+                               [r["pm_probability"] for r in predict.predict_images(ckpt, paths)], atol=TOLERANCE)
     # Export again into the same folder: replaced, nothing left over.
     export.export_checkpoint(setup["one_logit"], tmp_path / "one", arch="squeezenet1_1", num_classes=1,
                              image_size=64, threshold=0.3, verify=False)
-    assert inference.ExportedPredictor(tmp_path / "one").threshold == 0.3
+    assert predictors.ExportedPredictor(tmp_path / "one").threshold == 0.3
     assert not [p for p in (tmp_path / "one").iterdir() if p.name.startswith(".")]
 
 

@@ -1,4 +1,4 @@
-"""Tests of paddle_palm.engine.inference and tools/predict.py (prediction from a checkpoint).
+"""Tests of paddle_palm.engine.predictors, .predict, .reports and tools/predict.py (prediction from a checkpoint).
 
 A squeezenet1_1 at 64 pixels with seeded random weights stands in for a trained
 model: the tests check that predictions are computed, labelled, written and
@@ -14,8 +14,8 @@ import numpy as np
 import paddle
 import pytest
 
-from paddle_palm import cli
-from paddle_palm.engine import inference
+from paddle_palm import cli, metrics
+from paddle_palm.engine import predict, predictors, reports
 from paddle_palm.errors import DataError, ImageError, MissingFileError
 
 
@@ -80,9 +80,9 @@ def test_predict_cli_end_to_end(repo_root, setup, tmp_path):
 
 def test_predict_records_and_true_labels(setup):
     data, weights, _ = setup
-    predictor = inference.CheckpointPredictor(weights, arch="squeezenet1_1", image_size=64, threshold=0.4)
+    predictor = predictors.CheckpointPredictor(weights, arch="squeezenet1_1", image_size=64, threshold=0.4)
     assert (predictor.preprocess, predictor.image_size) == ("B", 64)  # seed 004's recipe for SqueezeNet
-    records = inference.predict_images(predictor, [data / "PALM-Training400", data / "PALM-Validation400"],
+    records = predict.predict_images(predictor, [data / "PALM-Training400", data / "PALM-Validation400"],
                                        batch_size=4, labels_file=data / "labels.csv", keep_images=2)
     assert len(records) == 12
     import pandas as pd
@@ -108,19 +108,19 @@ def test_predict_records_and_true_labels(setup):
 
 def test_folder_policy_unreadable_image_stops_unless_skipped(setup):
     _, weights, mixed = setup
-    predictor = inference.CheckpointPredictor(weights, arch="squeezenet1_1", image_size=64)
+    predictor = predictors.CheckpointPredictor(weights, arch="squeezenet1_1", image_size=64)
     with pytest.raises(ImageError, match="broken.jpg"):
-        inference.predict_images(predictor, [mixed])  # notes.txt is not an image name: ignored
+        predict.predict_images(predictor, [mixed])  # notes.txt is not an image name: ignored
     warnings = []
-    records = inference.predict_images(predictor, [mixed], skip_bad=True, warn=warnings.append)
+    records = predict.predict_images(predictor, [mixed], skip_bad=True, warn=warnings.append)
     assert [r["file"].rsplit("/", 1)[-1] for r in records] == ["V0001.jpg", "V0002.jpg", "V0003.jpg"]
     assert len(warnings) == 1 and "broken.jpg" in warnings[0]
     with pytest.raises(MissingFileError, match="nothing.jpg"):
-        inference.predict_images(predictor, [mixed / "nothing.jpg"])
+        predict.predict_images(predictor, [mixed / "nothing.jpg"])
     empty = mixed.parent / "empty"
     empty.mkdir(exist_ok=True)
     with pytest.raises(DataError, match="no image files"):
-        inference.predict_images(predictor, [empty])
+        predict.predict_images(predictor, [empty])
 
 
 def test_skip_bad_images_flag(repo_root, setup, capsys, tmp_path):
@@ -147,9 +147,9 @@ def test_predict_reads_config_yaml_beside_the_weights(setup, tmp_path):
     data, weights, _ = setup
     (tmp_path / "best_model.pdparams").write_bytes(weights.read_bytes())
     save_run_config(resolve(cli={"arch": "squeezenet1_1", "image_size": 48, "threshold": 0.3}), tmp_path)
-    predictor = inference.CheckpointPredictor(tmp_path)  # a run folder: best_model.pdparams, no --arch
+    predictor = predictors.CheckpointPredictor(tmp_path)  # a run folder: best_model.pdparams, no --arch
     assert (predictor.settings.arch, predictor.image_size, predictor.threshold) == ("squeezenet1_1", 48, 0.3)
-    assert inference.CheckpointPredictor(tmp_path, image_size=64).image_size == 64  # flags override
+    assert predictors.CheckpointPredictor(tmp_path, image_size=64).image_size == 64  # flags override
 
 
 @pytest.mark.parametrize(
@@ -188,11 +188,11 @@ def test_predict_non_image_in_a_real_process(repo_root, setup):
 
 
 def test_class_name_and_table_format():
-    assert inference.class_name(1) == "病理性近视 (pathologic myopia)"
-    assert inference.class_name(0) == "非病理性近视 (non-pathologic myopia)"
-    assert inference.class_name(1, ["normal", "PM"], []) == "PM"
-    records = [{"file": "a.jpg", "pm_probability": 0.9, "label": 1, "class_name": inference.class_name(1),
+    assert metrics.class_name(1) == "病理性近视 (pathologic myopia)"
+    assert metrics.class_name(0) == "非病理性近视 (non-pathologic myopia)"
+    assert metrics.class_name(1, ["normal", "PM"], []) == "PM"
+    records = [{"file": "a.jpg", "pm_probability": 0.9, "label": 1, "class_name": metrics.class_name(1),
                 "confidence": 0.9, "true_label": 0}]
-    table = inference.format_predictions_table(records).splitlines()
+    table = reports.format_predictions_table(records).splitlines()
     assert table[0].split() == ["file", "pm_probability", "label", "class_name", "confidence", "true"]
     assert "0 WRONG" in table[2]

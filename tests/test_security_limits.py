@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from paddle_palm import cli
-from paddle_palm.engine.inference import write_predictions_csv
+from paddle_palm.engine.reports import write_predictions_csv
 from paddle_palm.errors import ConfigError
 from paddle_palm.fileio import spreadsheet_safe, write_text_atomic
 

@@ -78,7 +78,8 @@ def build_parser():
 def main(argv=None):
     """Parse the arguments, evaluate, print the report and the JSON line."""
     args = build_parser().parse_args(argv)
-    from paddle_palm.engine.evaluate import evaluate_checkpoint, format_report
+    from paddle_palm.engine.evaluate import evaluate_checkpoint
+    from paddle_palm.engine.reports import format_report
 
     summary = evaluate_checkpoint(
         args.weights, args.data_dir, arch=args.arch, labels_file=args.labels, split=args.split,

@@ -93,32 +93,32 @@ def main(argv=None):
         parser.error("--arch, --num-classes, --image-size and --preprocess go with --weights; "
                      "an exported model records its own")
 
-    from paddle_palm.engine import inference
+    from paddle_palm.engine import predict, predictors, reports
     from paddle_palm.engine.device import select_device
 
     device = select_device(args.device)
     if args.inference_model:
-        predictor = inference.ExportedPredictor(args.inference_model, threads=args.threads,
+        predictor = predictors.ExportedPredictor(args.inference_model, threads=args.threads,
                                                 onednn=not args.no_onednn, precision=args.precision,
                                                 threshold=args.threshold, device=device)
     else:
-        predictor = inference.CheckpointPredictor(args.weights, arch=args.arch, num_classes=args.num_classes,
+        predictor = predictors.CheckpointPredictor(args.weights, arch=args.arch, num_classes=args.num_classes,
                                                   image_size=args.image_size, preprocess=args.preprocess,
                                                   threshold=args.threshold)
 
     def warn(message):
         print(f"warning: {message}", file=sys.stderr)
 
-    records = inference.predict_images(predictor, args.paths, batch_size=args.batch_size, labels_file=args.labels,
+    records = predict.predict_images(predictor, args.paths, batch_size=args.batch_size, labels_file=args.labels,
                                        keep_images=args.grid_max if args.grid else 0,
                                        skip_bad=args.skip_bad_images, warn=warn)
     if not args.quiet:
-        print(inference.format_predictions_table(records))
+        print(reports.format_predictions_table(records))
     n_pm = sum(r["label"] for r in records)
     per_image = 1000.0 * sum(r["seconds"] for r in records) / len(records)
     summary = (f"{len(records)} images, {n_pm} predicted PM (threshold {predictor.threshold:g}); "
                f"{predictor.description}; model time {per_image:.1f} ms per image")
-    n_known, acc = inference.accuracy_of_known(records)
+    n_known, acc = predict.accuracy_of_known(records)
     if n_known:
         summary += f"; accuracy {acc:.4f} on the {n_known} images with a known label"
     print(summary)
@@ -126,7 +126,7 @@ def main(argv=None):
         r = records[0]  # seed 004's sentence for a single image
         print(f"预测结果为：{r['class_name']}，置信度为：{r['confidence']:.4f}")
     if args.csv:
-        print(f"wrote {inference.write_predictions_csv(records, args.csv)}")
+        print(f"wrote {reports.write_predictions_csv(records, args.csv)}")
     if args.grid:
         from paddle_palm.viz.plots import plot_prediction_grid
 

@@ -53,7 +53,8 @@ def _upper(text):
 
 def _recipes_text():
     lines = ["per-architecture defaults (seed recipes, SPEC 2; any option overrides them):"]
-    for arch, r in cfg.RECIPES.items():
+    for arch in cfg.RECIPES:
+        r = _recipe(arch)
         sched = r.get("lr_schedule", "constant")
         extra = f" -> {r['end_lr']:g} over {r['decay_steps']:g} steps" if sched == "polynomial" else ""
         data = f", dataset {r['dataset']}" if r.get("dataset", "palm") != "palm" else ""
@@ -65,6 +66,13 @@ def _recipes_text():
     if others:
         lines.append("other architectures use the base defaults: " + ", ".join(others))
     return "\n".join(lines)
+
+
+def _recipe(arch):
+    try:
+        return cfg.recipe(arch)  # with the model's own loss (its registry entry)
+    except Exception:  # the model zoo failed to import: --help must still work
+        return cfg.RECIPES[arch]
 
 
 def _list_models():

@@ -270,7 +270,7 @@ def score_validation_split(predictor, data_dir, batch_size=16):
 
     Args:
         predictor: an object with ``load_image(path)`` and ``pm_probability(batch)``
-            (:mod:`paddle_palm.engine.inference`).
+            (:mod:`paddle_palm.engine.predictors`).
         data_dir: a dataset folder (SPEC 5 layout: ``PALM-Validation400`` and its labels).
         batch_size: images per forward pass.
 

@@ -2,7 +2,7 @@
 
 :class:`Screener` loads a trained model when it is created and then answers
 uploads: each photograph's PM probability, the decision at the model's
-threshold (Chinese and English class names, :func:`paddle_palm.engine.inference.class_name`),
+threshold (Chinese and English class names, :func:`paddle_palm.metrics.class_name`),
 and a Grad-CAM overlay (:mod:`paddle_palm.viz.gradcam`) showing the regions that
 raised the score of the decided class.
 
@@ -32,11 +32,14 @@ inside its folder and load in a child process before this process loads them
 Paddle's predictors and the dynamic-graph state are not safe to share between
 threads: one lock serialises the model's work, each request keeps its own
 images and results, so concurrent requests never see each other's results.
+
+Paddle, OpenCV and the Grad-CAM module are imported inside the methods that use
+them (importing Paddle takes seconds; ``tools/app.py`` installs its signal
+handlers first).
 """
 
 import base64
 import dataclasses
-import json
 import os
 import shutil
 import subprocess
@@ -47,9 +50,15 @@ import time
 import weakref
 from pathlib import Path
 
-
-from paddle_palm.engine.checkpoint import sha256_file
+from paddle_palm.app import records
+from paddle_palm.data.images import inspect_image, read_image
+from paddle_palm.data.transforms import preprocess_image
+from paddle_palm.engine import export_record
+from paddle_palm.engine.checkpoint import resolve_weights_path, sha256_file
+from paddle_palm.engine.model_settings import load_trained_model, resolve_model_settings
+from paddle_palm.engine.predictors import CheckpointPredictor, ExportedPredictor
 from paddle_palm.errors import CheckpointError, ConfigError, DataError, ImageError, PalmError
+from paddle_palm.metrics import CLASS_NAMES_EN, check_threshold, class_name
 
 __all__ = ["Screener", "UploadLimits", "check_export_folder", "display_name"]
 
@@ -96,7 +105,7 @@ _PROBE = r"""
 import sys, warnings
 warnings.filterwarnings("ignore")
 import numpy as np
-from paddle_palm.engine.inference import ExportedPredictor
+from paddle_palm.engine.predictors import ExportedPredictor
 p = ExportedPredictor(sys.argv[1], threads=1)
 x = np.zeros((1, 3, p.image_size, p.image_size), dtype=np.float32)
 v = p.pm_probability(x)
@@ -108,33 +117,17 @@ print("ok")
 def check_export_folder(model_dir, probe=True, timeout=600):
     """Check an exported model's folder before this process loads it; return its ``preprocess.json`` record.
 
-    The files the record names must be plain names of regular files inside the
-    folder (no path, no link leading out of it).  With ``probe``, a child process
-    loads the model and runs it once: a damaged program that crashes Paddle
-    Inference then ends the child, not the app.
+    The record and the files it names are checked as every loader checks them
+    (:func:`paddle_palm.engine.export_record.check_export_folder`: layout, plain
+    file names inside the folder, digests recorded at export).  With ``probe``, a
+    child process loads the model and runs it once: a damaged program that crashes
+    Paddle Inference then ends the child, not the app.
 
     Raises:
         MissingFileError, DataError: the folder is not a usable export (named).
     """
-    from paddle_palm.engine.inference import read_export_record
-
     model_dir = Path(model_dir)
-    record = read_export_record(model_dir)
-    root = model_dir.resolve()
-    for key in ("model", "params"):
-        name = str(record["files"][key])
-        if not name or name in (".", "..") or "/" in name or "\\" in name or os.path.isabs(name):
-            raise DataError(f"{model_dir / 'preprocess.json'}: files.{key} = {name!r} is not a file name inside "
-                            "the export folder")
-        path = model_dir / name
-        if path.exists() and (path.resolve().parent != root or not path.resolve().is_file()):
-            raise DataError(f"{path} leads out of the export folder {model_dir} or is not a regular file")
-    model_file = model_dir / str(record["files"]["model"])
-    if model_file.suffix == ".json" and model_file.is_file():
-        try:
-            json.loads(model_file.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError):
-            raise DataError(f"{model_file} is damaged: not the JSON program tools/export.py writes") from None
+    record, _ = export_record.check_export_folder(model_dir)
     if probe:
         env = dict(os.environ, GLOG_minloglevel="3", PYTHONPATH=os.pathsep.join(
             [str(Path(__file__).resolve().parents[2])] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
@@ -189,32 +182,10 @@ class Screener:
         self.gradcam_note = None
         self._set_device(device)
 
-        from paddle_palm.engine import inference
-
-        gradcam_weights = None
         if inference_model is not None:
-            record = check_export_folder(inference_model, probe=probe)
-            self.predictor = inference.ExportedPredictor(inference_model, threads=threads, threshold=threshold)
-            self.arch = record.get("arch") or "model"
-            gradcam_weights = self._weights_of_export(record, weights, inference_model) if gradcam else None
-            self.source = f"exported model {os.fspath(inference_model)} (Paddle Inference, CPU)"
-            self.weights_file = gradcam_weights or (record.get("weights") if isinstance(record.get("weights"), str) else None)
-            if gradcam and gradcam_weights:
-                self.gradcam_model = self._load_dynamic(gradcam_weights, arch=self.arch,
-                                                        num_classes=record.get("num_classes"),
-                                                        image_size=self.predictor.image_size,
-                                                        preprocess=self.predictor.preprocess, fast=False)
-            else:
-                self.gradcam_model = None
+            self._load_exported(inference_model, weights, threads, threshold, gradcam, probe)
         else:
-            from paddle_palm.engine.checkpoint import resolve_weights_path
-
-            path = resolve_weights_path(weights)
-            self.predictor = inference.CheckpointPredictor(path, arch=arch, threshold=threshold)
-            self.arch = self.predictor.settings.arch
-            self.source = f"checkpoint {path}"
-            self.weights_file = self.predictor.settings.weights
-            self.gradcam_model = self.predictor.model if gradcam else None
+            self._load_checkpoint(weights, arch, threshold, gradcam)
         if not gradcam:
             self.gradcam_note = "Grad-CAM is turned off (--no-gradcam)"
 
@@ -225,13 +196,18 @@ class Screener:
             self.gradcam = GradCAM(self.gradcam_model)
 
         self.threshold = float(self.predictor.threshold)
-        self.classes = list(self.predictor.classes or ["non-pathologic myopia", "pathologic myopia"])
+        self.classes = list(self.predictor.classes or CLASS_NAMES_EN)
         self.classes_zh = list(self.predictor.classes_zh or [])
+        self._describe_model(run_dir, valid_data)
+        # Private (0700): uploads are written here to be read, and the folder goes when the screener does.
+        self._tmp = tempfile.mkdtemp(prefix="palm-app-")
+        self._remove_tmp = weakref.finalize(self, shutil.rmtree, self._tmp, True)
+
+    def _describe_model(self, run_dir, valid_data):
+        """The model card and the validation scores behind the threshold slider."""
         if run_dir is None and self.weights_file:
             folder = os.path.dirname(os.path.abspath(self.weights_file))
             run_dir = folder if os.path.isdir(folder) else None
-        from paddle_palm.app import records
-
         self.card = records.read_model_card(
             run_dir, self.arch, self.source, self.threshold, self.predictor.image_size, self.predictor.preprocess,
             self.classes, self.classes_zh, weights_file=self.weights_file)
@@ -246,11 +222,33 @@ class Screener:
                 "with --valid-data DIR")
         if self.gradcam_note:
             self.card.missing.append(self.gradcam_note)
-        # Private (0700): uploads are written here to be read, and the folder goes when the screener does.
-        self._tmp = tempfile.mkdtemp(prefix="palm-app-")
-        self._remove_tmp = weakref.finalize(self, shutil.rmtree, self._tmp, True)
 
     # ---- loading -----------------------------------------------------------------------------------
+
+    def _load_exported(self, inference_model, weights, threads, threshold, gradcam, probe):
+        """Probabilities from the exported model; Grad-CAM from the weights it was exported from."""
+        record = check_export_folder(inference_model, probe=probe)
+        self.predictor = ExportedPredictor(inference_model, threads=threads, threshold=threshold)
+        self.arch = record.get("arch") or "model"
+        gradcam_weights = self._weights_of_export(record, weights, inference_model) if gradcam else None
+        self.source = f"exported model {os.fspath(inference_model)} (Paddle Inference, CPU)"
+        self.weights_file = gradcam_weights or (record.get("weights") if isinstance(record.get("weights"), str) else None)
+        if gradcam and gradcam_weights:
+            self.gradcam_model = self._load_dynamic(gradcam_weights, arch=self.arch,
+                                                    num_classes=record.get("num_classes"),
+                                                    image_size=self.predictor.image_size,
+                                                    preprocess=self.predictor.preprocess, fast=False)
+        else:
+            self.gradcam_model = None
+
+    def _load_checkpoint(self, weights, arch, threshold, gradcam):
+        """Probabilities and Grad-CAM from the network rebuilt from ``weights``."""
+        path = resolve_weights_path(weights)
+        self.predictor = CheckpointPredictor(path, arch=arch, threshold=threshold)
+        self.arch = self.predictor.settings.arch
+        self.source = f"checkpoint {path}"
+        self.weights_file = self.predictor.settings.weights
+        self.gradcam_model = self.predictor.model if gradcam else None
 
     @staticmethod
     def _set_device(device):
@@ -265,8 +263,6 @@ class Screener:
 
     def _weights_of_export(self, record, weights, model_dir):
         """The trained weights an exported model came from, checked by digest; None (with a note) if unknown."""
-        from paddle_palm.engine.checkpoint import resolve_weights_path
-
         recorded_digest = record.get("weights_sha256")
         if weights is not None:
             path = resolve_weights_path(weights)
@@ -285,8 +281,6 @@ class Screener:
 
     @staticmethod
     def _load_dynamic(weights, arch, num_classes, image_size, preprocess, fast):
-        from paddle_palm.engine.inference import load_trained_model, resolve_model_settings
-
         settings = resolve_model_settings(weights, arch=arch, num_classes=num_classes, image_size=image_size,
                                           preprocess=preprocess)
         return load_trained_model(settings, fast=fast)
@@ -316,9 +310,7 @@ class Screener:
             :meth:`ValidationScores.operating_point`); without them, the run's one
             recorded point with ``"exact": False`` when ``threshold`` is not the run's.
         """
-        t = float(threshold)
-        if not 0.0 <= t <= 1.0:
-            raise ConfigError(f"threshold must be in [0, 1], got {threshold}")
+        t = check_threshold(threshold)
         if self.validation is not None:
             return dict(self.validation.operating_point(t), exact=True)
         c = self.card
@@ -333,15 +325,11 @@ class Screener:
 
     def class_names(self, label):
         """``(display, zh, en)`` names of class ``label``."""
-        from paddle_palm.engine.inference import class_name
-
         en = self.classes[label] if label < len(self.classes) else f"class {label}"
         zh = self.classes_zh[label] if label < len(self.classes_zh) else ""
         return class_name(label, self.classes, self.classes_zh), zh, en
 
     def _read_upload(self, name, data):
-        from paddle_palm.data.images import inspect_image, read_image
-
         limit = self.limits.max_bytes
         if not isinstance(data, (bytes, bytearray)):
             raise ImageError(f"{name}: no file content")
@@ -412,8 +400,6 @@ class Screener:
         Raises:
             ImageError: the upload is refused (the message names it).
         """
-        from paddle_palm.data.transforms import preprocess_image
-
         name = display_name(name)
         started = time.perf_counter()
         image = self._read_upload(name, data)

@@ -22,10 +22,6 @@ from paddle_palm.errors import LabelError, MissingFileError
 
 #: Label of each training file-name prefix (SPEC 1.2).
 PREFIX_LABELS = {"P": 1, "H": 0, "N": 0}
-#: What each prefix stands for.
-PREFIX_NAMES = {"H": "high myopia", "N": "normal", "P": "pathologic myopia"}
-#: Class names of the binary task, indexed by label.
-CLASS_NAMES = ("non-pathologic", "pathologic myopia")
 
 #: Largest accepted uncompressed size of an xlsx label sheet (the real one is a few kB).
 MAX_WORKBOOK_BYTES = 64 * 1024 ** 2

@@ -8,7 +8,12 @@
 * :mod:`paddle_palm.engine.recorder`   - the run's history, loss curve, plots and VisualDL;
 * :mod:`paddle_palm.engine.trainer`    - the training loop (:func:`train`);
 * :mod:`paddle_palm.engine.evaluate`   - validation metrics;
-* :mod:`paddle_palm.engine.inference`  - trained models for prediction;
+* :mod:`paddle_palm.engine.model_settings` - a trained model rebuilt from its weights and config.yaml;
+* :mod:`paddle_palm.engine.predictors` - checkpoint and exported-model predictors;
+* :mod:`paddle_palm.engine.predict`    - the prediction loop over files and folders;
+* :mod:`paddle_palm.engine.reports`    - prediction and evaluation CSV files and tables;
+* :mod:`paddle_palm.engine.losses`     - the training losses;
+* :mod:`paddle_palm.engine.export_record` - the exported folder, its preprocess.json and checks;
 * :mod:`paddle_palm.engine.export`     - Paddle Inference models.
 
 Submodules import Paddle only when used, so ``import paddle_palm.engine`` is cheap.

@@ -13,18 +13,27 @@ overriding the one before (STYLE.md "Configuration"):
 The resolved dictionary is written to the run folder as ``config.yaml``; the
 evaluation, prediction and export tools read it back with :func:`load_run_config`
 to rebuild the same network with the same preprocessing.
+
+What belongs to a model rather than to a training run (its default number of
+outputs and the loss that goes with them, its input size and its preprocessing)
+comes from its registry entry (:func:`paddle_palm.models.model_spec`), and the
+PALM class names from :mod:`paddle_palm.metrics`.  :func:`validate` and
+:func:`check_image_size` are the checks of these values; the evaluation,
+prediction and export tools reuse them (:mod:`paddle_palm.engine.model_settings`).
+
+Importing the model zoo imports Paddle (seconds), so :mod:`paddle_palm.models` is
+imported inside the functions that need a model's entry: reading this module stays
+cheap for the tools' option parsing.
 """
 
 import difflib
 import os
 
-from paddle_palm.errors import ConfigError, MissingFileError
+from paddle_palm.errors import CheckpointError, ConfigError, MissingFileError
+from paddle_palm.fileio import write_text_atomic
+from paddle_palm.metrics import CLASS_NAMES_EN, CLASS_NAMES_ZH
 
 CONFIG_NAME = "config.yaml"
-
-#: Class names of the PALM task (SPEC 1.2, 2.5): index 0 = not pathologic myopia, 1 = pathologic myopia.
-PALM_CLASSES = ["non-pathologic myopia", "pathologic myopia"]
-PALM_CLASSES_ZH = ["非病理性近视", "病理性近视"]
 
 #: Every key of a run configuration, its default, grouped as in ``tools/train.py --help``.
 SECTIONS = {
@@ -86,19 +95,19 @@ SECTIONS = {
 #: The flat defaults (first layer of the resolution).
 BASE_DEFAULTS = {key: value for section in SECTIONS.values() for key, value in section.items()}
 
-#: Seed recipes per architecture (SPEC 2).  Only what differs from BASE_DEFAULTS.
+#: Seed recipes per architecture (SPEC 2): the training settings that differ from BASE_DEFAULTS.  The
+#: model's own loss, image size and preprocessing come from its registry entry (:func:`recipe`).
 RECIPES = {
     # SPEC 2.1 (seed 000): sigmoid BCE, Momentum(1e-3, 0.9), batch 10, 3 epochs, preprocessing A.
-    "senet18": {"loss": "bce", "optimizer": "momentum", "lr": 0.001, "momentum": 0.9, "batch_size": 10, "epochs": 3},
+    "senet18": {"optimizer": "momentum", "lr": 0.001, "momentum": 0.9, "batch_size": 10, "epochs": 3},
     # The ImageNet-style SE-ResNet18 has no seed; it uses the seed-000 optimiser with flips and more epochs.
     "se_resnet18": {
-        "loss": "bce", "optimizer": "momentum", "lr": 0.001, "momentum": 0.9, "batch_size": 10, "epochs": 10,
-        "augment": "flip",
+        "optimizer": "momentum", "lr": 0.001, "momentum": 0.9, "batch_size": 10, "epochs": 10, "augment": "flip",
     },
     # SPEC 2.4 (seed 001): Momentum 0.9 with PolynomialDecay(0.005, (400//10+1)*2.5 = 102.5 steps, end 0.001).
     **{
         name: {
-            "loss": "bce", "optimizer": "momentum", "lr": 0.005, "momentum": 0.9, "lr_schedule": "polynomial",
+            "optimizer": "momentum", "lr": 0.005, "momentum": 0.9, "lr_schedule": "polynomial",
             "decay_steps": (400 // 10 + 1) * 2.5, "end_lr": 0.001, "batch_size": 10, "epochs": 10,
         }
         for name in ("resnet50", "resnet101", "resnet152")
@@ -110,21 +119,20 @@ RECIPES = {
     # epochs).  Larger rates (2e-3 with a cosine schedule) killed the ReLU too; --optimizer adam restores the seed.
     **{
         name: {
-            "loss": "ce", "optimizer": "momentum", "lr": 0.001, "momentum": 0.9, "batch_size": 16, "epochs": 20,
-            "preprocess": "B", "augment": "flip",
+            "optimizer": "momentum", "lr": 0.001, "momentum": 0.9, "batch_size": 16, "epochs": 20,
+            "augment": "flip",
         }
         for name in ("squeezenet1_0", "squeezenet1_1")
     },
     # SPEC 2.2 (seed 003): CIFAR-10, SGD(0.1, momentum 0.9, wd 5e-4), ReduceLROnPlateau(0.94, patience 1).
     "senet18_cifar": {
-        "dataset": "cifar10", "loss": "ce", "optimizer": "momentum", "lr": 0.1, "momentum": 0.9,
+        "dataset": "cifar10", "optimizer": "momentum", "lr": 0.1, "momentum": 0.9,
         "weight_decay": 5e-4, "lr_schedule": "plateau", "plateau_factor": 0.94, "plateau_patience": 1,
-        "min_lr": 1e-6, "batch_size": 128, "epochs": 20, "image_size": 32, "metric": "val_acc",
+        "min_lr": 1e-6, "batch_size": 128, "epochs": 20, "metric": "val_acc",
     },
     # SPEC 2.3 (seed 002): MNIST, SGD(0.05, momentum 0.5), batch 32, 20 epochs, input resized to 224.
     "se_resnet18_mnist": {
-        "dataset": "mnist", "loss": "ce", "optimizer": "momentum", "lr": 0.05, "momentum": 0.5,
-        "batch_size": 32, "epochs": 20, "image_size": 224,
+        "dataset": "mnist", "optimizer": "momentum", "lr": 0.05, "momentum": 0.5, "batch_size": 32, "epochs": 20,
     },
 }
 
@@ -175,15 +183,17 @@ RESUME_FIXED = ("arch", "num_classes", "loss", "dataset", "optimizer", "ema", "b
 
 
 def recipe(arch):
-    """The seed recipe of ``arch`` merged over :data:`BASE_DEFAULTS` (a new dict)."""
+    """The seed recipe of ``arch`` merged over :data:`BASE_DEFAULTS` and its registry entry (a new dict).
+
+    The registry gives the loss of the model's default outputs, its image size and its preprocessing.
+    """
     from paddle_palm.models import model_spec
 
     spec = model_spec(arch)  # unknown name: ConfigError listing the known ones
     config = dict(BASE_DEFAULTS)
+    config.update(loss=spec.loss, image_size=spec.input_size, preprocess=spec.preprocess)
     config.update(RECIPES.get(arch, {}))
     config["arch"] = arch
-    if arch not in RECIPES:
-        config["image_size"] = spec.input_size
     return config
 
 
@@ -356,8 +366,8 @@ def finalize(config):
             raise ConfigError(f"loss bce trains one logit, but num_classes = {num_classes}; use --loss ce for {num_classes} classes")
         if loss == "ce" and num_classes != 2:
             raise ConfigError(f"loss ce on PALM needs num_classes = 2 (normal, pathologic myopia), got {num_classes}")
-        config["classes"] = list(PALM_CLASSES)
-        config["classes_zh"] = list(PALM_CLASSES_ZH)
+        config["classes"] = list(CLASS_NAMES_EN)
+        config["classes_zh"] = list(CLASS_NAMES_ZH)
     else:
         if loss != "ce":
             raise ConfigError(f"dataset {config['dataset']} has 10 classes: it needs --loss ce, got {loss}")
@@ -365,28 +375,39 @@ def finalize(config):
         config["classes"] = list(DATASET_CLASSES[config["dataset"]])
         config.pop("classes_zh", None)
     config["num_classes"] = int(num_classes)
-    _check_input_size(config)
+    _check_input(config)
     if config["lr_schedule"] == "multistep" and not config["milestones"]:
         raise ConfigError("lr_schedule multistep needs milestones (epochs at which the rate is multiplied by gamma)")
     return config
 
 
-def _check_input_size(config):
-    """The image size must suit the architecture (SENet18's head is sized for 224 px, SPEC 2.1)."""
+def check_image_size(arch, size):
+    """The image size must suit the architecture (SENet18's head is sized for 224 px, SPEC 2.1).
+
+    Returns:
+        ModelSpec: the registry entry of ``arch``.
+
+    Raises:
+        ConfigError: an unknown architecture, or a size it does not accept.
+    """
     from paddle_palm.models import model_spec
 
-    spec = model_spec(config["arch"])
-    size = config["image_size"]
-    if getattr(spec, "fixed_input_size", False) and size != spec.input_size:
-        raise ConfigError(f"{config['arch']} takes images of exactly {spec.input_size} px (its head is sized for it), "
+    spec = model_spec(arch)
+    if spec.fixed_input_size and size != spec.input_size:
+        raise ConfigError(f"{arch} takes images of exactly {spec.input_size} px (its head is sized for it), "
                           f"got image_size {size}")
+    if size < spec.min_input_size:
+        raise ConfigError(f"image_size {size} is too small for {arch}: it needs at least {spec.min_input_size} px")
+    return spec
+
+
+def _check_input(config):
+    """The image size and the data set's channels must suit the architecture."""
+    spec = check_image_size(config["arch"], config["image_size"])
     channels = 1 if config["dataset"] == "mnist" else 3
     if spec.in_channels != channels:
         raise ConfigError(f"{config['arch']} takes {spec.in_channels}-channel images but the {config['dataset']} "
                           f"data set has {channels} channel(s); choose another --arch or --dataset")
-    if size < spec.min_input_size:
-        raise ConfigError(f"image_size {size} is below the smallest input {config['arch']} accepts "
-                          f"({spec.min_input_size} px)")
 
 
 DATASET_CLASSES = {
@@ -416,8 +437,6 @@ def to_yaml(config):
 
 def save_run_config(config, run_dir):
     """Write ``config.yaml`` (atomically) into ``run_dir``; return its path."""
-    from paddle_palm.fileio import write_text_atomic
-
     path = os.path.join(os.fspath(run_dir), CONFIG_NAME)
     write_text_atomic(path, to_yaml(config))
     return path
@@ -464,8 +483,7 @@ def load_run_config(path, required=True):
     data = read_yaml(found)
     if not data.get("arch"):
         raise ConfigError(f"{found} names no architecture (key 'arch')")
-    config = dict(BASE_DEFAULTS)
-    config.update(RECIPES.get(data["arch"], {}))
+    config = recipe(data["arch"])
     config.update(data)
     if "num_classes" not in data and "loss" in data:
         config["num_classes"] = None
@@ -484,8 +502,6 @@ def resolve_resume(run_dir, cli=None, config_file=None):
         MissingFileError: ``run_dir`` has no ``config.yaml``.
         ConfigError: a fixed setting was changed.
     """
-    from paddle_palm.errors import CheckpointError
-
     run_dir = os.fspath(run_dir)
     if not os.path.isdir(run_dir):
         raise MissingFileError(f"--resume folder not found: {run_dir}")

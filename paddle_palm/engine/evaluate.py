@@ -7,7 +7,8 @@ without gradients, turns its outputs into PM probabilities and hands them to
 ``tools/eval.py`` (rebuild a trained network from its weights and
 ``config.yaml``, score it on a dataset folder, write ``metrics.json``,
 ``confusion_matrix.png``, ``roc.png`` and ``predictions.csv``; SPEC 5) and
-:func:`format_report` prints the result next to the majority-class baseline.
+:func:`paddle_palm.engine.reports.format_report` prints the result next to the
+majority-class baseline.
 
 Two output layouts are accepted (issue 5, SPEC 2):
 
@@ -19,6 +20,10 @@ Two output layouts are accepted (issue 5, SPEC 2):
 More than two logits (the CIFAR-10 / MNIST variants, SPEC 2.2-2.3) are scored
 as a multi-class problem: loss, top-1 accuracy, confusion matrix and per-class
 accuracy; the binary figures are then ``nan``.
+
+Paddle, and the data set and loader modules that import it, are imported inside the
+functions that run a model (importing Paddle takes seconds; the tools install
+their signal handlers first).
 """
 
 import json
@@ -29,77 +34,19 @@ from pathlib import Path
 import numpy as np
 
 from paddle_palm import metrics
+from paddle_palm.engine.losses import compute_loss
+from paddle_palm.engine.model_settings import load_trained_model, resolve_model_settings
+from paddle_palm.engine.reports import write_evaluation_csv
 from paddle_palm.errors import ConfigError, DataError
-
-LOSSES = ("bce", "ce")
+from paddle_palm.fileio import write_text_atomic
+from paddle_palm.viz.plots import plot_confusion_matrix, plot_roc
 
 __all__ = [
-    "LOSSES",
     "evaluate",
     "evaluate_checkpoint",
-    "format_report",
-    "infer_loss",
     "json_safe",
-    "pm_probability_from_logits",
     "screening_thresholds",
 ]
-
-
-def infer_loss(num_outputs):
-    """The loss an output width implies: ``"bce"`` for one logit, ``"ce"`` otherwise."""
-    return "bce" if int(num_outputs) == 1 else "ce"
-
-
-def _check_loss(loss, num_outputs):
-    if loss is None:
-        return infer_loss(num_outputs)
-    if loss not in LOSSES:
-        raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
-    if loss == "bce" and num_outputs != 1:
-        raise ConfigError(f"loss 'bce' needs a model with one output (a PM logit), but it has {num_outputs} outputs")
-    if loss == "ce" and num_outputs < 2:
-        raise ConfigError("loss 'ce' needs a model with at least two outputs, but it has one; use loss 'bce'")
-    return loss
-
-
-def _sigmoid(x):
-    # Two branches so a large negative logit does not overflow exp().
-    out = np.empty_like(x, dtype=np.float64)
-    pos = x >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
-    ex = np.exp(x[~pos])
-    out[~pos] = ex / (1.0 + ex)
-    return out
-
-
-def _softmax(x):
-    z = x - x.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def pm_probability_from_logits(logits, loss=None):
-    """PM probability of each image from raw network outputs.
-
-    Args:
-        logits: array ``[N, 1]`` / ``[N]`` (one logit) or ``[N, 2]`` (two logits).
-        loss: ``"bce"`` (sigmoid), ``"ce"`` (softmax, class 1 is PM) or None to
-            infer it from the width.
-
-    Returns:
-        np.ndarray: float64 ``[N]`` in [0, 1].
-    """
-    x = np.asarray(logits, dtype=np.float64)
-    if x.ndim == 1:
-        x = x[:, None]
-    if x.ndim != 2:
-        raise DataError(f"expected logits of shape [N, 1] or [N, 2], got {x.shape}")
-    loss = _check_loss(loss, x.shape[1])
-    if loss == "bce":
-        return _sigmoid(x[:, 0])
-    if x.shape[1] != 2:
-        raise DataError(f"a PM probability needs one or two logits per image, got {x.shape[1]}")
-    return _softmax(x)[:, 1]
 
 
 def _to_tensor(batch, dtype=None):
@@ -117,6 +64,55 @@ def _split_batch(batch):
     if not isinstance(batch, (list, tuple)) or len(batch) < 2:
         raise DataError("each batch of the loader must be (images, labels)")
     return batch[0], batch[1]
+
+
+def _forward_all(model, loader, loss):
+    """Run ``model`` over ``loader`` without gradients: ``(logits [N, C] float64, labels [N], loss sum, loss)``."""
+    import paddle
+
+    all_logits, all_labels = [], []
+    loss_sum = 0.0
+    with paddle.no_grad():
+        for batch in loader:
+            images, labels = _split_batch(batch)
+            x = _to_tensor(images, "float32")
+            y = np.asarray(labels.numpy() if isinstance(labels, paddle.Tensor) else labels).reshape(-1)
+            out = model(x)
+            if out.ndim == 1:
+                out = out.unsqueeze(1)
+            if out.ndim != 2 or out.shape[0] != y.shape[0]:
+                raise DataError(
+                    f"model output of shape {list(out.shape)} does not match a batch of {y.shape[0]} labels"
+                )
+            loss = metrics.check_loss(loss, out.shape[1])
+            y_int = metrics.check_labels(y, num_classes=out.shape[1] if loss == "ce" else 2)
+            loss_sum += float(compute_loss(out, paddle.to_tensor(y_int), loss, reduction="sum"))
+            all_logits.append(out.astype("float32").numpy())
+            all_labels.append(y_int)
+    if not all_labels:
+        raise DataError("the evaluation loader gave no batches: is the validation set empty?")
+    return np.concatenate(all_logits).astype(np.float64), np.concatenate(all_labels), loss_sum, loss
+
+
+def _multiclass_metrics(labels, probs, threshold):
+    """The figures of more than two classes: accuracy, confusion matrix, per-class accuracy; binary ones ``nan``."""
+    preds = probs.argmax(axis=1)
+    num_classes = probs.shape[1]
+    nan = float("nan")
+    result = {
+        "n": int(labels.size),
+        "threshold": threshold,
+        "accuracy": metrics.accuracy(labels, preds),
+        "auc": nan,
+        "sensitivity": nan,
+        "specificity": nan,
+        "precision": nan,
+        "f1": nan,
+        "confusion_matrix": metrics.confusion_matrix(labels, preds, num_classes=num_classes).tolist(),
+        "per_class_accuracy": metrics.per_class_accuracy(labels, preds, num_classes=num_classes).tolist(),
+        "baseline": metrics.majority_class_baseline(labels, num_classes=num_classes),
+    }
+    return result, preds
 
 
 def evaluate(model, loader, loss="bce", threshold=0.5):
@@ -148,75 +144,28 @@ def evaluate(model, loader, loss="bce", threshold=0.5):
         DataError: the loader is empty or gives malformed batches.
         ConfigError: ``loss`` does not fit the model's output width.
     """
-    import paddle
-    import paddle.nn.functional as F
-
-    threshold = metrics._check_threshold(threshold)
-    if loss is not None and loss not in LOSSES:
-        raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+    threshold = metrics.check_threshold(threshold)
+    if loss is not None and loss not in metrics.LOSSES:
+        raise ConfigError(f"loss must be one of {', '.join(metrics.LOSSES)}, got {loss!r}")
 
     was_training = model.training
     model.eval()
-    all_logits, all_labels = [], []
-    loss_sum = 0.0
     start = time.perf_counter()
     try:
-        with paddle.no_grad():
-            for batch in loader:
-                images, labels = _split_batch(batch)
-                x = _to_tensor(images, "float32")
-                y = np.asarray(labels.numpy() if isinstance(labels, paddle.Tensor) else labels).reshape(-1)
-                out = model(x)
-                if out.ndim == 1:
-                    out = out.unsqueeze(1)
-                if out.ndim != 2 or out.shape[0] != y.shape[0]:
-                    raise DataError(
-                        f"model output of shape {list(out.shape)} does not match a batch of {y.shape[0]} labels"
-                    )
-                loss = _check_loss(loss, out.shape[1])
-                y_int = metrics._labels(y, num_classes=out.shape[1] if loss == "ce" else 2)
-                if loss == "bce":
-                    target = paddle.to_tensor(y_int.astype("float32")[:, None])
-                    batch_loss = F.binary_cross_entropy_with_logits(out.astype("float32"), target, reduction="sum")
-                else:
-                    target = paddle.to_tensor(y_int)
-                    batch_loss = F.cross_entropy(out.astype("float32"), target, reduction="sum")
-                loss_sum += float(batch_loss)
-                all_logits.append(out.astype("float32").numpy())
-                all_labels.append(y_int)
+        logits, labels, loss_sum, loss = _forward_all(model, loader, loss)
     finally:
         if was_training:
             model.train()
     seconds = time.perf_counter() - start
-
-    if not all_labels:
-        raise DataError("the evaluation loader gave no batches: is the validation set empty?")
-    logits = np.concatenate(all_logits).astype(np.float64)
-    labels = np.concatenate(all_labels)
     n = int(labels.size)
 
     if logits.shape[1] <= 2:
-        probs = pm_probability_from_logits(logits, loss)
+        probs = metrics.pm_probability_from_logits(logits, loss)
         result = metrics.binary_metrics(labels, probs, threshold=threshold)
         preds = (probs >= threshold).astype(np.int64)
     else:
-        probs = _softmax(logits)
-        preds = probs.argmax(axis=1)
-        num_classes = logits.shape[1]
-        nan = float("nan")
-        result = {
-            "n": n,
-            "threshold": threshold,
-            "accuracy": metrics.accuracy(labels, preds),
-            "auc": nan,
-            "sensitivity": nan,
-            "specificity": nan,
-            "precision": nan,
-            "f1": nan,
-            "confusion_matrix": metrics.confusion_matrix(labels, preds, num_classes=num_classes).tolist(),
-            "per_class_accuracy": metrics.per_class_accuracy(labels, preds, num_classes=num_classes).tolist(),
-            "baseline": metrics.majority_class_baseline(labels, num_classes=num_classes),
-        }
+        probs = metrics.softmax(logits)
+        result, preds = _multiclass_metrics(labels, probs, threshold)
     result["loss"] = loss_sum / n
     result["seconds"] = seconds
     result["images_per_second"] = n / seconds if seconds > 0 else float("nan")
@@ -280,7 +229,7 @@ def evaluate_checkpoint(weights, data_dir, arch=None, labels_file=None, split="v
 
     The network is rebuilt from the run's ``config.yaml`` beside ``weights``
     (any argument given here overrides it; see
-    :func:`paddle_palm.engine.inference.resolve_model_settings`).
+    :func:`paddle_palm.engine.model_settings.resolve_model_settings`).
 
     Args:
         weights: a ``.pdparams`` file (or prefix, or run folder).
@@ -300,24 +249,11 @@ def evaluate_checkpoint(weights, data_dir, arch=None, labels_file=None, split="v
         for the figures, plus ``arch``, ``weights``, ``data_dir``, ``split``,
         ``image_size``, ``preprocess``, ``classes``, ``thresholds`` and ``files``).
     """
-    import paddle
-
-    from paddle_palm.data import PalmDataset
-    from paddle_palm.engine.inference import load_trained_model, resolve_model_settings
-
     settings = resolve_model_settings(weights, arch, num_classes, image_size, preprocess, threshold)
     if settings.num_classes > 2:
         raise ConfigError(f"{settings.arch} has {settings.num_classes} outputs: PALM evaluation needs 1 or 2")
     model = load_trained_model(settings)
-    dataset = PalmDataset(data_dir, split, image_size=settings.image_size, preprocess=settings.preprocess,
-                          labels_file=labels_file)
-    if len(dataset) == 0:
-        raise DataError(f"no {split} images in {data_dir}")
-    from paddle_palm.engine.loaders import check_num_workers, worker_init_function
-
-    loader = paddle.io.DataLoader(dataset, batch_size=int(batch_size), shuffle=False, drop_last=False,
-                                  num_workers=check_num_workers(int(num_workers)),
-                                  worker_init_fn=worker_init_function() if int(num_workers) else None)
+    dataset, loader = _palm_loader(data_dir, split, settings, labels_file, batch_size, num_workers)
     result = evaluate(model, loader, loss=settings.loss, threshold=settings.threshold)
 
     summary = {k: v for k, v in result.items() if k not in ("probabilities", "labels", "predictions")}
@@ -341,13 +277,24 @@ def evaluate_checkpoint(weights, data_dir, arch=None, labels_file=None, split="v
     return summary
 
 
+def _palm_loader(data_dir, split, settings, labels_file, batch_size, num_workers):
+    """The ``split`` of a PALM dataset folder, preprocessed for ``settings``, and its loader (in order)."""
+    import paddle
+
+    from paddle_palm.data.dataset import PalmDataset
+    from paddle_palm.engine.loaders import check_num_workers, worker_init_function
+
+    dataset = PalmDataset(data_dir, split, image_size=settings.image_size, preprocess=settings.preprocess,
+                          labels_file=labels_file)
+    if len(dataset) == 0:
+        raise DataError(f"no {split} images in {data_dir}")
+    loader = paddle.io.DataLoader(dataset, batch_size=int(batch_size), shuffle=False, drop_last=False,
+                                  num_workers=check_num_workers(int(num_workers)),
+                                  worker_init_fn=worker_init_function() if int(num_workers) else None)
+    return dataset, loader
+
+
 def _write_outputs(out, summary, result, files, settings):
-    import csv
-
-    from paddle_palm.engine.inference import class_name
-    from paddle_palm.fileio import atomic_path, spreadsheet_safe, write_text_atomic
-    from paddle_palm.viz.plots import plot_confusion_matrix, plot_roc
-
     names = {
         "metrics": out / "metrics.json",
         "confusion_matrix": out / "confusion_matrix.png",
@@ -359,65 +306,7 @@ def _write_outputs(out, summary, result, files, settings):
                           title=f"{settings.arch}, threshold {settings.threshold:g}")
     plot_roc(result["labels"], result["probabilities"], names["roc"], threshold=settings.threshold,
              title=f"ROC of {settings.arch}")
-    with atomic_path(names["predictions"]) as tmp:
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["file", "pm_probability", "label", "class_name", "true_label"])
-            for path, p, pred, true in zip(files, result["probabilities"], result["predictions"], result["labels"]):
-                writer.writerow([spreadsheet_safe(os.fspath(path)), f"{p:.6f}", int(pred),
-                                 spreadsheet_safe(class_name(int(pred), settings.classes, settings.classes_zh)),
-                                 int(true)])
+    write_evaluation_csv(names["predictions"], files, result["probabilities"], result["predictions"],
+                         result["labels"], settings.classes, settings.classes_zh)
     write_text_atomic(names["metrics"], json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     return summary["files"]
-
-
-def _display_width(text):
-    # A Chinese character takes two columns in a terminal.
-    return sum(2 if ord(ch) >= 0x2E80 else 1 for ch in text)
-
-
-def _fmt(value, digits=4):
-    return "n/a" if value is None or (isinstance(value, float) and not np.isfinite(value)) else f"{value:.{digits}f}"
-
-
-def format_report(summary):
-    """A readable report of an :func:`evaluate_checkpoint` summary (what ``tools/eval.py`` prints)."""
-    from paddle_palm.engine.inference import class_name
-
-    classes, classes_zh = summary.get("classes"), summary.get("classes_zh")
-    base = summary.get("baseline") or {}
-    majority = base.get("class")
-    head = (f"{summary.get('arch', 'model')} ({summary.get('weights', '')}) on {summary['n']} "
-            f"{summary.get('split', 'valid')} images of {summary.get('data_dir', '')}, "
-            f"image size {summary.get('image_size')}, preprocessing {summary.get('preprocess')}, "
-            f"threshold {summary['threshold']:g}")
-    majority_name = class_name(majority, classes, classes_zh) if majority is not None else "?"
-    lines = [head, "", f"{'metric':<13}{'model':>10}   majority-class baseline (always {majority_name})"]
-    rows = [("loss", summary.get("loss"), None), ("accuracy", summary["accuracy"], base.get("accuracy")),
-            ("AUC", summary["auc"], base.get("auc")), ("sensitivity", summary["sensitivity"], base.get("sensitivity")),
-            ("specificity", summary["specificity"], base.get("specificity")),
-            ("precision", summary["precision"], None), ("F1", summary["f1"], None)]
-    for name, value, baseline in rows:
-        lines.append(f"{name:<13}{_fmt(value):>10}   {_fmt(baseline) if baseline is not None else '':>}")
-    cm = summary["confusion_matrix"]
-    labels = [class_name(k, classes, classes_zh) for k in range(len(cm))]
-    row_names = [f"true {k} {labels[k]}" for k in range(len(cm))]
-    width = max(_display_width(s) for s in row_names) + 2
-    lines += ["", "confusion matrix (rows: true class, columns: predicted class)"]
-    lines.append(" " * width + "".join(f"{'pred ' + str(k):>10}" for k in range(len(cm))))
-    for name, row in zip(row_names, cm):
-        lines.append(name + " " * (width - _display_width(name)) + "".join(f"{v:>10}" for v in row))
-    lines += ["", "per-class accuracy"]
-    for k, acc in enumerate(summary.get("per_class_accuracy", [])):
-        total = sum(cm[k])
-        lines.append(f"  {labels[k]}: {_fmt(None if acc is None else 100 * acc, 2)} % ({cm[k][k]} of {total})")
-    thresholds = summary.get("thresholds") or {}
-    if thresholds:
-        lines += ["", "other thresholds on these images (for choosing an operating point, not a held-out estimate)"]
-        for name, t in thresholds.items():
-            lines.append(f"  {name:<17} threshold {_fmt(t['threshold'])}  sensitivity {_fmt(t['sensitivity'])}  "
-                         f"specificity {_fmt(t['specificity'])}")
-    files = summary.get("files") or {}
-    if files:
-        lines += ["", "wrote " + ", ".join(files.values())]
-    return "\n".join(lines)

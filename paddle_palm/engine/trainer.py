@@ -52,8 +52,17 @@ from paddle_palm import compat, ops
 from paddle_palm.engine import checkpoint as ckpt
 from paddle_palm.engine import config as cfg
 from paddle_palm.engine import device as devices
-from paddle_palm.engine.loaders import (EpochBatchSampler, MainThreadLoader, build_datasets, check_num_workers,
-                                       epoch_seed, iterate_batches, recording_worker_errors, worker_init_function)
+from paddle_palm.engine.loaders import (
+    EpochBatchSampler,
+    MainThreadLoader,
+    build_datasets,
+    check_num_workers,
+    epoch_seed,
+    iterate_batches,
+    recording_worker_errors,
+    worker_init_function,
+)
+from paddle_palm.engine.losses import compute_loss
 from paddle_palm.engine.optim import LearningRateSchedule, ModelEMA, build_optimizer
 from paddle_palm.engine.recorder import HISTORY_FIELDS, RunRecorder
 from paddle_palm.engine.run_folder import RunFolder, default_output_dir
@@ -70,23 +79,6 @@ METRIC_MODES = {"val_acc": "max", "val_auc": "max", "val_loss": "min"}
 
 
 # --------------------------------------------------------------------------- loss and the train step
-
-
-def compute_loss(logits, labels, loss):
-    """Mean training loss: sigmoid cross-entropy on one logit (``bce``) or softmax CE (``ce``).
-
-    Args:
-        logits: ``[N, 1]`` or ``[N, C]``.
-        labels: int64 ``[N]`` (or any shape with N elements).
-        loss: ``"bce"`` or ``"ce"``.
-    """
-    import paddle.nn.functional as F
-
-    labels = labels.reshape([-1])
-    if loss == "bce":
-        return F.binary_cross_entropy_with_logits(logits.reshape([-1, 1]).astype("float32"),
-                                                  labels.astype("float32").reshape([-1, 1]))
-    return F.cross_entropy(logits.astype("float32"), labels.astype("int64"))
 
 
 def count_correct(logits, labels, loss):
@@ -449,8 +441,6 @@ class Trainer:
 
     def validate(self):
         """Validation metrics (with the EMA weights when ``--ema``)."""
-        from paddle_palm.engine.evaluate import evaluate
-
         c = self.config
         with recording_worker_errors() as failures:
             batches = iterate_batches(self.valid_loader, failures)

@@ -26,7 +26,7 @@ from paddle import nn
 
 from paddle_palm.errors import ConfigError
 from paddle_palm.models.layers import InputCheck, check_num_classes, set_stage_layout
-from paddle_palm.models.registry import register_model
+from paddle_palm.models.registry import register_model, resolve_num_classes
 
 __all__ = ["ConvBNLayer", "BottleneckBlock", "ResNet", "DEPTHS"]
 
@@ -118,8 +118,8 @@ class ResNet(nn.Layer):
 
     Args:
         depth: 50, 101 or 152.
-        num_classes: number of outputs; 1 (one logit for the sigmoid loss) when
-            neither it nor ``class_dim`` is given.
+        num_classes: number of outputs; the registered default of ``resnet<depth>`` (one
+            logit for the sigmoid loss) when neither it nor ``class_dim`` is given.
         in_channels: input channels.
         class_dim: alias of ``num_classes`` (the course's name); giving both
             with different values is an error.
@@ -131,10 +131,7 @@ class ResNet(nn.Layer):
         arch = arch or f"resnet{depth}"
         if depth not in DEPTHS:
             raise ConfigError(f"{arch}: depth must be one of {sorted(DEPTHS)}, got {depth!r}")
-        if num_classes is not None and class_dim is not None and num_classes != class_dim:
-            raise ConfigError(f"{arch}: num_classes={num_classes!r} and class_dim={class_dim!r} disagree")
-        if num_classes is None:
-            num_classes = 1 if class_dim is None else class_dim
+        num_classes = resolve_num_classes(f"resnet{depth}", num_classes, class_dim, arch=arch)
         self.num_classes = check_num_classes(num_classes, arch)
         self.depth = depth
         self.input_check = InputCheck(arch, in_channels, min_size=32, recipe_size=224)

@@ -141,13 +141,13 @@ def _create_squeezenet(variant, version, **kwargs):
     return SqueezeNet(version=version, arch=variant, **kwargs)
 
 
-@register_model(num_classes=2, in_channels=3, input_size=224, min_input_size=32, spec_section="2.5")
+@register_model(num_classes=2, in_channels=3, input_size=224, min_input_size=32, spec_section="2.5", preprocess="B")
 def squeezenet1_0(num_classes=2, **kwargs):
     """SqueezeNet 1.0 (SPEC 2.5): 7x7/2 stem with 96 channels; 737,476 parameters with 4 classes."""
     return _create_squeezenet("squeezenet1_0", "1_0", num_classes=num_classes, **kwargs)
 
 
-@register_model(num_classes=2, in_channels=3, input_size=224, min_input_size=32, spec_section="2.5")
+@register_model(num_classes=2, in_channels=3, input_size=224, min_input_size=32, spec_section="2.5", preprocess="B")
 def squeezenet1_1(num_classes=2, **kwargs):
     """SqueezeNet 1.1 (SPEC 2.5): 3x3/2 stem with 64 channels; 723,522 parameters with 2 classes."""
     return _create_squeezenet("squeezenet1_1", "1_1", num_classes=num_classes, **kwargs)

@@ -1,0 +1,217 @@
+"""The exported model's folder: its file names, its ``preprocess.json`` record, and the checks before loading.
+
+``tools/export.py`` (:mod:`paddle_palm.engine.export`) writes into one folder the
+program (``inference.json``, or ``inference.pdmodel`` with Paddle 2), the weights
+(``inference.pdiparams``) and ``preprocess.json``: how to turn an image into the
+model's input (:func:`preprocess_record`), the architecture, classes, threshold
+and the SHA-256 digests of the model files.  Everyone who loads such a folder
+(:class:`paddle_palm.engine.predictors.ExportedPredictor`, the app) calls
+:func:`check_export_folder` first: a damaged or foreign model file would otherwise
+reach Paddle Inference's C++ parser, which may crash the process.
+
+Nothing here imports Paddle.
+"""
+
+import json
+import os
+from pathlib import Path
+
+from paddle_palm.engine.checkpoint import sha256_file
+from paddle_palm.errors import ConfigError, DataError, MissingFileError
+
+#: Name of the preprocessing record written beside an exported model.
+PREPROCESS_FILE = "preprocess.json"
+#: File prefix of an exported model (``inference.json`` + ``inference.pdiparams``).
+MODEL_PREFIX = "inference"
+#: Version of the ``preprocess.json`` layout (2: with ``files.sha256``, the digests of the model files).
+EXPORT_FORMAT = 2
+#: The only file names an export record may name (written by ``paddle.jit.save``).
+MODEL_FILE_NAMES = {"model": (MODEL_PREFIX + ".json", MODEL_PREFIX + ".pdmodel"), "params": (MODEL_PREFIX + ".pdiparams",)}
+
+__all__ = [
+    "EXPORT_FORMAT",
+    "MODEL_FILE_NAMES",
+    "MODEL_PREFIX",
+    "PREPROCESS_FILE",
+    "check_export_folder",
+    "check_export_record",
+    "preprocess_record",
+    "read_export_record",
+]
+
+#: What ``preprocess.json`` says about each preprocessing method (:mod:`paddle_palm.data.transforms`).
+_METHODS = {
+    "A": {
+        "spec": "SPEC 1.3 (seeds 000, 001)",
+        "channel_order": "BGR",
+        "resize": "cv2.resize to {size}x{size}, bilinear (aspect ratio not kept)",
+        "formula": "x = (pixel / 255 - 0.5) / 0.5, i.e. pixel / 255 * 2 - 1, in [-1, 1]",
+    },
+    "B": {
+        "spec": "SPEC 1.4 (seed 004)",
+        "channel_order": "RGB",
+        "resize": "padding_black: longer side scaled to {size}, aspect ratio kept, centred on black",
+        "formula": "x = (pixel / 255 - 0.5) / 0.5, in [-1, 1]",
+    },
+}
+
+
+def preprocess_record(method, image_size):
+    """The description of preprocessing ``method`` at ``image_size`` stored in ``preprocess.json``."""
+    method = str(method).upper()
+    if method not in _METHODS:
+        raise ConfigError(f"preprocess must be A or B, got {method!r}")
+    text = _METHODS[method]
+    return {
+        "method": method,
+        "image_size": int(image_size),
+        "spec": text["spec"],
+        "channel_order": text["channel_order"],
+        "resize": text["resize"].format(size=image_size),
+        "scale": 1.0 / 255.0,
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.5, 0.5, 0.5],
+        "formula": text["formula"],
+        "layout": "NCHW",
+    }
+
+
+def _short(exc):
+    text = " ".join(str(exc).split())
+    return text[:300] + ("..." if len(text) > 300 else "")
+
+
+def read_export_record(model_dir):
+    """The ``preprocess.json`` of an exported model folder, parsed (its layout is checked by :func:`check_export_record`).
+
+    Raises:
+        MissingFileError: the folder or its ``preprocess.json`` does not exist.
+        DataError: the record is not valid JSON or lacks a needed key.
+    """
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise MissingFileError(f"exported model folder not found: {model_dir} (write one with tools/export.py)")
+    path = model_dir / PREPROCESS_FILE
+    if not path.is_file():
+        raise MissingFileError(f"{path} not found: {model_dir} is not a folder written by tools/export.py")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        pre = record["preprocess"]
+        int(pre["image_size"])
+        if pre["method"] not in ("A", "B"):
+            raise ValueError(f"unknown method {pre['method']!r}")
+        record["files"]["model"], record["files"]["params"]  # noqa: B018  presence check
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path} is not a valid export record ({_short(exc)})") from None
+    return record
+
+
+def _plain_name(name):
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name \
+        and not os.path.isabs(name)
+
+
+def _bad_record_field(record):
+    """The first field of a ``preprocess.json`` record that is not what :func:`export_model` writes, or None."""
+    def number(v, low, high):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and low <= v <= high
+
+    def names(v):
+        return v is None or (isinstance(v, list) and len(v) <= 1000 and all(isinstance(x, str) and len(x) <= 200
+                                                                           for x in v))
+
+    if not isinstance(record, dict):
+        return "(top level)"
+    if record.get("format") != EXPORT_FORMAT:
+        return "format"
+    pre = record.get("preprocess")
+    if not isinstance(pre, dict) or pre.get("method") not in ("A", "B"):
+        return "preprocess.method"
+    if not (isinstance(pre.get("image_size"), int) and number(pre["image_size"], 16, 4096)):
+        return "preprocess.image_size"
+    checks = {
+        "arch": lambda v: isinstance(v, str) and 0 < len(v) <= 100,
+        "num_classes": lambda v: isinstance(v, int) and number(v, 1, 100000),
+        "threshold": lambda v: number(v, 0.0, 1.0),
+        "classes": names,
+        "classes_zh": names,
+    }
+    for key, ok in checks.items():
+        if key not in record or not ok(record[key]):
+            return key
+    files = record.get("files")
+    if not isinstance(files, dict) or not isinstance(files.get("sha256"), dict):
+        return "files.sha256"
+    for role, allowed in MODEL_FILE_NAMES.items():
+        if files.get(role) not in allowed:
+            return f"files.{role}"
+        digest = files["sha256"].get(files[role])
+        if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+            return f"files.sha256[{files[role]!r}]"
+    return None
+
+
+def check_export_record(model_dir, record, path):
+    """Check an export record and the model files it names, before Paddle Inference reads them.
+
+    The record must have the layout :func:`export_model` writes (types and ranges); the files it
+    names must be plain files inside ``model_dir`` (no path, no link out of the folder) whose
+    SHA-256 digests match the ones recorded at export time.
+
+    Args:
+        model_dir: the export folder.
+        record: the parsed ``preprocess.json``.
+        path: the record's path, for messages.
+
+    Returns:
+        dict: ``{"model": Path, "params": Path}``.
+
+    Raises:
+        DataError: naming the record and the field, or the file that does not match.
+    """
+    bad = _bad_record_field(record)
+    if bad is not None:
+        value = record["files"].get(bad[len("files."):]) if bad in ("files.model", "files.params") else None
+        if value is not None and not _plain_name(value):
+            raise DataError(f"{path}: field {bad!r} = {value!r} is not a file name inside the export folder")
+        hint = " (written by an older tools/export.py: export it again)" if bad == "format" else ""
+        raise DataError(f"{path} is not a valid export record: field {bad!r} is not what tools/export.py "
+                        f"(format {EXPORT_FORMAT}) writes{hint}")
+    folder = os.path.realpath(model_dir)
+    found = {}
+    for role in ("model", "params"):
+        name = record["files"][role]
+        target = Path(model_dir) / name
+        if not target.is_file():
+            raise MissingFileError(f"exported model file missing: {target} (re-run tools/export.py)")
+        real = os.path.realpath(target)
+        if os.path.dirname(real) != folder:
+            raise DataError(f"{target} lies outside the export folder {model_dir} (a link to {real}); refusing it")
+        if sha256_file(real) != record["files"]["sha256"][name]:
+            raise DataError(f"{target} is damaged or was replaced: its SHA-256 digest does not match {path}")
+        found[role] = Path(real)
+    return found
+
+
+def check_export_folder(model_dir):
+    """Read and check an exported model's folder before anything loads it.
+
+    The record must have the layout and the model files the digests recorded at
+    export (:func:`check_export_record`); a JSON program must parse as JSON.
+
+    Returns:
+        tuple: the ``preprocess.json`` record and ``{"model": Path, "params": Path}``.
+
+    Raises:
+        MissingFileError, DataError: the folder is not a usable export (named).
+    """
+    model_dir = Path(model_dir)
+    record = read_export_record(model_dir)
+    files = check_export_record(model_dir, record, model_dir / PREPROCESS_FILE)
+    if files["model"].suffix == ".json":
+        try:
+            json.loads(files["model"].read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            raise DataError(f"{model_dir / record['files']['model']} is damaged: not the JSON program "
+                            "tools/export.py writes") from None
+    return record, files
