@@ -52,6 +52,7 @@ from paddle_palm import compat, ops
 from paddle_palm.engine import checkpoint as ckpt
 from paddle_palm.engine import config as cfg
 from paddle_palm.engine import device as devices
+from paddle_palm.engine.evaluate import evaluate
 from paddle_palm.engine.loaders import (
     EpochBatchSampler,
     MainThreadLoader,
