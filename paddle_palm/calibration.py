@@ -53,8 +53,8 @@ def log_odds(probs):
 
 
 def _checked(labels, probs):
-    y = metrics._binary_labels(labels)
-    return y, metrics._probs(probs, y.size)
+    y = metrics.check_binary_labels(labels)
+    return y, metrics.check_probabilities(probs, y.size)
 
 
 def brier_score(labels, probs):

@@ -48,7 +48,9 @@ __all__ = [
     "accuracy",
     "binary_counts",
     "binary_metrics",
+    "check_binary_labels",
     "check_labels",
+    "check_probabilities",
     "check_loss",
     "check_threshold",
     "class_name",
@@ -104,11 +106,11 @@ def check_labels(labels, name="labels", num_classes=None):
     return arr
 
 
-def _binary_labels(labels, name="labels"):
+def check_binary_labels(labels, name="labels"):
     return check_labels(labels, name=name, num_classes=2)
 
 
-def _probs(probs, n, name="probs"):
+def check_probabilities(probs, n, name="probs"):
     """``probs`` as a 1-D float64 array of length ``n`` with values in [0, 1]."""
     arr = np.asarray(probs, dtype=np.float64)
     if arr.ndim == 2 and arr.shape[1] == 1:
@@ -173,7 +175,7 @@ def predict_labels(probs, threshold=0.5):
     """
     threshold = check_threshold(threshold)
     flat = np.asarray(probs, dtype=np.float64).reshape(-1)
-    arr = _probs(flat, flat.size)
+    arr = check_probabilities(flat, flat.size)
     return (arr >= threshold).astype(np.int64)
 
 
@@ -218,7 +220,7 @@ def confusion_matrix(labels, preds, num_classes=None):
 
 def binary_counts(labels, preds):
     """``(tn, fp, fn, tp)`` of binary labels and predictions (1 = PM)."""
-    cm = confusion_matrix(_binary_labels(labels), _binary_labels(preds, name="predictions"), num_classes=2)
+    cm = confusion_matrix(check_binary_labels(labels), check_binary_labels(preds, name="predictions"), num_classes=2)
     return int(cm[0, 0]), int(cm[0, 1]), int(cm[1, 0]), int(cm[1, 1])
 
 
@@ -323,7 +325,7 @@ def roc_auc(labels, probs):
     Returns:
         float in [0, 1]; ``nan`` when only one class is present (undefined).
     """
-    y = _binary_labels(labels)
+    y = check_binary_labels(labels)
     s = _scores(probs, y.size)
     n_pos = int(y.sum())
     n_neg = y.size - n_pos
@@ -348,7 +350,7 @@ def roc_curve(labels, probs):
         thresholds[i]`` (scikit-learn's ``roc_curve(..., drop_intermediate=False)``).
         A rate whose class is absent is ``nan``.
     """
-    y = _binary_labels(labels)
+    y = check_binary_labels(labels)
     s = _scores(probs, y.size)
     order = np.argsort(-s, kind="mergesort")
     s_sorted, y_sorted = s[order], y[order]
@@ -395,8 +397,8 @@ def threshold_for_sensitivity(labels, probs, target):
         DataError: no PM image in ``labels``; ConfigError: target out of range.
     """
     target = _check_target(target, "sensitivity")
-    y = _binary_labels(labels)
-    p = _probs(probs, y.size)
+    y = check_binary_labels(labels)
+    p = check_probabilities(probs, y.size)
     pos = np.sort(p[y == 1])[::-1]
     if pos.size == 0:
         raise DataError("threshold_for_sensitivity needs at least one PM image (label 1) in labels")
@@ -420,8 +422,8 @@ def threshold_for_specificity(labels, probs, target):
         (``np.nextafter`` of one of them), or 1.0 beyond every score.
     """
     target = _check_target(target, "specificity")
-    y = _binary_labels(labels)
-    p = _probs(probs, y.size)
+    y = check_binary_labels(labels)
+    p = check_probabilities(probs, y.size)
     neg = np.sort(p[y == 0])
     if neg.size == 0:
         raise DataError("threshold_for_specificity needs at least one non-PM image (label 0) in labels")
@@ -441,8 +443,8 @@ def youden_threshold(labels, probs):
         float: the best threshold among the observed probabilities (the highest
         one when several tie).
     """
-    y = _binary_labels(labels)
-    p = _probs(probs, y.size)
+    y = check_binary_labels(labels)
+    p = check_probabilities(probs, y.size)
     if y.min() == y.max():
         raise DataError("youden_threshold needs both PM (1) and non-PM (0) images in labels")
     fpr, tpr, thresholds = roc_curve(y, p)
@@ -468,8 +470,8 @@ def binary_metrics(labels, probs, threshold=0.5):
         ``baseline`` (:func:`majority_class_baseline`).  Undefined ratios are ``nan``.
     """
     threshold = check_threshold(threshold)
-    y = _binary_labels(labels)
-    p = _probs(probs, y.size)
+    y = check_binary_labels(labels)
+    p = check_probabilities(probs, y.size)
     pred = (p >= threshold).astype(np.int64)
     cm = confusion_matrix(y, pred, num_classes=2)
     return {

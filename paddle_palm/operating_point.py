@@ -42,8 +42,10 @@ __all__ = [
     "choose_threshold",
     "coverage_table",
     "decide",
+    "describe_operating_point",
     "fit_operating_point",
     "operating_point",
+    "operating_point_record",
     "parse_refer_band",
     "parse_threshold_rule",
     "wilson_interval",
@@ -140,8 +142,8 @@ def choose_threshold(rule, labels, probs):
     rule = parse_threshold_rule(rule)
     if rule.kind == "fixed":
         return rule.value
-    y = metrics._binary_labels(labels)
-    p = metrics._probs(probs, y.size)
+    y = metrics.check_binary_labels(labels)
+    p = metrics.check_probabilities(probs, y.size)
     n_pos, n_neg = int(y.sum()), int(y.size - y.sum())
     if n_pos == 0 or n_neg == 0:
         raise DataError(f"the threshold rule {rule} needs both PM and non-PM images in the validation split; "
@@ -189,9 +191,9 @@ def operating_point(labels, probs, threshold, rule=None):
         ``sensitivity`` / ``specificity`` (floats, nan without their class),
         ``sensitivity_ci`` / ``specificity_ci`` (``[low, high]``), ``accuracy``.
     """
-    threshold = metrics._check_threshold(threshold)
-    y = metrics._binary_labels(labels)
-    p = metrics._probs(probs, y.size)
+    threshold = metrics.check_threshold(threshold)
+    y = metrics.check_binary_labels(labels)
+    p = metrics.check_probabilities(probs, y.size)
     pred = p >= threshold
     n_pm, n_non = int(y.sum()), int(y.size - y.sum())
     tp, tn = int(np.sum(pred & (y == 1))), int(np.sum(~pred & (y == 0)))
@@ -230,7 +232,7 @@ def decide(probs, threshold, band=0.0):
     An image is referred when its probability lies in ``[threshold - band, threshold + band)``;
     with ``band`` 0 every image is decided, exactly as ``prob >= threshold``.
     """
-    threshold = metrics._check_threshold(threshold)
+    threshold = metrics.check_threshold(threshold)
     band = parse_refer_band(band)
     p = np.asarray(probs, dtype=np.float64).reshape(-1)
     out = (p >= threshold).astype(np.int64)
@@ -247,8 +249,8 @@ def coverage_table(labels, probs, threshold, bands=DEFAULT_BANDS):
         decided), ``accuracy`` / ``sensitivity`` / ``specificity`` on the decided images (nan when
         none or no image of the class is decided), ``missed_pm`` (PM images decided "not PM").
     """
-    y = metrics._binary_labels(labels)
-    p = metrics._probs(probs, y.size)
+    y = metrics.check_binary_labels(labels)
+    p = metrics.check_probabilities(probs, y.size)
     rows = []
     for band in bands:
         d = decide(p, threshold, band)
@@ -281,8 +283,8 @@ def fit_operating_point(labels, probs, rule="youden", calibrate=True):
         ``brier`` / ``ece`` before and after.
     """
     rule = parse_threshold_rule(rule)
-    y = metrics._binary_labels(labels)
-    p = metrics._probs(probs, y.size)
+    y = metrics.check_binary_labels(labels)
+    p = metrics.check_probabilities(probs, y.size)
     fit = calibration.fit_temperature(y, p) if calibrate else None
     temperature = fit["temperature"] if fit else 1.0
     calibrated = calibration.apply_temperature(p, temperature)
@@ -296,3 +298,46 @@ def fit_operating_point(labels, probs, rule="youden", calibrate=True):
         "ece": calibration.expected_calibration_error(y, p),
         "ece_calibrated": calibration.expected_calibration_error(y, calibrated),
     }
+
+
+def operating_point_record(fitted):
+    """A :func:`fit_operating_point` result as the flat record a run and an export keep.
+
+    NaN (a figure without its class) becomes None, so the record is valid JSON.
+    """
+    def clean(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    keys = ("rule", "threshold", "temperature", "n", "n_pm", "n_non_pm", "sensitivity", "sensitivity_ci",
+            "specificity", "specificity_ci", "accuracy", "brier", "brier_calibrated", "ece", "ece_calibrated")
+    record = {key: clean(fitted.get(key)) for key in keys}
+    fit = fitted.get("calibration")
+    record["temperature_fitted"] = None if fit is None else clean(fit["fitted"])
+    record["temperature_kept"] = None if fit is None else bool(fit["kept"])
+    return record
+
+
+def _rate(name, value, ci, count, what):
+    if value is None:
+        return f"{name} - (no {what})"
+    return f"{name} {value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] ({count} {what})"
+
+
+def describe_operating_point(record):
+    """One line for a log: the rule, the threshold, and the figures with their 95% intervals."""
+    temperature = record.get("temperature", 1.0)
+    if record.get("temperature_kept") is None:
+        calibration = "no calibration"
+    elif record["temperature_kept"]:
+        calibration = f"temperature {temperature:.3g} (fitted; it helped)"
+    else:
+        calibration = f"temperature 1 (the fitted {record['temperature_fitted']:.3g} did not help)"
+    return (f"operating point ({record['rule']} on {record['n']} validation images): threshold "
+            f"{record['threshold']:.4f}, " + _rate("sensitivity", record["sensitivity"], record["sensitivity_ci"],
+                                                   record["n_pm"], "PM") + ", "
+            + _rate("specificity", record["specificity"], record["specificity_ci"], record["n_non_pm"], "other")
+            + f"; {calibration}")

@@ -336,9 +336,54 @@ def _bad_states_field(states, prefix):
                 return f"best.{key}"
         if best.get("epoch") is not None and not _is_int(best["epoch"], 0, 10 ** 6):
             return "best.epoch"
+    if "operating_point" in states and not _is_operating_point(states["operating_point"]):
+        return "operating_point"
     if "rng" in states:
         return _check_rng(states["rng"])
     return None
+
+
+def _is_operating_point(op):
+    """The record :func:`record_operating_point` writes: numbers where numbers belong, short texts."""
+    if not isinstance(op, dict) or len(op) > 40:
+        return False
+    if not (_is_number(op.get("threshold")) and 0.0 <= op["threshold"] <= 1.0):
+        return False
+    if not (_is_number(op.get("temperature", 1.0)) and op.get("temperature", 1.0) > 0):
+        return False
+    for key, value in op.items():
+        if not isinstance(key, str) or len(key) > 40:
+            return False
+        if isinstance(value, list):
+            if len(value) > 2 or not all(v is None or _is_number(v) for v in value):
+                return False
+        elif not (value is None or _is_number(value) or isinstance(value, bool)
+                  or (isinstance(value, str) and len(value) <= 100)):
+            return False
+    return True
+
+
+def record_operating_point(run_dir, prefix, operating_point):
+    """Add the chosen operating point to ``<prefix>.pdstates`` (its digest renewed, written atomically).
+
+    Args:
+        run_dir: the run folder.
+        prefix: the checkpoint it belongs to (``"best_model"``).
+        operating_point: a flat JSON-ready dict with at least ``threshold`` (and ``temperature``,
+            ``rule``, the figures at that threshold): see :func:`paddle_palm.operating_point.fit_operating_point`.
+
+    Returns:
+        dict: the states as written.
+    """
+    states = read_states(run_dir, prefix)
+    states["operating_point"] = operating_point
+    if not _is_operating_point(operating_point):
+        raise CheckpointError(f"operating point {operating_point!r} is not a flat record of numbers and short texts")
+    states.pop("digest", None)
+    states["digest"] = states_digest(states)
+    write_text_atomic(os.path.join(os.fspath(run_dir), prefix + STATES_SUFFIX),
+                      json.dumps(states, indent=2, sort_keys=True) + "\n")
+    return states
 
 
 def validate_states(states, path, prefix):
@@ -446,6 +491,15 @@ def _architecture_named_beside(path):
         return load_run_config(path, required=False).get("arch")
     except Exception:  # a damaged config.yaml must not hide the real weight error
         return None
+
+
+def operating_point_beside(weights_path):
+    """The operating point recorded in the state file of a weights file, or None."""
+    prefix = os.fspath(weights_path)
+    if prefix.endswith(PARAMS_SUFFIX):
+        prefix = prefix[: -len(PARAMS_SUFFIX)]
+    states = _own_states_beside(prefix)
+    return (states or {}).get("operating_point")
 
 
 def _own_states_beside(prefix_path):

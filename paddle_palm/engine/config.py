@@ -32,6 +32,7 @@ import os
 from paddle_palm.errors import CheckpointError, ConfigError, MissingFileError
 from paddle_palm.fileio import write_text_atomic
 from paddle_palm.metrics import CLASS_NAMES_EN, CLASS_NAMES_ZH
+from paddle_palm.operating_point import parse_threshold_rule
 
 CONFIG_NAME = "config.yaml"
 
@@ -81,6 +82,10 @@ SECTIONS = {
         "metric": "val_acc",
         "early_stop": 0,
         "threshold": 0.5,
+        # How the decision threshold is chosen on the validation split at the end of training
+        # (paddle_palm.operating_point): None keeps the fixed `threshold`; youden, sensitivity:S, ...
+        "threshold_rule": None,
+        "calibrate": False,  # fit temperature scaling on the validation split (kept only if it helps)
         "log_interval": 10,
         "visualdl": True,
         "progress": True,
@@ -174,7 +179,7 @@ _NUMBERS = {
     "log_interval": (int, 1, True, False),
     "threads": (int, 1, True, True),
 }
-_BOOLS = ("cache", "ema", "amp", "visualdl", "progress", "fast")
+_BOOLS = ("cache", "ema", "amp", "visualdl", "progress", "fast", "calibrate")
 _PATHS = ("arch", "data_dir", "labels_file", "output_dir")
 
 #: Keys that must not change when a run is resumed (the checkpoint would not fit, or the
@@ -230,7 +235,7 @@ def _known(key, source):
     if not isinstance(key, str):
         raise ConfigError(f"setting names must be strings{_where(source)}, found {key!r}")
     norm = key.replace("-", "_")
-    if norm in ("classes", "classes_zh", "paddle_palm_version"):
+    if norm in ("classes", "classes_zh", "paddle_palm_version", "operating_point"):
         return norm
     if norm not in BASE_DEFAULTS:
         raise ConfigError(f"unknown setting {key!r}{_where(source)}{_suggest(norm)}")
@@ -287,6 +292,10 @@ def validate(config, source=None):
                 raise ConfigError(f"{key} = {value!r}{where}: expected a name or a path")
             if value is not None:
                 out[key] = os.fspath(value)
+        elif key == "threshold_rule":
+            out[key] = None if value is None else str(parse_threshold_rule(value))
+        elif key == "operating_point":
+            out[key] = _checked_operating_point(value, source)
         elif key == "milestones":
             if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
                 raise ConfigError(f"milestones = {value!r}{where}: expected a list of positive epoch numbers")
@@ -295,6 +304,22 @@ def validate(config, source=None):
         if out.get(key) is not None and out[key] > 1:
             raise ConfigError(f"{key} = {out[key]!r}{_where(source)}: expected a value <= 1")
     return out
+
+
+def _checked_operating_point(value, source):
+    """The ``operating_point`` a finished training records (None, or threshold, temperature, rule)."""
+    if value is None:
+        return None
+    ok = isinstance(value, dict) and set(value) <= {"threshold", "temperature", "rule"}
+    number = (int, float)
+    ok = ok and isinstance(value.get("threshold"), number) and 0.0 <= value["threshold"] <= 1.0
+    ok = ok and isinstance(value.get("temperature", 1.0), number) and 0.0 < value.get("temperature", 1.0) < 1e6
+    ok = ok and (value.get("rule") is None or isinstance(value.get("rule"), str))
+    if not ok:
+        raise ConfigError(f"operating_point = {value!r}{_where(source)}: expected threshold (in [0, 1]), "
+                          "temperature (> 0) and rule, as tools/train.py records them")
+    return {"threshold": float(value["threshold"]), "temperature": float(value.get("temperature", 1.0)),
+            "rule": value.get("rule")}
 
 
 def read_yaml(path):
@@ -432,6 +457,10 @@ def to_yaml(config):
         lines.append(f"{section}:")
         text = yaml.safe_dump(part, sort_keys=False, allow_unicode=True, default_flow_style=None)
         lines.extend("  " + line for line in text.rstrip("\n").split("\n"))
+    if config.get("operating_point"):
+        lines.append("# The decision threshold (and temperature) chosen on the validation split at the end of training.")
+        text = yaml.safe_dump({"operating_point": config["operating_point"]}, sort_keys=False)
+        lines.extend(text.rstrip("\n").split("\n"))
     return "\n".join(lines) + "\n"
 
 

@@ -33,13 +33,14 @@ from pathlib import Path
 
 import numpy as np
 
-from paddle_palm import metrics
+from paddle_palm import calibration, metrics
 from paddle_palm.engine.losses import compute_loss
 from paddle_palm.engine.model_settings import load_trained_model, resolve_model_settings
 from paddle_palm.engine.reports import write_evaluation_csv
 from paddle_palm.errors import ConfigError, DataError
 from paddle_palm.fileio import write_text_atomic
-from paddle_palm.viz.plots import plot_confusion_matrix, plot_roc
+from paddle_palm.operating_point import DEFAULT_BANDS, coverage_table, operating_point, parse_refer_band
+from paddle_palm.viz.plots import plot_confusion_matrix, plot_coverage, plot_reliability, plot_roc
 
 __all__ = [
     "evaluate",
@@ -66,11 +67,16 @@ def _split_batch(batch):
     return batch[0], batch[1]
 
 
-def _forward_all(model, loader, loss):
-    """Run ``model`` over ``loader`` without gradients: ``(logits [N, C] float64, labels [N], loss sum, loss)``."""
+def _forward_all(model, loader, loss, tta=False):
+    """Run ``model`` over ``loader`` without gradients.
+
+    Returns:
+        ``(logits [N, C] float64, labels [N], loss sum, loss, mirrored)``: ``mirrored`` holds the
+        logits of the horizontally flipped images when ``tta``, else None.
+    """
     import paddle
 
-    all_logits, all_labels = [], []
+    all_logits, all_labels, all_mirrored = [], [], []
     loss_sum = 0.0
     with paddle.no_grad():
         for batch in loader:
@@ -89,9 +95,12 @@ def _forward_all(model, loader, loss):
             loss_sum += float(compute_loss(out, paddle.to_tensor(y_int), loss, reduction="sum"))
             all_logits.append(out.astype("float32").numpy())
             all_labels.append(y_int)
+            if tta:
+                all_mirrored.append(model(paddle.flip(x, axis=[3])).astype("float32").numpy().reshape(out.shape))
     if not all_labels:
         raise DataError("the evaluation loader gave no batches: is the validation set empty?")
-    return np.concatenate(all_logits).astype(np.float64), np.concatenate(all_labels), loss_sum, loss
+    mirrored = np.concatenate(all_mirrored).astype(np.float64) if tta else None
+    return np.concatenate(all_logits).astype(np.float64), np.concatenate(all_labels), loss_sum, loss, mirrored
 
 
 def _multiclass_metrics(labels, probs, threshold):
@@ -115,7 +124,7 @@ def _multiclass_metrics(labels, probs, threshold):
     return result, preds
 
 
-def evaluate(model, loader, loss="bce", threshold=0.5):
+def evaluate(model, loader, loss="bce", threshold=0.5, temperature=1.0, tta=False):
     """Score ``model`` on every batch of ``loader``.
 
     Args:
@@ -127,6 +136,8 @@ def evaluate(model, loader, loss="bce", threshold=0.5):
         loss: ``"bce"`` (one logit), ``"ce"`` (two or more logits) or None to
             infer it from the model's output width.
         threshold: PM decision threshold (``pm_probability >= threshold``), SPEC 2.1's 0.5.
+        temperature: the calibration temperature the logits are divided by (1: none).
+        tta: average each image's probabilities with its mirror image's (test-time augmentation).
 
     Returns:
         dict with ``n``; ``loss`` (mean per image of the training loss:
@@ -152,19 +163,20 @@ def evaluate(model, loader, loss="bce", threshold=0.5):
     model.eval()
     start = time.perf_counter()
     try:
-        logits, labels, loss_sum, loss = _forward_all(model, loader, loss)
+        logits, labels, loss_sum, loss, mirrored = _forward_all(model, loader, loss, tta)
     finally:
         if was_training:
             model.train()
     seconds = time.perf_counter() - start
     n = int(labels.size)
 
+    views = [logits] if mirrored is None else [logits, mirrored]
     if logits.shape[1] <= 2:
-        probs = metrics.pm_probability_from_logits(logits, loss)
+        probs = np.mean([metrics.pm_probability_from_logits(v / temperature, loss) for v in views], axis=0)
         result = metrics.binary_metrics(labels, probs, threshold=threshold)
         preds = (probs >= threshold).astype(np.int64)
     else:
-        probs = metrics.softmax(logits)
+        probs = np.mean([metrics.softmax(v / temperature) for v in views], axis=0)
         result, preds = _multiclass_metrics(labels, probs, threshold)
     result["loss"] = loss_sum / n
     result["seconds"] = seconds
@@ -224,7 +236,7 @@ def screening_thresholds(labels, probs):
 
 def evaluate_checkpoint(weights, data_dir, arch=None, labels_file=None, split="valid", output_dir=None,
                         image_size=None, preprocess=None, num_classes=None, batch_size=32, threshold=None,
-                        num_workers=0, write_files=True):
+                        num_workers=0, write_files=True, tta=False, refer_band=None):
     """Evaluate trained weights on a PALM dataset folder and write the SPEC 5 outputs.
 
     The network is rebuilt from the run's ``config.yaml`` beside ``weights``
@@ -243,20 +255,31 @@ def evaluate_checkpoint(weights, data_dir, arch=None, labels_file=None, split="v
         batch_size: images per forward pass.
         num_workers: data-loading worker processes.
         write_files: False to only compute the figures.
+        tta: average each image's probability with its mirror image's.
+        refer_band: also report the images a "refer to a specialist" band of this half-width
+            around the threshold would refer (the coverage table has several bands either way).
 
     Returns:
         dict: the JSON-safe summary written to ``metrics.json`` (see :func:`evaluate`
         for the figures, plus ``arch``, ``weights``, ``data_dir``, ``split``,
-        ``image_size``, ``preprocess``, ``classes``, ``thresholds`` and ``files``).
+        ``image_size``, ``preprocess``, ``classes``, ``thresholds``, ``temperature``, ``tta``,
+        ``operating_point`` (sensitivity and specificity at the threshold with 95% Wilson
+        intervals and their counts), ``recorded_operating_point`` (what training chose on its
+        validation split), ``calibration`` (Brier score, ECE), ``refer`` (the coverage table,
+        and ``refer_band``'s row) and ``files``).
     """
     settings = resolve_model_settings(weights, arch, num_classes, image_size, preprocess, threshold)
     if settings.num_classes > 2:
         raise ConfigError(f"{settings.arch} has {settings.num_classes} outputs: PALM evaluation needs 1 or 2")
     model = load_trained_model(settings)
     dataset, loader = _palm_loader(data_dir, split, settings, labels_file, batch_size, num_workers)
-    result = evaluate(model, loader, loss=settings.loss, threshold=settings.threshold)
+    band = None if refer_band is None else parse_refer_band(refer_band)
+    result = evaluate(model, loader, loss=settings.loss, threshold=settings.threshold,
+                      temperature=settings.temperature, tta=tta)
 
     summary = {k: v for k, v in result.items() if k not in ("probabilities", "labels", "predictions")}
+    summary.update(_screening_figures(result["labels"], result["probabilities"], settings, band, threshold))
+    summary.update(tta=bool(tta))
     summary.update(
         arch=settings.arch,
         weights=os.fspath(settings.weights),
@@ -275,6 +298,23 @@ def evaluate_checkpoint(weights, data_dir, arch=None, labels_file=None, split="v
         out.mkdir(parents=True, exist_ok=True)
         summary["files"] = _write_outputs(out, summary, result, [p for p, _ in dataset.samples], settings)
     return summary
+
+
+def _screening_figures(labels, probs, settings, band, threshold_flag):
+    """The operating point with its intervals, the calibration and the refer table of one evaluation."""
+    recorded = settings.operating_point
+    rule = recorded.get("rule") if recorded and threshold_flag is None else f"fixed:{settings.threshold:g}"
+    bands = sorted(set(DEFAULT_BANDS) | ({band} if band is not None else set()))
+    table = coverage_table(labels, probs, settings.threshold, bands)
+    return {
+        "temperature": settings.temperature,
+        "operating_point": operating_point(labels, probs, settings.threshold, rule=rule),
+        "recorded_operating_point": recorded,
+        "calibration": {"brier": calibration.brier_score(labels, probs),
+                        "ece": calibration.expected_calibration_error(labels, probs), "bins": 10},
+        "refer": {"band": band, "table": table,
+                  "at_band": next((row for row in table if row["band"] == band), None)},
+    }
 
 
 def _palm_loader(data_dir, split, settings, labels_file, batch_size, num_workers):
@@ -300,12 +340,18 @@ def _write_outputs(out, summary, result, files, settings):
         "confusion_matrix": out / "confusion_matrix.png",
         "roc": out / "roc.png",
         "predictions": out / "predictions.csv",
+        "reliability": out / "reliability.png",
+        "coverage": out / "coverage.png",
     }
     summary = dict(summary, files={k: os.fspath(v) for k, v in names.items()})
     plot_confusion_matrix(result["confusion_matrix"], settings.classes_zh or settings.classes, names["confusion_matrix"],
                           title=f"{settings.arch}, threshold {settings.threshold:g}")
     plot_roc(result["labels"], result["probabilities"], names["roc"], threshold=settings.threshold,
              title=f"ROC of {settings.arch}")
+    plot_reliability(result["labels"], result["probabilities"], names["reliability"],
+                     title=f"Reliability of {settings.arch}")
+    plot_coverage(summary["refer"]["table"], names["coverage"],
+                  title=f"{settings.arch}: refer band around threshold {settings.threshold:.3g}")
     write_evaluation_csv(names["predictions"], files, result["probabilities"], result["predictions"],
                          result["labels"], settings.classes, settings.classes_zh)
     write_text_atomic(names["metrics"], json.dumps(summary, indent=2, ensure_ascii=False) + "\n")

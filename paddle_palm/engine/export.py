@@ -63,12 +63,14 @@ def _pm_wrapper_class():
         Args:
             network: the trained ``paddle.nn.Layer``.
             num_classes: its number of outputs.
+            temperature: the calibration temperature the logits are divided by (1: none).
         """
 
-        def __init__(self, network, num_classes):
+        def __init__(self, network, num_classes, temperature=1.0):
             super().__init__()
             self.network = network
             self.num_classes = int(num_classes)
+            self.temperature = float(temperature)
             # Layers, not names of the enclosing function: Paddle 2.6's dynamic-to-static
             # conversion does not see those (NameError at export; paddle_palm.compat).
             self.sigmoid = paddle.nn.Sigmoid()
@@ -76,6 +78,8 @@ def _pm_wrapper_class():
 
         def forward(self, image):
             logits = self.network(image)
+            if self.temperature != 1.0:
+                logits = logits / self.temperature
             if self.num_classes == 1:
                 return self.sigmoid(logits)
             probs = self.softmax(logits)
@@ -127,7 +131,7 @@ def export_model(model, output_dir, settings, verify=True):
         raise ConfigError(f"--output must be a folder, but {output_dir} is a file")
     output_dir.mkdir(parents=True, exist_ok=True)
     model.eval()
-    wrapped = _pm_wrapper_class()(model, settings.num_classes)
+    wrapped = _pm_wrapper_class()(model, settings.num_classes, settings.temperature)
     wrapped.eval()
 
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=output_dir))
@@ -174,6 +178,9 @@ def _export_record(settings, staging, model_file):
         "input": {"name": "image", "shape": [None, channels, size, size], "dtype": "float32", "layout": "NCHW"},
         "preprocess": preprocess_record(settings.preprocess, size),
         "threshold": float(settings.threshold),
+        # The calibration temperature is part of the exported program: its output is calibrated.
+        "temperature": float(settings.temperature),
+        "operating_point": settings.operating_point,
         "classes": list(settings.classes),
         "classes_zh": list(settings.classes_zh),
         "files": {"model": model_file, "params": params_file,

@@ -133,12 +133,19 @@ def _bad_record_field(record):
         "arch": lambda v: isinstance(v, str) and 0 < len(v) <= 100,
         "num_classes": lambda v: isinstance(v, int) and number(v, 1, 100000),
         "threshold": lambda v: number(v, 0.0, 1.0),
+        "temperature": lambda v: number(v, 1e-6, 1e6),
         "classes": names,
         "classes_zh": names,
     }
+    optional = ("temperature",)  # written since the operating point became part of the model
     for key, ok in checks.items():
+        if key in optional and key not in record:
+            continue
         if key not in record or not ok(record[key]):
             return key
+    op = record.get("operating_point")
+    if op is not None and not (isinstance(op, dict) and len(op) <= 40 and number(op.get("threshold"), 0.0, 1.0)):
+        return "operating_point"
     files = record.get("files")
     if not isinstance(files, dict) or not isinstance(files.get("sha256"), dict):
         return "files.sha256"

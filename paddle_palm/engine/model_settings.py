@@ -3,7 +3,8 @@
 Evaluation, prediction, export and the app all start from a ``.pdparams`` file:
 :func:`resolve_model_settings` reads the run's ``config.yaml`` beside it
 (architecture, number of outputs, image size, preprocessing, classes, threshold;
-SPEC 5), lets the caller's values override it, and checks the result with the
+SPEC 5) and the operating point training chose on the validation split (the threshold of
+its rule and the calibration temperature, from ``best_model.pdstates``), lets the caller's values override it, and checks the result with the
 rules of the training configuration (:func:`paddle_palm.engine.config.validate`,
 :func:`~paddle_palm.engine.config.check_image_size`).  Without a ``config.yaml``
 the architecture's recipe and registry entry give the defaults.
@@ -17,11 +18,12 @@ import dataclasses
 import os
 
 from paddle_palm import runtime
+from paddle_palm.engine import checkpoint as ckpt
 from paddle_palm.engine.config import check_image_size, find_run_config, load_run_config, recipe, validate
-from paddle_palm.errors import ConfigError
+from paddle_palm.errors import ConfigError, PalmError
 from paddle_palm.metrics import CLASS_NAMES_EN, CLASS_NAMES_ZH, infer_loss
 
-__all__ = ["ModelSettings", "load_trained_model", "resolve_model_settings"]
+__all__ = ["ModelSettings", "load_trained_model", "recorded_operating_point", "resolve_model_settings"]
 
 
 @dataclasses.dataclass
@@ -35,7 +37,11 @@ class ModelSettings:
         image_size: side of the square input.
         preprocess: ``"A"`` (SPEC 1.3) or ``"B"`` (SPEC 1.4).
         in_channels: input channels of the network.
-        threshold: PM decision threshold (``pm_probability >= threshold``).
+        threshold: PM decision threshold (``pm_probability >= threshold``): a flag's value, else
+            the one training chose (``operating_point``), else ``config.yaml``'s ``threshold``.
+        temperature: the calibration temperature (PM logits are divided by it; 1 changes nothing).
+        operating_point: the record training wrote for these weights (rule, threshold, the
+            validation figures with their intervals), or None.
         classes: English class names (index 0, 1).
         classes_zh: Chinese class names (index 0, 1).
         weights: path of the weights file, or None.
@@ -49,6 +55,8 @@ class ModelSettings:
     preprocess: str
     in_channels: int = 3
     threshold: float = 0.5
+    temperature: float = 1.0
+    operating_point: dict = None
     classes: list = dataclasses.field(default_factory=list)
     classes_zh: list = dataclasses.field(default_factory=list)
     weights: str = None
@@ -67,6 +75,21 @@ def _run_config(weights, arch):
         # Another architecture than the run's: its recipe, not the run's settings, gives the defaults.
         return {}, None
     return config, config_file
+
+
+def recorded_operating_point(weights, config):
+    """The operating point training recorded for ``weights``: its own ``.pdstates``, else the run's
+    ``config.yaml`` (which holds ``best_model``'s) when ``weights`` is that ``best_model``."""
+    if weights is None:
+        return None
+    try:
+        path = ckpt.resolve_weights_path(weights)
+        recorded = ckpt.operating_point_beside(path)
+    except (OSError, PalmError):
+        return None
+    if recorded is None and os.path.basename(path) == "best_model" + ckpt.PARAMS_SUFFIX:
+        recorded = config.get("operating_point")
+    return recorded
 
 
 def resolve_model_settings(weights=None, arch=None, num_classes=None, image_size=None, preprocess=None,
@@ -96,11 +119,14 @@ def resolve_model_settings(weights=None, arch=None, num_classes=None, image_size
             "no architecture given: use --arch NAME (there is no config.yaml beside the weights to read it from)"
         )
     base = recipe(arch)  # unknown name: ConfigError listing the known ones
+    recorded = recorded_operating_point(weights, config)
+    if threshold is None:
+        threshold = recorded["threshold"] if recorded else config.get("threshold", 0.5)
     values = validate({
         "num_classes": num_classes or config.get("num_classes") or None,
         "image_size": image_size or config.get("image_size") or base["image_size"],
         "preprocess": preprocess or config.get("preprocess") or base["preprocess"],
-        "threshold": config.get("threshold", 0.5) if threshold is None else threshold,
+        "threshold": threshold,
     })
     spec = check_image_size(arch, values["image_size"])
     n = values["num_classes"] or spec.num_classes
@@ -109,7 +135,7 @@ def resolve_model_settings(weights=None, arch=None, num_classes=None, image_size
     return ModelSettings(
         arch=arch, num_classes=n, loss=infer_loss(n), image_size=values["image_size"],
         preprocess=values["preprocess"], in_channels=spec.in_channels, threshold=values["threshold"],
-        classes=classes, classes_zh=classes_zh, weights=weights, config_file=config_file,
+        temperature=float((recorded or {}).get("temperature", 1.0)), operating_point=recorded, classes=classes, classes_zh=classes_zh, weights=weights, config_file=config_file,
     )
 
 

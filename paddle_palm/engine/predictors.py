@@ -42,6 +42,8 @@ class _Predictor:
     classes = None
     classes_zh = None
     description = ""
+    tta = False  # test-time augmentation: average with the horizontally flipped image
+
 
     def load_image(self, path):
         """Read and preprocess one image file -> ``float32`` ``[3, S, S]`` (and the BGR image)."""
@@ -49,7 +51,17 @@ class _Predictor:
         return preprocess_image(image, self.image_size, self.preprocess), image
 
     def pm_probability(self, batch):
-        """PM probability ``[N]`` (float64) of a preprocessed batch ``float32`` ``[N, C, S, S]``."""
+        """PM probability ``[N]`` (float64) of a preprocessed batch ``float32`` ``[N, C, S, S]``.
+
+        With :attr:`tta`, the mean of the image's and its mirror image's probabilities (a fundus
+        photograph of a left eye mirrored looks like a right eye: the label does not change).
+        """
+        probs = self._pm_probability(batch)
+        if self.tta:
+            probs = (probs + self._pm_probability(np.asarray(batch)[..., ::-1])) / 2.0
+        return probs
+
+    def _pm_probability(self, batch):
         raise NotImplementedError
 
 
@@ -60,10 +72,15 @@ class CheckpointPredictor(_Predictor):
         weights: a ``.pdparams`` file (or prefix, or run folder).
         arch, num_classes, image_size, preprocess, threshold: override the
             values of the run's ``config.yaml`` (see :func:`resolve_model_settings`).
+        tta: average each image's probability with its mirror image's.
+
+    The logits are divided by the run's calibration temperature (1 unless training fitted one).
     """
 
-    def __init__(self, weights, arch=None, num_classes=None, image_size=None, preprocess=None, threshold=None):
+    def __init__(self, weights, arch=None, num_classes=None, image_size=None, preprocess=None, threshold=None,
+                 tta=False):
         self.settings = resolve_model_settings(weights, arch, num_classes, image_size, preprocess, threshold)
+        self.tta = bool(tta)
         self.model = load_trained_model(self.settings)
         s = self.settings
         if s.num_classes > 2:
@@ -74,12 +91,12 @@ class CheckpointPredictor(_Predictor):
         self.classes, self.classes_zh = s.classes, s.classes_zh
         self.description = f"{s.arch} checkpoint {s.weights}"
 
-    def pm_probability(self, batch):
+    def _pm_probability(self, batch):
         import paddle
 
         with paddle.no_grad():
             logits = self.model(paddle.to_tensor(np.ascontiguousarray(batch, dtype=np.float32)))
-        return pm_probability_from_logits(logits.numpy(), self.settings.loss)
+        return pm_probability_from_logits(logits.numpy() / self.settings.temperature, self.settings.loss)
 
 
 def _default_threads():
@@ -129,14 +146,17 @@ class ExportedPredictor(_Predictor):
         precision: ``"fp32"`` (the same numbers as the checkpoint) or ``"bf16"``
             (oneDNN bfloat16 on CPUs that have it: faster, probabilities within about 1e-2).
         threshold: override the threshold recorded at export.
+        tta: average each image's probability with its mirror image's.
         device: ``"cpu"`` (the default), or ``"gpu"`` / ``"gpu:N"`` for Paddle Inference on CUDA
             (:func:`paddle_palm.engine.device.select_device` resolves ``auto``); ``threads``,
             ``onednn`` and ``precision`` are CPU settings and do not apply there.
     """
 
-    def __init__(self, model_dir, threads=None, onednn=True, precision="fp32", threshold=None, device="cpu"):
+    def __init__(self, model_dir, threads=None, onednn=True, precision="fp32", threshold=None, device="cpu",
+                 tta=False):
         from paddle import inference
 
+        self.tta = bool(tta)
         model_dir = Path(model_dir)
         # Schema, files inside the folder, digests of export time: checked before Paddle Inference parses them.
         self.record, files = check_export_folder(model_dir)
@@ -160,7 +180,8 @@ class ExportedPredictor(_Predictor):
                    f"{'oneDNN ' + precision if onednn else 'plain CPU'}, {threads} threads")
         self.description = f"{self.record.get('arch', 'model')} exported to {model_dir} (Paddle Inference, {backend})"
 
-    def pm_probability(self, batch):
+    def _pm_probability(self, batch):
+        # The export's output is already calibrated: its temperature is part of the model (export.py).
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         self._input.reshape(list(batch.shape))
         self._input.copy_from_cpu(batch)
@@ -177,7 +198,8 @@ def load_predictor(weights=None, arch=None, inference_model=None, **kwargs):
     if (weights is None) == (inference_model is None):
         raise ConfigError("give either weights (with an architecture) or an exported model folder, not both")
     if inference_model is not None:
-        allowed = {k: v for k, v in kwargs.items() if k in ("threads", "onednn", "precision", "threshold", "device")}
+        allowed = {k: v for k, v in kwargs.items()
+                   if k in ("threads", "onednn", "precision", "threshold", "device", "tta")}
         return ExportedPredictor(inference_model, **allowed)
-    allowed = {k: v for k, v in kwargs.items() if k in ("num_classes", "image_size", "preprocess", "threshold")}
+    allowed = {k: v for k, v in kwargs.items() if k in ("num_classes", "image_size", "preprocess", "threshold", "tta")}
     return CheckpointPredictor(weights, arch=arch, **allowed)

@@ -123,6 +123,41 @@ def _confusion_lines(summary, labels):
     return lines
 
 
+def _interval(value, ci):
+    if value is None or ci is None or ci[0] is None:
+        return "n/a"
+    return f"{value:.4f}  (95% CI {ci[0]:.3f}-{ci[1]:.3f})"
+
+
+def _screening_lines(summary):
+    """The operating point with its intervals, the calibration and the refer table (PALM evaluations)."""
+    op = summary.get("operating_point")
+    if not op:
+        return []
+    recorded = summary.get("recorded_operating_point") or {}
+    origin = (f"rule {op['rule']}, chosen on the run's {recorded.get('n')} validation images"
+              if recorded and op.get("rule") == recorded.get("rule") else f"rule {op['rule']}")
+    lines = ["", f"operating point: threshold {op['threshold']:.4f} ({origin})",
+             f"  sensitivity  {_interval(op['sensitivity'], op['sensitivity_ci'])}, {op['n_pm']} PM images",
+             f"  specificity  {_interval(op['specificity'], op['specificity_ci'])}, {op['n_non_pm']} other images"]
+    cal = summary.get("calibration") or {}
+    if cal:
+        temperature = summary.get("temperature") or 1.0
+        lines.append(f"  calibration  Brier score {_fmt(cal.get('brier'))}, expected calibration error "
+                     f"{_fmt(cal.get('ece'))} ({cal.get('bins')} bins; temperature {temperature:.3g})"
+                     + ("; flip TTA" if summary.get("tta") else ""))
+    refer = summary.get("refer") or {}
+    if refer.get("table"):
+        lines += ["", "refer band (probabilities within +-band of the threshold go to a specialist)",
+                  f"  {'band':>6} {'decided':>8} {'referred':>9} {'accuracy':>9} {'sensitivity':>12} "
+                  f"{'specificity':>12} {'missed PM':>10}"]
+        for row in refer["table"]:
+            mark = "  <- --refer-band" if refer.get("band") is not None and row["band"] == refer["band"] else ""
+            lines.append(f"  {row['band']:>6g} {row['decided']:>8d} {row['referred']:>9d} {_fmt(row['accuracy']):>9} "
+                         f"{_fmt(row['sensitivity']):>12} {_fmt(row['specificity']):>12} {row['missed_pm']:>10d}{mark}")
+    return lines
+
+
 def format_report(summary):
     """A readable report of an evaluation summary (what ``tools/eval.py`` prints).
 
@@ -139,6 +174,7 @@ def format_report(summary):
     lines = [head, ""] + _metric_lines(summary, majority_name)
     labels = [class_name(k, classes, classes_zh) for k in range(len(summary["confusion_matrix"]))]
     lines += _confusion_lines(summary, labels)
+    lines += _screening_lines(summary)
     thresholds = summary.get("thresholds") or {}
     if thresholds:
         lines += ["", "other thresholds on these images (for choosing an operating point, not a held-out estimate)"]

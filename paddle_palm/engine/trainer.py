@@ -67,7 +67,8 @@ from paddle_palm.engine.losses import compute_loss
 from paddle_palm.engine.optim import LearningRateSchedule, ModelEMA, build_optimizer
 from paddle_palm.engine.recorder import HISTORY_FIELDS, RunRecorder
 from paddle_palm.engine.run_folder import RunFolder, default_output_dir
-from paddle_palm.errors import ConfigError, TrainingError
+from paddle_palm.errors import ConfigError, DataError, TrainingError
+from paddle_palm.operating_point import describe_operating_point, fit_operating_point, operating_point_record
 from paddle_palm.runtime import ExecutionPath
 
 __all__ = ["HISTORY_FIELDS", "METRIC_MODES", "Trainer", "compute_loss", "count_correct", "make_train_step", "train"]
@@ -149,6 +150,7 @@ class Trainer:
         self.start_epoch = 0
         self.global_step = 0
         self.best = {"metric": config["metric"], "value": None, "epoch": None, "val_loss": None}
+        self.best_validation = None  # (labels, PM probabilities) of the best epoch, for the operating point
         self.epochs_without_improvement = 0
 
     @property
@@ -305,6 +307,8 @@ class Trainer:
             improved = self._update_best(val, epoch)
             row = self._history_row(epoch, train_stats, val, time.perf_counter() - started, improved)
             self.recorder.add_epoch(row)
+            if improved:
+                self.best_validation = (val.get("labels"), val.get("probabilities"))
             if self.is_writer:
                 if improved:
                     self.save_best(epoch)
@@ -328,6 +332,36 @@ class Trainer:
             "history": self.history,
             "rank": self.rank,
         }
+
+    def choose_operating_point(self):
+        """Fit the decision threshold (and temperature) of ``best_model`` on the validation split.
+
+        The rule is ``threshold_rule`` (or the fixed ``threshold``); the result goes into
+        ``best_model.pdstates`` and ``config.yaml`` (:mod:`paddle_palm.operating_point`).  PALM
+        runs only (two classes); returns the record, or None when there is nothing to fit.
+        """
+        c = self.config
+        if not self.is_writer or c["dataset"] != "palm" or self.best["epoch"] is None:
+            return None
+        labels, probs = self.best_validation or self._validate_best_model()
+        rule = c["threshold_rule"] or f"fixed:{c['threshold']}"
+        try:
+            record = operating_point_record(fit_operating_point(labels, probs, rule, calibrate=c["calibrate"]))
+        except DataError as exc:
+            self.log(f"operating point not chosen ({exc}); the threshold stays {c['threshold']:g}")
+            return None
+        ckpt.record_operating_point(self.run_dir, "best_model", record)
+        self.config["operating_point"] = {key: record[key] for key in ("threshold", "temperature", "rule")}
+        cfg.save_run_config(self.config, self.run_dir)
+        self.log(describe_operating_point(record))
+        return record
+
+    def _validate_best_model(self):
+        """Labels and PM probabilities of ``best_model`` (when a resumed run found it already written)."""
+        ckpt.load_weights(self.model, os.path.join(self.run_dir, "best_model.pdparams"), arch=self.config["arch"])
+        with recording_worker_errors() as failures:
+            val = evaluate(self.model, iterate_batches(self.valid_loader, failures), loss=self.config["loss"])
+        return val["labels"], val["probabilities"]
 
     def train_one_epoch(self, epoch):
         """One pass over this process's shard of the shuffled training set."""
@@ -566,6 +600,7 @@ def train(config, resume_dir=None, echo=True):
                 # resume leaves the folder as it was.
                 cfg.save_run_config(trainer.config, run_dir)
             summary = trainer.fit()
+            summary["operating_point"] = trainer.choose_operating_point()
             folder.log(f"done: best {summary['best_metric']} {summary['best_value']:.4f} at epoch "
                        f"{summary['best_epoch']}; weights in {os.path.join(run_dir, 'best_model.pdparams')}")
         return summary

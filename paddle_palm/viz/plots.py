@@ -276,8 +276,8 @@ def plot_roc(labels, probs, path, threshold=0.5, title="ROC curve"):
     """
     from paddle_palm import metrics
 
-    y = metrics._binary_labels(labels)
-    p = metrics._probs(probs, y.size)
+    y = metrics.check_binary_labels(labels)
+    p = metrics.check_probabilities(probs, y.size)
     fpr, tpr, _ = metrics.roc_curve(y, p)
     auc = metrics.roc_auc(y, p)
 
