@@ -35,7 +35,7 @@ def input_shape(text):
     try:
         shape = tuple(int(p) for p in parts)
     except ValueError:
-        raise cli.argparse.ArgumentTypeError(f"expected four integers N,C,H,W such as 1,3,224,224, got {text!r}")
+        raise cli.argparse.ArgumentTypeError(f"expected four integers N,C,H,W such as 1,3,224,224, got {text!r}") from None
     if len(shape) != 4 or min(shape) < 1:
         raise cli.argparse.ArgumentTypeError(
             f"expected four positive integers N,C,H,W such as 1,3,224,224, got {text!r}"

@@ -41,7 +41,7 @@ def _milestones(text):
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected epoch numbers separated by commas, e.g. 30,60; got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected epoch numbers separated by commas, e.g. 30,60; got {text!r}") from None
     if not values or any(v <= 0 for v in values):
         raise argparse.ArgumentTypeError(f"expected positive epoch numbers separated by commas, got {text!r}")
     return values

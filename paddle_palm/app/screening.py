@@ -47,7 +47,6 @@ import time
 import weakref
 from pathlib import Path
 
-
 from paddle_palm.engine.checkpoint import sha256_file
 from paddle_palm.errors import CheckpointError, ConfigError, DataError, ImageError, PalmError
 

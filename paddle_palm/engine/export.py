@@ -42,7 +42,7 @@ _MODEL_FILE_NAMES = {"model": (MODEL_PREFIX + ".json", MODEL_PREFIX + ".pdmodel"
 #: Largest accepted difference between exported and dynamic-mode probabilities (fp32, oneDNN).
 EXPORT_TOLERANCE = 1e-4
 
-__all__ = ["EXPORT_TOLERANCE", "PMProbabilityModel", "export_checkpoint", "export_model", "preprocess_record"]
+__all__ = ["EXPORT_TOLERANCE", "PMProbabilityModel", "export_checkpoint", "export_model", "preprocess_record"]  # noqa: F822
 
 
 @functools.lru_cache(maxsize=1)

@@ -19,7 +19,6 @@ import numpy as np
 
 from paddle_palm.errors import ConfigError, DataError, MissingFileError, PalmError
 
-
 #: Most data-loading worker processes accepted (each holds a copy of the data set).
 MAX_WORKERS = 64
 

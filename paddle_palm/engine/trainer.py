@@ -43,11 +43,24 @@ import numpy as np
 
 from paddle_palm.engine import checkpoint as ckpt
 from paddle_palm.engine import config as cfg
-from paddle_palm.engine.loaders import (EpochBatchSampler, MainThreadLoader, build_datasets, check_num_workers,
-                                       epoch_seed, iterate_batches, worker_init_function)
+from paddle_palm.engine.loaders import (
+    EpochBatchSampler,
+    MainThreadLoader,
+    build_datasets,
+    check_num_workers,
+    epoch_seed,
+    iterate_batches,
+    worker_init_function,
+)
 from paddle_palm.engine.optim import LearningRateSchedule, ModelEMA, build_optimizer
-from paddle_palm.engine.run_folder import (OutputLock, RunLog, default_output_dir, read_csv,
-                                           remove_stale_temporaries, write_csv)
+from paddle_palm.engine.run_folder import (
+    OutputLock,
+    RunLog,
+    default_output_dir,
+    read_csv,
+    remove_stale_temporaries,
+    write_csv,
+)
 from paddle_palm.errors import ConfigError, TrainingError
 
 HISTORY_FIELDS = [
