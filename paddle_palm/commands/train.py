@@ -78,6 +78,14 @@ def build_parser():
         formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=S,
     )
+    _model_and_data_options(parser)
+    _optimisation_options(parser)
+    _run_options(parser)
+    return parser
+
+
+def _model_and_data_options(parser):
+    """The network and its loss; the data set, its preprocessing and loading."""
     m = parser.add_argument_group("model")
     m.add_argument("--arch", metavar="NAME", help="architecture: " + ", ".join(_list_models()))
     m.add_argument("--loss", choices=cfg.CHOICES["loss"],
@@ -100,6 +108,10 @@ def build_parser():
     d.add_argument("--cache", action=argparse.BooleanOptionalAction,
                    help="decode and resize every image once, before training, and keep them in memory")
 
+
+
+def _optimisation_options(parser):
+    """The update rule, the learning-rate schedule, epochs and batches, EMA, mixed precision."""
     o = parser.add_argument_group("optimisation")
     o.add_argument("--optimizer", choices=cfg.CHOICES["optimizer"], help="update rule")
     o.add_argument("--lr", type=cli.positive_float, metavar="F", help="(initial) learning rate")
@@ -130,6 +142,10 @@ def build_parser():
                    help="with --amp: auto (float16 on GPU, bfloat16 on CPU), float16 (GPU, with loss scaling) or "
                    "bfloat16 (CPU, or a GPU of compute capability 8.0+)")
 
+
+
+def _run_options(parser):
+    """The run folder and what is recorded in it; the runtime."""
     r = parser.add_argument_group("run and output")
     r.add_argument("--config", metavar="FILE", help="YAML settings (e.g. configs/palm_cpu.yaml or a run's config.yaml)")
     r.add_argument("--output-dir", metavar="DIR", help="run folder (default runs/<arch>-<date>-<time>)")
@@ -149,7 +165,6 @@ def build_parser():
     t.add_argument("--fast", action=argparse.BooleanOptionalAction,
                    help="the fast CPU execution path (default on); --no-fast: plain dygraph")
     t.add_argument("--threads", type=cli.thread_count, metavar="N", help="CPU threads (default: all cores)")
-    return parser
 
 
 def main(argv=None):
