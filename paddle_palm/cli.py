@@ -174,8 +174,8 @@ def _quiet_while_stopping(previous):
 def handle_signals_early():
     """Install :func:`run`'s SIGINT/SIGTERM handling now, before a tool's own imports.
 
-    The tools call it first thing, so that Ctrl-C while Python imports Paddle (seconds) also
-    ends with one line and exit code 130, not a KeyboardInterrupt traceback.
+    :func:`start` calls it first thing, so that Ctrl-C while Python imports Paddle (seconds)
+    also ends with one line and exit code 130, not a KeyboardInterrupt traceback.
     """
     _SignalState.main_pid = os.getpid()
     _SignalState.hard_exit = True
