@@ -151,7 +151,7 @@ def step_main(args):
             print(f"round {r + 1}: " + (lines[0] if lines else f"{mode} failed: {out.stderr[-500:]}"), flush=True)
 
 
-def main(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=10)
     parser.add_argument("--size", type=int, default=224)
@@ -164,41 +164,14 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=3, help="timed steps per process (--step)")
     parser.add_argument("--modes", default="base,malloc,bmm14+malloc,bmm28+malloc", help="--step configurations")
     parser.add_argument("--step-worker", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.step_worker:
-        return step_worker(args.step_worker, args.steps, args.batch, args.size)
-    if args.step:
-        return step_main(args)
+    return parser
 
-    from paddle_palm import runtime
 
-    runtime.setup_runtime(device="cpu", fast=not args.no_fast, threads=args.threads)
-    import numpy as np
-    import paddle
-    import paddle.nn.functional as F
-
-    def conv2d(x, w, k, s):
-        return F.conv2d(x, w, stride=s, padding=(k - 1) // 2)
-
-    def bmm(x, w, k, s):
-        return bmm_conv(x, w, k, s, (k - 1) // 2)
-
-    def nhwc(x, w, k, s):
-        n, c, h, wd = x.shape
-        o = w.shape[0]
-        if s > 1:
-            x = x[:, :, ::s, ::s]
-            h, wd = x.shape[2], x.shape[3]
-        rows = x.transpose([0, 2, 3, 1]).reshape([n * h * wd, c])
-        y = paddle.matmul(rows, w.reshape([o, c]), transpose_y=True)
-        return y.reshape([n, h, wd, o]).transpose([0, 3, 1, 2])
-
-    def conv_nhwc(x, w, k, s):
-        # Paddle's own NHWC conv2d; the input is laid out NHWC outside the timed region's math
-        return F.conv2d(x, w, stride=s, padding=(k - 1) // 2, data_format="NHWC")
-
+def split2_conv():
+    """The ``split2`` variant: the two halves of the batch in two threads, one MKL thread each."""
     from concurrent.futures import ThreadPoolExecutor
 
+    import paddle
     from paddle import _C_ops
     from paddle.autograd import PyLayer
 
@@ -229,54 +202,115 @@ def main(argv=None):
     def split2(x, w, k, s):
         return SplitConv.apply(x, w, k, s)
 
-    variants = {"conv2d": conv2d, "bmm": bmm, "nhwc": nhwc, "conv_nhwc": conv_nhwc, "split2": split2}
-    clock = time.process_time if args.threads == 1 else time.perf_counter
-    rng = np.random.default_rng(0)
-    rows = []
-    total = {name: 0.0 for name in variants}
-    for count, cin, cout, k, s, side in resnet50_convs(args.size):
-        x = paddle.to_tensor(rng.standard_normal((args.batch, cin, side, side)).astype("float32"), stop_gradient=False)
-        w = paddle.to_tensor((rng.standard_normal((cout, cin, k, k)) * 0.05).astype("float32"), stop_gradient=False)
-        x_nhwc = paddle.to_tensor(x.numpy().transpose(0, 2, 3, 1).copy(), stop_gradient=False)
-        names = [name for name in variants if k == 1 or name != "nhwc"]
-        if k == 7:
-            names = ["conv2d", "bmm", "split2"]
-        ref = None
-        times = {name: [] for name in names}
-        for r in range(args.rounds + 1):
-            for name in names:
-                xin = x_nhwc if name == "conv_nhwc" else x
-                xin.clear_gradient(), w.clear_gradient()
-                t0 = clock()
-                y = variants[name](xin, w, k, s)
-                paddle.autograd.backward([y], [paddle.ones_like(y)])
-                gx, gw = xin.grad.numpy(), w.grad.numpy()
-                dt = clock() - t0
-                if name == "conv_nhwc":
-                    y, gx = y.transpose([0, 3, 1, 2]), gx.transpose(0, 3, 1, 2)
-                if r:
-                    times[name].append(dt)
-                else:
-                    out = (y.numpy(), gx, gw)
-                    if ref is None:
-                        ref = out
-                    else:
-                        for a, b in zip(out, ref):
-                            err = np.abs(a - b).max() / (np.abs(b).max() + 1e-12)
-                            assert err < 1e-4, (name, cin, cout, k, s, side, err)
-        med = {name: statistics.median(v) for name, v in times.items()}
-        for name in variants:
-            total[name] += count * med.get(name, med["conv2d"])
-        best = min(med, key=med.get)
-        rows.append((count, cin, cout, k, s, side, med, best))
-        cells = "  ".join(f"{n}={1000 * v:7.1f}ms" for n, v in med.items())
-        print(f"{count:2d}x {cin:4d}->{cout:4d} k{k} s{s} @{side:3d}: {cells}  best={best}", flush=True)
+    return split2
+
+
+def conv_variants():
+    """name -> ``f(x, w, kernel, stride)``: the convolution forms compared (module docstring)."""
+    import paddle
+    import paddle.nn.functional as F
+
+    def conv2d(x, w, k, s):
+        return F.conv2d(x, w, stride=s, padding=(k - 1) // 2)
+
+    def bmm(x, w, k, s):
+        return bmm_conv(x, w, k, s, (k - 1) // 2)
+
+    def nhwc(x, w, k, s):
+        n, c, h, wd = x.shape
+        o = w.shape[0]
+        if s > 1:
+            x = x[:, :, ::s, ::s]
+            h, wd = x.shape[2], x.shape[3]
+        rows = x.transpose([0, 2, 3, 1]).reshape([n * h * wd, c])
+        y = paddle.matmul(rows, w.reshape([o, c]), transpose_y=True)
+        return y.reshape([n, h, wd, o]).transpose([0, 3, 1, 2])
+
+    def conv_nhwc(x, w, k, s):
+        # Paddle's own NHWC conv2d; the input is laid out NHWC outside the timed region's math
+        return F.conv2d(x, w, stride=s, padding=(k - 1) // 2, data_format="NHWC")
+
+    return {"conv2d": conv2d, "bmm": bmm, "nhwc": nhwc, "conv_nhwc": conv_nhwc, "split2": split2_conv()}
+
+
+def time_shape(variants, shape, args, rng, clock):
+    """Median forward + backward seconds of each applicable variant on one convolution shape.
+
+    The first round checks every variant's output and gradients against the first variant's.
+    """
+    import numpy as np
+    import paddle
+
+    _, cin, cout, k, s, side = shape
+    x = paddle.to_tensor(rng.standard_normal((args.batch, cin, side, side)).astype("float32"), stop_gradient=False)
+    w = paddle.to_tensor((rng.standard_normal((cout, cin, k, k)) * 0.05).astype("float32"), stop_gradient=False)
+    x_nhwc = paddle.to_tensor(x.numpy().transpose(0, 2, 3, 1).copy(), stop_gradient=False)
+    names = [name for name in variants if k == 1 or name != "nhwc"]
+    if k == 7:
+        names = ["conv2d", "bmm", "split2"]
+    ref = None
+    times = {name: [] for name in names}
+    for r in range(args.rounds + 1):
+        for name in names:
+            xin = x_nhwc if name == "conv_nhwc" else x
+            xin.clear_gradient(), w.clear_gradient()
+            t0 = clock()
+            y = variants[name](xin, w, k, s)
+            paddle.autograd.backward([y], [paddle.ones_like(y)])
+            gx, gw = xin.grad.numpy(), w.grad.numpy()
+            dt = clock() - t0
+            if name == "conv_nhwc":
+                y, gx = y.transpose([0, 3, 1, 2]), gx.transpose(0, 3, 1, 2)
+            if r:
+                times[name].append(dt)
+                continue
+            out = (y.numpy(), gx, gw)
+            if ref is None:
+                ref = out
+                continue
+            for a, b in zip(out, ref):
+                err = np.abs(a - b).max() / (np.abs(b).max() + 1e-12)
+                assert err < 1e-4, (name, cin, cout, k, s, side, err)
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
+def print_totals(rows, total):
+    """The network's convolution time per variant, and with the best variant of every shape."""
     base = total["conv2d"]
     print("network conv fwd+bwd total (ms), other variants fall back to conv2d where not applicable:")
     for name, v in total.items():
         print(f"  {name:7s} {1000 * v:8.1f}  ({base / v:.2f}x)")
     best_total = sum(r[0] * min(r[6].values()) for r in rows)
     print(f"  best-of {1000 * best_total:8.1f}  ({base / best_total:.2f}x)")
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.step_worker:
+        return step_worker(args.step_worker, args.steps, args.batch, args.size)
+    if args.step:
+        return step_main(args)
+
+    from paddle_palm import runtime
+
+    runtime.setup_runtime(device="cpu", fast=not args.no_fast, threads=args.threads)
+    import numpy as np
+
+    variants = conv_variants()
+    clock = time.process_time if args.threads == 1 else time.perf_counter
+    rng = np.random.default_rng(0)
+    rows = []
+    total = {name: 0.0 for name in variants}
+    for shape in resnet50_convs(args.size):
+        count, cin, cout, k, s, side = shape
+        med = time_shape(variants, shape, args, rng, clock)
+        for name in variants:
+            total[name] += count * med.get(name, med["conv2d"])
+        best = min(med, key=med.get)
+        rows.append((count, cin, cout, k, s, side, med, best))
+        cells = "  ".join(f"{n}={1000 * v:7.1f}ms" for n, v in med.items())
+        print(f"{count:2d}x {cin:4d}->{cout:4d} k{k} s{s} @{side:3d}: {cells}  best={best}", flush=True)
+    print_totals(rows, total)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ same-run ratio.  Results: a table on standard output and ``gpu_check-<stamp>.jso
 under ``--out-dir`` (``bench/results``).  Exit status 0 when every step passed.
 """
 
-import argparse
 import csv
 import datetime
 import json

@@ -131,37 +131,40 @@ def _calibrate_head(predictor, images):
             head.bias.set_value(head.bias * scale - float(logits.mean()) * scale)
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    if args.quick:
-        args.runs, args.rounds, args.image_count, args.batch_size = 3, 1, 4, 2
-    from paddle_palm import runtime
+PLAIN = "dygraph, Paddle conv (plain)"
+TORCH = "PyTorch reference"
 
-    info = runtime.setup_runtime(device="cpu", fast=True, threads=args.threads)
-    import numpy as np
+
+def _prepare_model(args, work, images):
+    """The weights to time (initial ones, calibrated, unless ``--weights``), its plain predictor and its export."""
     import paddle
 
-    from paddle_palm.engine import export, predict, predictors
+    from paddle_palm import ops
+    from paddle_palm.engine import export, predictors
     from paddle_palm.models import build_model
 
-    work = tempfile.mkdtemp(prefix="predict-latency-")
+    arch = args.arch if args.weights is None else None
     weights = args.weights
     if weights is None:
         paddle.seed(0)
         weights = os.path.join(work, f"{args.arch}.pdparams")
         paddle.save(build_model(args.arch).state_dict(), weights)
-    images = _photographs(args.images, args.image_count, work)
-    paths = {}
-    plain = predictors.CheckpointPredictor(weights, arch=args.arch if args.weights is None else None)
-    from paddle_palm import ops
-
+    plain = predictors.CheckpointPredictor(weights, arch=arch)
     ops.restore(plain.model)
     if args.weights is None:
         _calibrate_head(plain, images)
         paddle.save(plain.model.state_dict(), weights)
     exported = os.path.join(work, "exported")
-    export.export_checkpoint(weights, exported, arch=args.arch if args.weights is None else None, verify=False)
-    paths["dygraph, Paddle conv (plain)"] = plain
+    export.export_checkpoint(weights, exported, arch=arch, verify=False)
+    return weights, plain, exported
+
+
+def _build_paths(args, info, weights, plain, exported):
+    """Every way tools/predict.py can run the network, by name (PyTorch's when it is installed)."""
+    from paddle_palm import ops
+    from paddle_palm.engine import predictors
+
+    paths = {PLAIN: plain}
     fast = predictors.CheckpointPredictor(weights, arch=args.arch if args.weights is None else None)
     if ops.is_accelerated(fast.model):
         paths["dygraph + oneDNN conv (--weights)"] = fast
@@ -173,13 +176,18 @@ def main(argv=None):
         exported, threads=args.threads, onednn=False)
     if not args.no_torch:
         try:
-            paths["PyTorch reference"] = TorchPredictor(args.arch, plain.image_size, args.threads)
+            paths[TORCH] = TorchPredictor(args.arch, plain.image_size, args.threads)
         except ImportError:
             pass
         except ValueError as exc:  # no reference network for this architecture
             print(f"(no PyTorch figure: {exc})")
+    return paths
 
-    load_before = os.getloadavg()
+
+def _time_networks(paths, args):
+    """The network alone, batch 1: per path, the median of each round (rounds interleaved across paths)."""
+    from paddle_palm.engine import predict
+
     latency = {name: [] for name in paths}
     for round_index in range(args.rounds):
         for name, predictor in paths.items():
@@ -187,26 +195,39 @@ def main(argv=None):
             latency[name].append(result["median_ms"])
         print(f"round {round_index + 1}/{args.rounds}: " + ", ".join(
             f"{name.split(' (')[0]} {values[-1]:.1f} ms" for name, values in latency.items()), flush=True)
+    return latency
 
-    end_to_end, end_to_end_batched, probabilities = {}, {}, {}
+
+def _time_end_to_end(paths, images, batch_size):
+    """``predict_images`` on the files, per Paddle path: ms per image at batch 1 and ``batch_size``, probabilities."""
+    import numpy as np
+
+    from paddle_palm.engine import predict
+
+    single, batched, probabilities = {}, {}, {}
     for name, predictor in paths.items():
-        if name == "PyTorch reference":
+        if name == TORCH:
             continue
         predict.predict_images(predictor, images[:2], batch_size=1)  # warm-up
         start = time.perf_counter()
         records = predict.predict_images(predictor, images, batch_size=1)
-        end_to_end[name] = (time.perf_counter() - start) * 1000.0 / len(images)
+        single[name] = (time.perf_counter() - start) * 1000.0 / len(images)
         probabilities[name] = np.array([r["pm_probability"] for r in records], dtype=np.float64)
-        predict.predict_images(predictor, images[:args.batch_size], batch_size=args.batch_size)  # warm-up
+        predict.predict_images(predictor, images[:batch_size], batch_size=batch_size)  # warm-up
         start = time.perf_counter()
-        predict.predict_images(predictor, images, batch_size=args.batch_size)
-        end_to_end_batched[name] = (time.perf_counter() - start) * 1000.0 / len(images)
-    load_after = os.getloadavg()
+        predict.predict_images(predictor, images, batch_size=batch_size)
+        batched[name] = (time.perf_counter() - start) * 1000.0 / len(images)
+    return single, batched, probabilities
 
-    reference = probabilities["dygraph, Paddle conv (plain)"]
+
+def _rows(paths, latency, single, batched, probabilities):
+    """One row per path: best latency, ratios against plain dygraph and PyTorch, end to end, probability error."""
+    import numpy as np
+
+    reference = probabilities[PLAIN]
     print("plain dygraph probabilities (first 8 images):", np.round(reference[:8], 4))
-    baseline = min(latency["dygraph, Paddle conv (plain)"])
-    torch_ms = min(latency["PyTorch reference"]) if "PyTorch reference" in latency else None
+    baseline = min(latency[PLAIN])
+    torch_ms = min(latency[TORCH]) if TORCH in latency else None
     rows = []
     for name in paths:
         best = min(latency[name])
@@ -216,15 +237,24 @@ def main(argv=None):
             "latency_rounds_ms": latency[name],
             "vs_plain_dygraph": baseline / best,
             "vs_torch": (torch_ms / best) if torch_ms else None,
-            "end_to_end_ms_per_image": end_to_end.get(name),
-            "end_to_end_batched_ms_per_image": end_to_end_batched.get(name),
+            "end_to_end_ms_per_image": single.get(name),
+            "end_to_end_batched_ms_per_image": batched.get(name),
             "max_abs_probability_difference": (float(np.max(np.abs(probabilities[name] - reference)))
                                                if name in probabilities else None),
         })
+    return rows
+
+
+def _record(args, info, images, loads, rows):
+    """The JSON record of the run: settings, machine, versions and the rows."""
+    import paddle
+
+    from paddle_palm import ops
+
     record = {
         "arch": args.arch, "weights": args.weights or "initial weights (seed 0)", "threads": args.threads,
         "runs": args.runs, "rounds": args.rounds, "images": len(images), "batch_size": args.batch_size,
-        "image_folder": str(images[0].parent), "load_average_before": load_before, "load_average_after": load_after,
+        "image_folder": str(images[0].parent), "load_average_before": loads[0], "load_average_after": loads[1],
         "cpu": info.get("cpu"), "python": platform.python_version(), "paddle": paddle.__version__,
         "onednn_operator": ops.load().path if ops.load() is not None else None,
         "rows": rows,
@@ -235,11 +265,21 @@ def main(argv=None):
         record["torch"] = torch.__version__
     except ImportError:
         record["torch"] = None
+    return record
+
+
+def _cell(value, spec):
+    return "n/a" if value is None else format(value, spec)
+
+
+def _markdown(args, record, images):
+    """The report: a paragraph on how it was measured, then a table row per path."""
+    loads = record["load_average_before"], record["load_average_after"]
     lines = [
         f"# Prediction time per 224x224 image: {args.arch}, {args.threads} threads",
         "",
         f"{record['cpu']}; Python {record['python']}, paddle {record['paddle']}, torch {record['torch']}; "
-        f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after. Network alone: batch 1, best of "
+        f"load average {loads[0][0]:.2f} before, {loads[1][0]:.2f} after. Network alone: batch 1, best of "
         f"{args.rounds} interleaved rounds of the median of {args.runs} passes. End to end: `predict_images` on "
         f"{len(images)} photographs from {images[0].parent.name}/ (decode, resize, normalise, network), batch 1 "
         f"and batch {args.batch_size} (`tools/predict.py`'s default).",
@@ -248,26 +288,47 @@ def main(argv=None):
         f"end to end ms/image, batch {args.batch_size} | max abs prob. diff |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for row in rows:
+    for row in record["rows"]:
+        vs_torch = f"{row['vs_torch']:.2f}x" if row["vs_torch"] else "n/a"
         lines.append(
-            f"| {row['path']} | {row['latency_ms']:.1f} | {row['vs_plain_dygraph']:.2f}x | "
-            + (f"{row['vs_torch']:.2f}x" if row["vs_torch"] else "n/a") + " | "
-            + (f"{row['end_to_end_ms_per_image']:.1f}" if row["end_to_end_ms_per_image"] is not None else "n/a") + " | "
-            + (f"{row['end_to_end_batched_ms_per_image']:.1f}" if row["end_to_end_batched_ms_per_image"] is not None
-               else "n/a") + " | "
-            + (f"{row['max_abs_probability_difference']:.1e}" if row["max_abs_probability_difference"] is not None
-               else "n/a") + " |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+            f"| {row['path']} | {row['latency_ms']:.1f} | {row['vs_plain_dygraph']:.2f}x | {vs_torch} | "
+            f"{_cell(row['end_to_end_ms_per_image'], '.1f')} | {_cell(row['end_to_end_batched_ms_per_image'], '.1f')} | "
+            f"{_cell(row['max_abs_probability_difference'], '.1e')} |")
+    return "\n".join(lines) + "\n"
+
+
+def _write_results(out, record, text):
     from paddle_palm.fileio import write_text_atomic
 
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
     for name in (f"predict-{stamp}", "predict-latest"):
         write_text_atomic(out / f"{name}.json", json.dumps(record, indent=1) + "\n")
         write_text_atomic(out / f"{name}.md", text)
     print(f"results in {out}/predict-{stamp}.json and .md")
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.quick:
+        args.runs, args.rounds, args.image_count, args.batch_size = 3, 1, 4, 2
+    from paddle_palm import runtime
+
+    info = runtime.setup_runtime(device="cpu", fast=True, threads=args.threads)
+    work = tempfile.mkdtemp(prefix="predict-latency-")
+    images = _photographs(args.images, args.image_count, work)
+    weights, plain, exported = _prepare_model(args, work, images)
+    paths = _build_paths(args, info, weights, plain, exported)
+    load_before = os.getloadavg()
+    latency = _time_networks(paths, args)
+    single, batched, probabilities = _time_end_to_end(paths, images, args.batch_size)
+    load_after = os.getloadavg()
+    rows = _rows(paths, latency, single, batched, probabilities)
+    record = _record(args, info, images, (load_before, load_after), rows)
+    text = _markdown(args, record, images)
+    print(text)
+    _write_results(args.out, record, text)
     return 0
 
 

@@ -564,7 +564,7 @@ def build_parser():
                       help="also time tools/train.py --no-fast (plain Paddle dygraph; about 2.5x slower)")
     data = parser.add_argument_group("data")
     data.add_argument("--data-dir", metavar="DIR", default=None,
-                      help="an existing dataset folder (SPEC 5 layout) to train on; default: build a small one")
+                      help="an existing dataset folder (tools/prepare_data.py's layout) to train on; default: build a small one")
     data.add_argument("--shared", metavar="DIR", default=str(REPO.parent / "shared" / "palm"),
                       help="where the built folder's images come from (default ../shared/palm; synthetic data "
                       "when it is absent)")

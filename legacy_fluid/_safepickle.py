@@ -75,7 +75,7 @@ def load(fh, filename):
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
         raise UnsafeCheckpointError("{}: not a readable checkpoint ({}: {})".format(
-            filename, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "no detail"))
+            filename, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "no detail")) from None
 
 
 class _Numpy1Pickler(pickle._Pickler):

@@ -133,7 +133,7 @@ def _pillow_names():
     if not hasattr(ImageDraw.ImageDraw, "textsize"):
         def textsize(self, text, font=None, *args, **kwargs):
             """Pillow < 10 ``ImageDraw.textsize``: ``(width, height)`` of ``text``."""
-            left, top, right, bottom = self.textbbox((0, 0), text, font=font, *args, **kwargs)
+            left, top, right, bottom = self.textbbox((0, 0), text, *args, font=font, **kwargs)
             return right - left, bottom - top
 
         _set(ImageDraw.ImageDraw, "textsize", textsize)

@@ -1,4 +1,10 @@
-"""Helpers shared by the thin command-line tools in ``tools/``.
+"""The command line: what every command shares.
+
+Each command (``palm-train``, ``palm-eval``, ... in :mod:`paddle_palm.commands`)
+starts through :func:`start`, the one place that prepares the process before
+Paddle is imported: SIGINT/SIGTERM handling (Ctrl-C while Paddle is imported
+is one line too), the warning filter and the environment defaults that keep
+Paddle quiet.  Importing this module changes nothing in the process.
 
 :func:`run` is the one place where our own errors become a one-line message on
 stderr and a non-zero exit code, so no tool ever shows a traceback for bad
@@ -7,7 +13,9 @@ input; it checks the installed Paddle and numpy first
 one line and exit code 130 / 143 (workers included, never a hang).  Argument
 types such as :func:`positive_int` give argparse clear messages for out-of-range
 numbers; the resource options (``--threads``, ``--num-workers``, ``--batch-size``,
-``--image-size``) have upper bounds too.
+``--image-size``) have upper bounds too.  The option groups that several
+commands share (:func:`add_model_options`, :func:`add_loading_options`,
+:func:`add_runtime_options`) are declared here once, with their help texts.
 """
 
 import argparse
@@ -17,6 +25,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 
 from paddle_palm import compat
 from paddle_palm.errors import PalmError
@@ -165,14 +174,38 @@ def _quiet_while_stopping(previous):
 def handle_signals_early():
     """Install :func:`run`'s SIGINT/SIGTERM handling now, before a tool's own imports.
 
-    The tools call it first thing, so that Ctrl-C while Python imports Paddle (seconds) also
-    ends with one line and exit code 130, not a KeyboardInterrupt traceback.
+    :func:`start` calls it first thing, so that Ctrl-C while Python imports Paddle (seconds)
+    also ends with one line and exit code 130, not a KeyboardInterrupt traceback.
     """
     _SignalState.main_pid = os.getpid()
     _SignalState.hard_exit = True
     _install_handlers()
     if "paddle" not in sys.modules and not any(isinstance(f, _HandlersAfterPaddle) for f in sys.meta_path):
         sys.meta_path.insert(0, _HandlersAfterPaddle())
+
+
+#: Environment defaults of the commands that use Paddle: its C++ log shows errors only (a value
+#: already set wins, so GLOG_minloglevel=0 still shows everything).
+QUIET_PADDLE = {"GLOG_minloglevel": "2"}
+
+
+def start(main, environ=None):
+    """Run a command's ``main`` as a program: the entry of every console script and ``tools/*.py``.
+
+    Prepares the process before anything imports Paddle, then calls :func:`run` (which never
+    returns): SIGINT/SIGTERM handling (:func:`handle_signals_early`); Paddle's warning on import
+    that ccache (a compiler cache for C++ extensions) is missing, irrelevant here, is hidden; the
+    variables of ``environ`` are set unless already set.
+
+    Args:
+        main: the command's ``main(argv)``.
+        environ: environment defaults, e.g. :data:`QUIET_PADDLE`.
+    """
+    handle_signals_early()
+    warnings.filterwarnings("ignore", message=".*ccache.*")
+    for name, value in (environ or {}).items():
+        os.environ.setdefault(name, value)
+    run(main)
 
 
 def run(main, argv=None, hard_exit=None):
@@ -265,7 +298,7 @@ def _number(kind, minimum=None, maximum=None, inclusive_min=True):
         try:
             value = kind(text)
         except (TypeError, ValueError):
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
         if kind is float and not math.isfinite(value):  # NaN, inf, 1e400
             raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
         if minimum is not None and (value < minimum if inclusive_min else value <= minimum):
@@ -315,3 +348,87 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {one_line(message)} (see --help)\n")
+
+
+# ---------------------------------------------------------------------------- shared option groups
+
+#: What ``--preprocess`` A and B mean (the two ways the course's programs prepare an image).
+PREPROCESS_HELP = ("A: OpenCV's BGR order, stretched to the square input, values in [-1, 1] (the course's "
+                   "readers); B: RGB, scaled into a black square keeping the aspect ratio, values in [-1, 1] "
+                   "(the SqueezeNet programs)")
+
+#: Where eval, export and predict (with ``--weights``) find the settings not given on the command line.
+SETTINGS_FROM_RUN = ("Settings not given are read from config.yaml beside the weights (written by tools/train.py), "
+                     "else they are the architecture's default recipe (tools/train.py --help lists them).")
+
+
+def add_model_options(parser, *, source="weights", settings=True, exported=False, title="model"):
+    """Add the model-selection group: which trained model, and the settings it runs with.
+
+    Args:
+        parser: the command's parser.
+        source: ``"weights"``: ``--weights`` is required (eval, export); ``"either"``: exactly
+            one of ``--weights`` and ``--inference-model`` (predict); ``"both"``: either or both
+            (the app, whose Grad-CAM needs the weights of an exported model).
+        settings: add ``--num-classes``, ``--image-size`` and ``--preprocess`` (they describe
+            a checkpoint; an exported model records its own).
+        exported: the settings are the ones written into an exported model (export).
+        title: the group's title in ``--help``.
+
+    Returns:
+        the argument group, for the command's own model options.
+    """
+    group = parser.add_argument_group(title)
+    weights_help = "trained weights: a .pdparams file, its prefix, or a run folder (its best_model.pdparams first)"
+    export_help = "folder written by tools/export.py (the network, its weights and preprocess.json)"
+    if source == "either":
+        which = group.add_mutually_exclusive_group(required=True)
+        which.add_argument("--weights", metavar="FILE", help=weights_help)
+        which.add_argument("--inference-model", metavar="DIR", help=export_help)
+    elif source == "both":
+        group.add_argument("--inference-model", metavar="DIR", help=export_help)
+        group.add_argument("--weights", metavar="FILE",
+                           help=weights_help + "; with --inference-model: used for Grad-CAM only and must be the "
+                           "exported weights")
+    else:
+        group.add_argument("--weights", metavar="FILE", required=True, help=weights_help)
+    with_weights = "with --weights: " if source != "weights" else ""
+    group.add_argument("--arch", metavar="NAME",
+                       help=f"{with_weights}architecture, e.g. resnet50 or squeezenet1_1 (default: from config.yaml "
+                       "beside the weights)")
+    run_default = "the run's config.yaml"
+    if settings:
+        group.add_argument("--num-classes", type=positive_int, metavar="N",
+                           help=f"{with_weights}outputs of the network: 1 (one PM logit, sigmoid) or 2 (two classes, "
+                           f"softmax) (default: {run_default})")
+        side = "fixed in the exported model" if exported else "the images are resized to it"
+        group.add_argument("--image-size", type=image_side, metavar="N",
+                           help=f"{with_weights}side in pixels of the square input, {side} (default: {run_default})")
+        recorded = "recorded for the exported model; " if exported else ""
+        group.add_argument("--preprocess", type=str.upper, choices=("A", "B"),
+                           help=f"{with_weights}{recorded}{PREPROCESS_HELP} (default: {run_default})")
+    defaults = {"weights": "the run's", "either": "the run's or the export's", "both": "the run's or the export's"}
+    group.add_argument("--threshold", type=probability, metavar="P",
+                       help=("PM decision threshold recorded for the exported model: " if exported else "")
+                       + f"PM when pm_probability >= P (default: {defaults[source]}, else 0.5)")
+    return group
+
+
+def add_loading_options(group, *, batch_size_default, workers=True):
+    """Add ``--batch-size`` (images per forward pass) and ``--num-workers`` to ``group``."""
+    group.add_argument("--batch-size", type=batch_size, default=batch_size_default, metavar="N",
+                       help=f"images per forward pass, at most {MAX_BATCH_SIZE} (default: %(default)s)")
+    if workers:
+        group.add_argument("--num-workers", type=worker_count, default=0, metavar="N",
+                           help=f"data-loading worker processes, at most {MAX_WORKERS} (default: %(default)s: "
+                           "the images are read in the main process)")
+
+
+def add_runtime_options(group, *, devices=("auto", "cpu", "gpu"), device_default="auto", device_help=None,
+                        threads_help="CPU math threads"):
+    """Add ``--device`` and ``--threads`` to ``group`` (a parser or an argument group)."""
+    group.add_argument("--device", choices=devices, default=device_default,
+                       help=device_help or "where the model runs: auto (a GPU when Paddle has one), cpu or gpu "
+                       "(default: %(default)s)")
+    group.add_argument("--threads", type=thread_count, metavar="N",
+                       help=f"{threads_help}, at most {MAX_THREADS} (default: every core available)")

@@ -11,7 +11,6 @@ import contextlib
 import os
 import tempfile
 
-
 #: First characters that make a spreadsheet (Excel, LibreOffice) read a CSV cell as a formula.
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 

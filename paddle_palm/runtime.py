@@ -128,7 +128,7 @@ def _libm():
         return None
     try:
         lib = ctypes.CDLL(name)
-        lib.fegetmode, lib.fesetmode  # glibc >= 2.25
+        lib.fegetmode, lib.fesetmode  # noqa: B018  (glibc >= 2.25: AttributeError before)
     except (OSError, AttributeError):
         return None
     return lib

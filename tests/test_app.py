@@ -324,7 +324,7 @@ class _App:
             except (OSError, ValueError):
                 if time.time() > deadline:
                     self.stop()
-                    raise AssertionError(f"the app did not start in 300 s: {self.output()}")
+                    raise AssertionError(f"the app did not start in 300 s: {self.output()}") from None
                 time.sleep(1)
 
     def output(self):

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from paddle_palm.data import prepare_palm, read_labels
 from paddle_palm.data import archives as archives_module
+from paddle_palm.data import prepare_palm, read_labels
 from paddle_palm.data.archives import check_member_name, is_prepared
 from paddle_palm.errors import ArchiveError, DataError, MissingFileError
 

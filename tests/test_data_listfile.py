@@ -4,8 +4,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from paddle_palm.data.listfile import (ListFileDataset, parse_list_line, read_list_file, write_list_file,
-                                       write_palm_list_files)
+from paddle_palm.data.listfile import (
+    ListFileDataset,
+    parse_list_line,
+    read_list_file,
+    write_list_file,
+    write_palm_list_files,
+)
 from paddle_palm.data.synthetic import make_synthetic_palm
 from paddle_palm.data.transforms import normalize_b, padding_black
 from paddle_palm.errors import DataError, LabelError, MissingFileError

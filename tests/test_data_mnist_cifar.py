@@ -10,8 +10,7 @@ import numpy as np
 import paddle
 import pytest
 
-from paddle_palm.data.cifar import (CIFAR10_CLASSES, Cifar10, cifar10_transform, load_cifar10,
-                                    write_cifar10_archive)
+from paddle_palm.data.cifar import CIFAR10_CLASSES, Cifar10, cifar10_transform, load_cifar10, write_cifar10_archive
 from paddle_palm.data.mnist import MNIST, load_mnist, mnist_paths, read_idx_images, write_mnist_files
 from paddle_palm.errors import DataError, MissingFileError
 

@@ -173,13 +173,12 @@ def test_gpu_training_with_and_without_amp(tmp_path):
 def test_gpu_inference_matches_cpu(tmp_path):
     """Export on the GPU machine, then Paddle Inference on CUDA and on the CPU give the same probabilities."""
     import numpy as np
+    import paddle
 
     from paddle_palm.engine.export import export_model
     from paddle_palm.engine.model_settings import ModelSettings
     from paddle_palm.engine.predictors import ExportedPredictor
     from paddle_palm.models import build_model
-
-    import paddle
 
     paddle.seed(0)
     model = build_model("squeezenet1_1", num_classes=2)

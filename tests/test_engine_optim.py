@@ -6,8 +6,8 @@ import numpy as np
 import paddle
 import pytest
 
-from paddle_palm.engine.optim import LearningRateSchedule, ModelEMA, build_optimizer
 from paddle_palm.engine import config as cfg
+from paddle_palm.engine.optim import LearningRateSchedule, ModelEMA, build_optimizer
 
 
 def test_polynomial_is_seed_001_per_batch():

@@ -314,7 +314,7 @@ list_paths = st.one_of(
 
 
 @FUZZ
-@given(line=st.one_of(st.text(max_size=40), st.builds(lambda p, l: f"{p} {l}", list_paths, label_cells)))
+@given(line=st.one_of(st.text(max_size=40), st.builds(lambda p, label: f"{p} {label}", list_paths, label_cells)))
 def test_parse_list_line_returns_a_sample_or_refuses(line):
     from paddle_palm.data.listfile import parse_list_line
 

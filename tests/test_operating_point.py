@@ -7,14 +7,13 @@ import pytest
 from sklearn.metrics import brier_score_loss, log_loss
 
 from paddle_palm import calibration, metrics
-from paddle_palm.errors import ConfigError, DataError
 from paddle_palm.calibration import log_odds
+from paddle_palm.errors import ConfigError, DataError
 from paddle_palm.operating_point import (
     ThresholdRule,
     choose_threshold,
     coverage_table,
     decide,
-
     operating_point,
     parse_refer_band,
     parse_threshold_rule,

@@ -34,7 +34,6 @@ def test_paddle_matmul_runner_and_unknown_recipe():
 def test_torch_reference_matches_the_paddle_networks_in_shape_and_size():
     torch = pytest.importorskip("torch")
     from bench.torch_reference import build
-
     from paddle_palm.models import build_model
 
     for arch, outputs in (("resnet50", 1), ("squeezenet1_1", 2)):

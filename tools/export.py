@@ -1,88 +1,19 @@
 #!/usr/bin/env python
-"""Export trained weights as a Paddle Inference model with the sigmoid/softmax inside (SPEC 5).
+"""``python tools/export.py``: export trained weights for Paddle Inference, from a checkout of the repository.
 
-Examples (from the repository root)::
-
-    python tools/export.py --weights runs/resnet50/best_model.pdparams --output exported/resnet50
-    python tools/export.py --arch squeezenet1_1 --weights sq.pdparams --output exported/sq --image-size 128
-    python tools/predict.py --inference-model exported/resnet50 ../shared/palm/PALM-Validation400
-
-The output folder receives ``inference.json`` (the program; ``.pdmodel`` with
-Paddle 2) and ``inference.pdiparams`` (the weights), whose input ``image`` is a
-float32 batch ``[N, C, S, S]`` and whose output is the PM probability ``[N, 1]``,
-and ``preprocess.json``: the preprocessing the model expects (method A or B,
-image size, channel order, mean, std), its class names, threshold and the
-source weights.  The export is checked: the exported model, run through Paddle
-Inference with oneDNN, must give the checkpoint's probabilities (the largest
-difference is printed).
+The same command as ``palm-export`` once the package is installed: it lives in
+:mod:`paddle_palm.commands.export` (``--help`` says what it does); this file only
+makes the repository importable and runs it.
 """
 
-import argparse
-import os
 import sys
-import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-# Paddle warns on import that ccache (a compiler cache for C++ extensions) is missing: irrelevant here.
-warnings.filterwarnings("ignore", message=".*ccache.*")
-os.environ.setdefault("GLOG_minloglevel", "2")
 
-from paddle_palm import cli  # noqa: E402
+from paddle_palm.commands.export import build_parser, entry, main  # noqa: E402
 
-if __name__ == "__main__":
-    cli.handle_signals_early()  # Ctrl-C while Paddle is imported: one line too
-
-
-def build_parser():
-    """The argument parser of ``tools/export.py``."""
-    parser = cli.ArgumentParser(
-        formatter_class=argparse.HelpFormatter,  # each help text states its own default
-        prog="export.py",
-        description="Export a trained classifier for Paddle Inference: the network with its "
-        "sigmoid/softmax inside (output: PM probability) and its preprocessing recorded in preprocess.json.",
-        epilog="Settings not given are read from config.yaml beside the weights (else the architecture's "
-        "seed recipe).  Run the result with: python tools/predict.py --inference-model DIR IMAGES...",
-    )
-    model = parser.add_argument_group("model")
-    model.add_argument("--arch", metavar="NAME", help="architecture (default: from config.yaml beside the weights)")
-    model.add_argument("--weights", metavar="FILE", required=True,
-                       help="trained weights: a .pdparams file, its prefix, or a run folder")
-    model.add_argument("--num-classes", type=cli.positive_int, metavar="N",
-                       help="outputs of the network: 1 (one PM logit) or 2 (softmax)")
-    model.add_argument("--image-size", type=cli.image_side, metavar="N",
-                       help="input side fixed in the exported model (default: the run's)")
-    model.add_argument("--preprocess", type=str.upper, choices=("A", "B"),
-                       help="preprocessing recorded for the model (default: the run's)")
-    model.add_argument("--threshold", type=cli.probability, metavar="P",
-                       help="PM decision threshold recorded for the model (default: the run's, else 0.5)")
-    out = parser.add_argument_group("output")
-    out.add_argument("--output", metavar="DIR", required=True, help="folder to write the exported model into")
-    out.add_argument("--no-verify", action="store_true",
-                     help="skip loading the exported model back to compare it with the checkpoint")
-    return parser
-
-
-def main(argv=None):
-    """Parse the arguments and export."""
-    args = build_parser().parse_args(argv)
-    from paddle_palm.engine.export import EXPORT_TOLERANCE, export_checkpoint
-
-    record = export_checkpoint(args.weights, args.output, arch=args.arch, num_classes=args.num_classes,
-                               image_size=args.image_size, preprocess=args.preprocess, threshold=args.threshold,
-                               verify=not args.no_verify)
-    size = record["preprocess"]["image_size"]
-    print(f"exported {record['arch']} ({record['weights']}) to {args.output}: "
-          f"{record['files']['model']}, {record['files']['params']}, preprocess.json")
-    print(f"input image [N, {record['input']['shape'][1]}, {size}, {size}] float32, preprocessing "
-          f"{record['preprocess']['method']}; output {record['output']} [N, 1]; threshold {record['threshold']:g}")
-    check = record.get("verification")
-    if check:
-        verdict = "ok" if check["max_abs_diff"] <= EXPORT_TOLERANCE else "LARGER THAN THE TOLERANCE"
-        print(f"check: Paddle Inference (oneDNN fp32) vs checkpoint, max |difference| "
-              f"{check['max_abs_diff']:.2e} (tolerance {EXPORT_TOLERANCE:g}): {verdict}")
-    return 0
-
+__all__ = ["build_parser", "main"]
 
 if __name__ == "__main__":
-    cli.run(main)
+    entry()

@@ -1,76 +1,19 @@
-"""Unpack the three PALM archives into a ready dataset folder (SPEC 1.1, 5).
+#!/usr/bin/env python
+"""``python tools/prepare_data.py``: unpack the PALM archives into a dataset folder, from a checkout of the repository.
 
-    python tools/prepare_data.py --archives ~/Downloads/palm --out data/palm
-
-The archives folder must hold ``training.zip``; ``validation.zip`` and
-``valid_gt.zip`` are optional but go together.  The output folder then holds
-``PALM-Training400/``, ``PALM-Validation400/`` and ``PALM-Validation-GT/`` with
-the label sheet and its ``labels.csv`` copy: what ``tools/train.py --data-dir``
-and ``tools/eval.py --data-dir`` take.  Running it again is quick and harmless.
+The same command as ``palm-prepare-data`` once the package is installed: it lives in
+:mod:`paddle_palm.commands.prepare_data` (``--help`` says what it does); this file only
+makes the repository importable and runs it.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from paddle_palm.cli import ArgumentParser, run  # noqa: E402
+from paddle_palm.commands.prepare_data import build_parser, entry, format_summary, main  # noqa: E402
+
+__all__ = ["build_parser", "format_summary", "main"]
 
 if __name__ == "__main__":
-    from paddle_palm.cli import handle_signals_early
-
-    handle_signals_early()  # Ctrl-C while the modules below are imported: one line too
-from paddle_palm.data.archives import is_prepared, prepare_palm  # noqa: E402
-from paddle_palm.data.layout import describe_dataset  # noqa: E402
-
-
-def build_parser():
-    parser = ArgumentParser(
-        prog="prepare_data.py",
-        description="Unpack training.zip (with its nested PALM-Training400.zip), validation.zip and "
-                    "valid_gt.zip, convert the label sheet to labels.csv, and write the dataset folder.",
-        epilog="example: python tools/prepare_data.py --archives ~/Downloads/palm --out data/palm. "
-               "Damaged or unsafe archives are refused with a one-line message and the output folder is "
-               "left as it was; running it again is quick and changes nothing.",
-    )
-    paths = parser.add_argument_group("folders")
-    paths.add_argument("--archives", required=True, metavar="DIR", default=argparse.SUPPRESS,
-                       help="folder holding training.zip, and optionally validation.zip with valid_gt.zip "
-                            "(the annotation zips inside training.zip are not needed)")
-    paths.add_argument("--out", required=True, metavar="DIR", default=argparse.SUPPRESS,
-                       help="dataset folder to write (created if needed); give it to train.py/eval.py as --data-dir")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    return parser
-
-
-def format_summary(summary):
-    """The lines printed after preparation: counts by class, validation images, label rows."""
-    by_prefix = summary["train_by_prefix"]
-    classes = ", ".join(f"{k} {v}" for k, v in sorted(by_prefix.items()))
-    lines = [
-        f"dataset folder: {summary['data_dir']}",
-        f"training images: {summary['train']} ({classes}; pathologic {summary['train_positive']}, "
-        f"non-pathologic {summary['train'] - summary['train_positive']})",
-        f"validation images: {summary['valid']}",
-    ]
-    if summary["labels_file"]:
-        lines.append(f"label rows: {summary['label_rows']} (positive {summary['label_positive']}) "
-                     f"in {summary['labels_file']}")
-    else:
-        lines.append("label rows: 0 (no validation archives given)")
-    return lines
-
-
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    if is_prepared(args.archives, args.out):
-        print(f"{args.out} is already prepared from these archives; nothing to do")
-    out = prepare_palm(args.archives, args.out, progress=not args.quiet)
-    for line in format_summary(describe_dataset(out)):
-        print(line)
-    return 0
-
-
-if __name__ == "__main__":
-    run(main)
+    entry()

@@ -11,8 +11,8 @@ raises ``legacy_fluid.NotProvidedError`` naming it.
 
 import paddle
 
-from legacy_fluid.fluid import _support
 from legacy_fluid.fluid import (  # noqa: F401
+    _support,
     clip,
     core,
     dygraph,
@@ -38,7 +38,7 @@ from legacy_fluid.fluid.framework import (
     in_dygraph_mode,
     name_scope,
 )
-from legacy_fluid.fluid.param_attr import ParamAttr, WeightNormParamAttr
+from legacy_fluid.fluid.param_attr import ParamAttr, WeightNormParamAttr  # noqa: F401  (fluid.WeightNormParamAttr)
 
 CPUPlace = paddle.CPUPlace
 CUDAPlace = paddle.CUDAPlace

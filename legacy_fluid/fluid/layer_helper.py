@@ -8,8 +8,7 @@ returns ``input_var`` itself; a non-string ``act``: ``TypeError``).
 
 import paddle
 
-from legacy_fluid.fluid import _support
-from legacy_fluid.fluid import unique_name
+from legacy_fluid.fluid import _support, unique_name
 
 __all__ = ["LayerHelper"]
 

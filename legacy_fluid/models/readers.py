@@ -58,7 +58,7 @@ def data_loader(datadir, batch_size=10, mode="train", image_size=224):
                 label = 1
             else:
                 # seed bug kept on purpose: raising a str is itself a TypeError
-                raise ("Not excepted file name")
+                raise ("Not excepted file name")  # noqa: B016
             batch_imgs.append(img)
             batch_labels.append(label)
             if len(batch_imgs) == batch_size:

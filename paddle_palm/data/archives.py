@@ -56,8 +56,7 @@ from pathlib import Path
 
 from paddle_palm.data.images import sniff_format
 from paddle_palm.data.labels import label_from_filename, labels_to_csv, read_labels
-from paddle_palm.data.layout import (GT_DIR, LABELS_CSV, LABELS_XLSX, TRAIN_DIR, VALID_DIR, is_image_name,
-                                     list_images)
+from paddle_palm.data.layout import GT_DIR, LABELS_CSV, LABELS_XLSX, TRAIN_DIR, VALID_DIR, is_image_name, list_images
 from paddle_palm.errors import ArchiveError, DataError, LabelError, MissingFileError
 from paddle_palm.fileio import write_text_atomic
 

@@ -39,6 +39,7 @@ import secrets
 import shutil
 import zipfile
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -119,6 +120,120 @@ def _vessel_tree(rng, size, start, direction, length, width, bend, depth, mask, 
                  cv2.LINE_AA, 4)
 
 
+class _Eye(NamedTuple):
+    """Where things are in one synthetic photograph (pixels), and each pixel's distance to them."""
+
+    size: int
+    yy: np.ndarray
+    xx: np.ndarray
+    radius: float  # of the round field of view
+    centre: tuple
+    disc: tuple  # optic disc centre
+    r_disc: float
+    fovea: tuple
+    towards_fovea: float  # direction from the disc to the fovea, radians
+    dist_centre: np.ndarray  # in field-of-view radii
+    dist_disc: np.ndarray
+    dist_fovea: np.ndarray
+
+
+def _eye_geometry(rng, size):
+    """The field of view, a right or left eye's disc and fovea, slightly jittered."""
+    s = float(size)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    radius = 0.46 * s * (1.0 + rng.uniform(-0.03, 0.03))
+    cx, cy = s / 2 + rng.uniform(-0.02, 0.02) * s, s / 2 + rng.uniform(-0.02, 0.02) * s
+    side = 1.0 if rng.uniform() < 0.5 else -1.0  # right or left eye: disc on the right or the left
+    disc = (cx + side * 0.40 * radius, cy + rng.uniform(-0.08, 0.08) * radius)
+    fovea = (cx - side * 0.12 * radius + rng.uniform(-0.03, 0.03) * radius,
+             cy + rng.uniform(0.0, 0.08) * radius)
+    r_disc = 0.15 * radius * (1.0 + rng.uniform(-0.1, 0.1))
+    return _Eye(size, yy, xx, radius, (cx, cy), disc, r_disc, fovea,
+                math.atan2(fovea[1] - disc[1], fovea[0] - disc[0]),
+                np.hypot(xx - cx, yy - cy) / radius, np.hypot(xx - disc[0], yy - disc[1]),
+                np.hypot(xx - fovea[0], yy - fovea[1]))
+
+
+def _background(rng, eye, prefix):
+    """Orange-red with a vignette and mottling; tessellation in myopia; the darker macula."""
+    size, s = eye.size, float(eye.size)
+    base = np.array([28, 62, 168], dtype=np.float32) * (1.0 + rng.uniform(-0.12, 0.12, size=3)).astype(np.float32)
+    shade = (1.0 - 0.45 * eye.dist_centre ** 2) * (1.0 + 0.08 * _smooth_noise(rng, size, 7))
+    image = np.ascontiguousarray(base[None, None, :] * shade[:, :, None], dtype=np.float32)
+
+    # Tessellation (visible choroidal vessels) in high and pathologic myopia (both draws are made for every class).
+    tess = {"N": 0.0, "H": rng.uniform(0.10, 0.16), "P": rng.uniform(0.14, 0.22)}[prefix]
+    if tess > 0:
+        stripes = np.abs(_smooth_noise(rng, size, 18)) < 0.18
+        image = image * (1.0 - tess * cv2.GaussianBlur(stripes.astype(np.float32), (0, 0), s / 200.0)[:, :, None])
+
+    # Macula: a darker, browner spot around the fovea.
+    return image * (1.0 - 0.35 * np.exp(-(eye.dist_fovea / (0.13 * eye.radius)) ** 2))[:, :, None]
+
+
+def _atrophy_patches(rng, image, eye, pale):
+    """Patchy chorioretinal atrophy near the macula, with pigmented rims (drawn into ``image``)."""
+    size, radius, fovea = eye.size, eye.radius, eye.fovea
+    for _ in range(int(rng.integers(1, 4))):
+        a = rng.uniform(0, 2 * math.pi)
+        d = rng.uniform(0.05, 0.30) * radius
+        px, py = fovea[0] + d * math.cos(a), fovea[1] + d * math.sin(a)
+        pr = rng.uniform(0.07, 0.14) * radius
+        squash = rng.uniform(0.7, 1.3)
+        ragged = 1.0 + 0.2 * _smooth_noise(rng, size, 9)
+        half = int(2.0 * pr / min(squash, 1.0)) + 2
+        window = (slice(max(0, int(py) - half), max(0, min(size, int(py) + half + 1))),
+                  slice(max(0, int(px) - half), max(0, min(size, int(px) + half + 1))))
+        dist_patch = np.hypot(eye.xx[window] - px, (eye.yy[window] - py) * squash) * ragged[window]
+        rim = _soft_disc(dist_patch, pr * 1.15, pr * 0.06) - _soft_disc(dist_patch, pr, pr * 0.06)
+        _blend(image[window], (20, 25, 40), 0.6 * rim)
+        _blend(image[window], pale * 1.05, 0.85 * _soft_disc(dist_patch, pr, pr * 0.08))
+
+
+def _myopic_changes(rng, image, eye, prefix):
+    """A faint temporal crescent (H); peripapillary and patchy atrophy (P)."""
+    pale = np.array([150, 205, 238], dtype=np.float32)
+    angle = np.arctan2(eye.yy - eye.disc[1], eye.xx - eye.disc[0])
+    temporal = np.cos(angle - eye.towards_fovea)  # 1 on the side facing the fovea
+    r_disc = eye.r_disc
+    if prefix == "H":
+        # A small, faint temporal crescent at the disc edge.
+        reach = r_disc * (1.0 + 0.25 * np.clip(temporal, 0.0, None))
+        image = _blend(image, pale, 0.35 * _soft_disc(eye.dist_disc, reach, r_disc * 0.08))
+    if prefix == "P":
+        # Peripapillary atrophy: a large pale zone around the disc, widest towards the fovea.
+        wobble = 1.0 + 0.15 * _smooth_noise(rng, eye.size, 5)
+        reach = r_disc * (rng.uniform(1.7, 2.2) + rng.uniform(0.6, 1.0) * np.clip(temporal, 0.0, None)) * wobble
+        image = _blend(image, pale, rng.uniform(0.7, 0.85) * _soft_disc(eye.dist_disc, reach, r_disc * 0.12))
+        _atrophy_patches(rng, image, eye, pale)
+    return image
+
+
+def _disc_and_vessels(rng, image, eye):
+    """The optic disc with a brighter cup; four dark-red arcades leaving it (two temporal around the macula)."""
+    r_disc = eye.r_disc
+    image = _blend(image, (110, 185, 240), _soft_disc(eye.dist_disc, r_disc, r_disc * 0.08))
+    image = _blend(image, (200, 232, 252), 0.9 * _soft_disc(eye.dist_disc, 0.4 * r_disc, r_disc * 0.08))
+    size, radius = eye.size, eye.radius
+    mask = np.zeros((size, size), dtype=np.uint8)
+    width = max(1.0, float(size) / 110.0)
+    for vertical in (-1.0, 1.0):
+        start_t = eye.towards_fovea + vertical * rng.uniform(1.1, 1.4)
+        _vessel_tree(rng, size, eye.disc, start_t, radius * 1.4, width, -vertical * 0.018, 2, mask, radius, eye.centre)
+        start_n = eye.towards_fovea + math.pi - vertical * rng.uniform(0.5, 0.9)
+        _vessel_tree(rng, size, eye.disc, start_n, radius * 0.9, width * 0.8, vertical * 0.02, 1, mask, radius,
+                     eye.centre)
+    return _blend(image, (30, 35, 115), 0.75 * mask.astype(np.float32) / 255.0)
+
+
+def _camera(rng, image, eye):
+    """Slight blur, sensor noise, black outside the round field of view; ``uint8``."""
+    image = cv2.GaussianBlur(image, (0, 0), max(0.5, float(eye.size) / 400.0))
+    image = image + np.float32(2.5) * rng.standard_normal(size=image.shape, dtype=np.float32)
+    image = image * _soft_disc(eye.dist_centre * eye.radius, eye.radius, 1.0)[:, :, None]
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
 def render_fundus(rng, size, prefix):
     """Draw one synthetic fundus photograph.
 
@@ -133,81 +248,11 @@ def render_fundus(rng, size, prefix):
     """
     if prefix not in ("N", "H", "P"):
         raise ConfigError(f"unknown class prefix {prefix!r}; expected N, H or P")
-    s = float(size)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    radius = 0.46 * s * (1.0 + rng.uniform(-0.03, 0.03))
-    cx, cy = s / 2 + rng.uniform(-0.02, 0.02) * s, s / 2 + rng.uniform(-0.02, 0.02) * s
-    side = 1.0 if rng.uniform() < 0.5 else -1.0  # right or left eye: disc on the right or the left
-    disc = (cx + side * 0.40 * radius, cy + rng.uniform(-0.08, 0.08) * radius)
-    fovea = (cx - side * 0.12 * radius + rng.uniform(-0.03, 0.03) * radius,
-             cy + rng.uniform(0.0, 0.08) * radius)
-    r_disc = 0.15 * radius * (1.0 + rng.uniform(-0.1, 0.1))
-    dist_centre = np.hypot(xx - cx, yy - cy) / radius
-    dist_disc = np.hypot(xx - disc[0], yy - disc[1])
-    dist_fovea = np.hypot(xx - fovea[0], yy - fovea[1])
-
-    # Background: orange-red with a vignette and mottling.
-    base = np.array([28, 62, 168], dtype=np.float32) * (1.0 + rng.uniform(-0.12, 0.12, size=3)).astype(np.float32)
-    shade = (1.0 - 0.45 * dist_centre ** 2) * (1.0 + 0.08 * _smooth_noise(rng, size, 7))
-    image = np.ascontiguousarray(base[None, None, :] * shade[:, :, None], dtype=np.float32)
-
-    # Tessellation (visible choroidal vessels) in high and pathologic myopia.
-    tess = {"N": 0.0, "H": rng.uniform(0.10, 0.16), "P": rng.uniform(0.14, 0.22)}[prefix]
-    if tess > 0:
-        stripes = np.abs(_smooth_noise(rng, size, 18)) < 0.18
-        image = image * (1.0 - tess * cv2.GaussianBlur(stripes.astype(np.float32), (0, 0), s / 200.0)[:, :, None])
-
-    # Macula: a darker, browner spot around the fovea.
-    image = image * (1.0 - 0.35 * np.exp(-(dist_fovea / (0.13 * radius)) ** 2))[:, :, None]
-
-    pale = np.array([150, 205, 238], dtype=np.float32)
-    angle = np.arctan2(yy - disc[1], xx - disc[0])
-    towards_fovea = math.atan2(fovea[1] - disc[1], fovea[0] - disc[0])
-    temporal = np.cos(angle - towards_fovea)  # 1 on the side facing the fovea
-    if prefix == "H":
-        # A small, faint temporal crescent at the disc edge.
-        reach = r_disc * (1.0 + 0.25 * np.clip(temporal, 0.0, None))
-        image = _blend(image, pale, 0.35 * _soft_disc(dist_disc, reach, r_disc * 0.08))
-    if prefix == "P":
-        # Peripapillary atrophy: a large pale zone around the disc, widest towards the fovea.
-        wobble = 1.0 + 0.15 * _smooth_noise(rng, size, 5)
-        reach = r_disc * (rng.uniform(1.7, 2.2) + rng.uniform(0.6, 1.0) * np.clip(temporal, 0.0, None)) * wobble
-        image = _blend(image, pale, rng.uniform(0.7, 0.85) * _soft_disc(dist_disc, reach, r_disc * 0.12))
-        # Patchy chorioretinal atrophy near the macula, with pigmented rims.
-        for _ in range(int(rng.integers(1, 4))):
-            a = rng.uniform(0, 2 * math.pi)
-            d = rng.uniform(0.05, 0.30) * radius
-            px, py = fovea[0] + d * math.cos(a), fovea[1] + d * math.sin(a)
-            pr = rng.uniform(0.07, 0.14) * radius
-            squash = rng.uniform(0.7, 1.3)
-            ragged = 1.0 + 0.2 * _smooth_noise(rng, size, 9)
-            half = int(2.0 * pr / min(squash, 1.0)) + 2
-            window = (slice(max(0, int(py) - half), max(0, min(size, int(py) + half + 1))),
-                      slice(max(0, int(px) - half), max(0, min(size, int(px) + half + 1))))
-            dist_patch = np.hypot(xx[window] - px, (yy[window] - py) * squash) * ragged[window]
-            rim = _soft_disc(dist_patch, pr * 1.15, pr * 0.06) - _soft_disc(dist_patch, pr, pr * 0.06)
-            _blend(image[window], (20, 25, 40), 0.6 * rim)
-            _blend(image[window], pale * 1.05, 0.85 * _soft_disc(dist_patch, pr, pr * 0.08))
-
-    # Optic disc with a brighter cup.
-    image = _blend(image, (110, 185, 240), _soft_disc(dist_disc, r_disc, r_disc * 0.08))
-    image = _blend(image, (200, 232, 252), 0.9 * _soft_disc(dist_disc, 0.4 * r_disc, r_disc * 0.08))
-
-    # Vessels: four arcades leaving the disc (two temporal around the macula, two nasal), dark red.
-    mask = np.zeros((size, size), dtype=np.uint8)
-    width = max(1.0, s / 110.0)
-    for vertical in (-1.0, 1.0):
-        start_t = towards_fovea + vertical * rng.uniform(1.1, 1.4)
-        _vessel_tree(rng, size, disc, start_t, radius * 1.4, width, -vertical * 0.018, 2, mask, radius, (cx, cy))
-        start_n = towards_fovea + math.pi - vertical * rng.uniform(0.5, 0.9)
-        _vessel_tree(rng, size, disc, start_n, radius * 0.9, width * 0.8, vertical * 0.02, 1, mask, radius, (cx, cy))
-    image = _blend(image, (30, 35, 115), 0.75 * mask.astype(np.float32) / 255.0)
-
-    # Camera: slight blur, sensor noise, black outside the round field of view.
-    image = cv2.GaussianBlur(image, (0, 0), max(0.5, s / 400.0))
-    image = image + np.float32(2.5) * rng.standard_normal(size=image.shape, dtype=np.float32)
-    image = image * _soft_disc(dist_centre * radius, radius, 1.0)[:, :, None]
-    return np.clip(np.rint(image), 0, 255).astype(np.uint8), fovea
+    eye = _eye_geometry(rng, size)
+    image = _background(rng, eye, prefix)
+    image = _myopic_changes(rng, image, eye, prefix)
+    image = _disc_and_vessels(rng, image, eye)
+    return _camera(rng, image, eye), eye.fovea
 
 
 # --------------------------------------------------------------------------- the dataset folder

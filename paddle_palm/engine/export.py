@@ -38,8 +38,13 @@ from paddle_palm import __version__
 from paddle_palm.data.synthetic import render_fundus
 from paddle_palm.data.transforms import preprocess_image
 from paddle_palm.engine.checkpoint import sha256_file
-from paddle_palm.engine.export_record import (EXPORT_FORMAT, MODEL_FILE_NAMES, MODEL_PREFIX, PREPROCESS_FILE,
-                                              preprocess_record)
+from paddle_palm.engine.export_record import (
+    EXPORT_FORMAT,
+    MODEL_FILE_NAMES,
+    MODEL_PREFIX,
+    PREPROCESS_FILE,
+    preprocess_record,
+)
 from paddle_palm.engine.model_settings import load_trained_model, resolve_model_settings
 from paddle_palm.engine.predictors import ExportedPredictor
 from paddle_palm.errors import ConfigError, UnsupportedVersionError
@@ -47,7 +52,7 @@ from paddle_palm.errors import ConfigError, UnsupportedVersionError
 #: Largest accepted difference between exported and dynamic-mode probabilities (fp32, oneDNN).
 EXPORT_TOLERANCE = 1e-4
 
-__all__ = ["EXPORT_TOLERANCE", "PMProbabilityModel", "export_checkpoint", "export_model"]
+__all__ = ["EXPORT_TOLERANCE", "PMProbabilityModel", "export_checkpoint", "export_model"]  # noqa: F822
 
 
 @functools.lru_cache(maxsize=1)

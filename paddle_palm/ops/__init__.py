@@ -167,7 +167,7 @@ def _fetch_headers(release, target):
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise OpsUnavailable(f"could not run pip to fetch the oneDNN headers (onednn-devel=={release}): {exc}")
+            raise OpsUnavailable(f"could not run pip to fetch the oneDNN headers (onednn-devel=={release}): {exc}") from None
         wheels = [name for name in os.listdir(tmp) if name.endswith(".whl")]
         if done.returncode != 0 or not wheels:
             last = (done.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]

@@ -15,8 +15,7 @@ Numbers-changing 1.8 rules kept here (section 0):
 import paddle
 import paddle.nn.functional as F
 
-from legacy_fluid.fluid import _support
-from legacy_fluid.fluid import framework
+from legacy_fluid.fluid import _support, framework
 from legacy_fluid.fluid.dygraph.layers import Layer
 from legacy_fluid.fluid.initializer import Constant, Normal
 from legacy_fluid.fluid.param_attr import ParamAttr
@@ -31,7 +30,7 @@ def _pair(value, name):
     try:
         values = list(value)
     except TypeError:
-        raise ValueError("The {}'s type must be list or tuple. Received: {!r}".format(name, value))
+        raise ValueError("The {}'s type must be list or tuple. Received: {!r}".format(name, value)) from None
     if len(values) != 2 or not all(isinstance(v, int) for v in values):
         raise ValueError("The {} must be an int or a list/tuple of 2 ints. Received: {!r}".format(name, value))
     return values

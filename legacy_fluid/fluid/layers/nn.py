@@ -373,7 +373,7 @@ def pad(x, paddings, pad_value=0.0, name=None):
     return paddle.nn.functional.pad(x, list(paddings), value=pad_value, mode="constant")
 
 
-def pad2d(input, paddings=[0, 0, 0, 0], mode="constant", pad_value=0.0, data_format="NCHW", name=None):
+def pad2d(input, paddings=[0, 0, 0, 0], mode="constant", pad_value=0.0, data_format="NCHW", name=None):  # noqa: B006  (1.8)
     """Pad H and W by ``[top, bottom, left, right]`` (constant, reflect or edge)."""
     top, bottom, left, right = paddings
     modern_mode = {"constant": "constant", "reflect": "reflect", "edge": "replicate"}[mode]

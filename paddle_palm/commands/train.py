@@ -1,0 +1,215 @@
+"""``palm-train``: train a pathologic-myopia classifier on PALM (or the built-in synthetic data).
+
+Examples (from the repository root; ``palm-train`` once installed)::
+
+    python tools/train.py --arch senet18                      # the course's SENet18 recipe, synthetic data
+    python tools/train.py --arch resnet50 --data-dir ../shared/palm
+    python tools/train.py --config configs/palm_cpu.yaml --data-dir ../shared/palm
+    python tools/train.py --resume runs/resnet50-20240101-120000 --epochs 20
+
+Defaults follow each architecture's recipe (the course program it comes from:
+loss, optimiser, learning rate, batch size, epochs, preprocessing; ``--help``
+lists them); ``--config FILE`` loads YAML settings and any option given here
+overrides them.  The run folder receives the checkpoints, ``history.csv``,
+``config.yaml``, the plots and ``train.log``.  Data-parallel training::
+
+    python -m paddle.distributed.launch --devices 0,1 tools/train.py --arch resnet50 --data-dir DIR
+"""
+
+import argparse
+import json
+import math
+import textwrap
+
+from paddle_palm import cli
+from paddle_palm.engine import config as cfg
+
+S = argparse.SUPPRESS
+
+
+def _milestones(text):
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected epoch numbers separated by commas, e.g. 30,60; got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive epoch numbers separated by commas, got {text!r}")
+    return values
+
+
+def _upper(text):
+    return text.upper()
+
+
+def _recipes_text():
+    lines = ["per-architecture defaults (the recipes of the course programs; any option overrides them):"]
+    for arch in cfg.RECIPES:
+        r = _recipe(arch)
+        sched = r.get("lr_schedule", "constant")
+        extra = f" -> {r['end_lr']:g} over {r['decay_steps']:g} steps" if sched == "polynomial" else ""
+        data = f", dataset {r['dataset']}" if r.get("dataset", "palm") != "palm" else ""
+        lines.append(
+            f"  {arch:18s} loss {r.get('loss', 'bce')}, {r.get('optimizer', 'momentum')} lr {r['lr']:g} "
+            f"({sched}{extra}), batch {r['batch_size']}, {r['epochs']} epochs{data}"
+        )
+    others = sorted(set(_list_models()) - set(cfg.RECIPES))
+    if others:
+        lines.append("other architectures use the base defaults: " + ", ".join(others))
+    return "\n".join(lines)
+
+
+def _recipe(arch):
+    try:
+        return cfg.recipe(arch)  # with the model's own loss (its registry entry)
+    except Exception:  # the model zoo failed to import: --help must still work
+        return cfg.RECIPES[arch]
+
+
+def _list_models():
+    try:
+        from paddle_palm.models import list_models
+
+        return list_models()
+    except Exception:  # the model zoo failed to import: --help must still work
+        return []
+
+
+def build_parser():
+    """The argument parser of ``palm-train`` / ``tools/train.py``."""
+    parser = cli.ArgumentParser(
+        description=textwrap.fill(
+            "Train a pathologic-myopia (PM) classifier. Defaults follow the architecture's recipe (below); "
+            "--config FILE loads YAML settings; options given here override both. "
+            "Without --data-dir a small synthetic data set is generated and used.", width=79),
+        epilog=_recipes_text() + "\n\nthe run folder: best_model.pdparams, latest.pdparams/.pdopt/.pdstates, "
+        "history.csv, loss.csv, config.yaml, loss.png, history.png, train.log",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=S,
+    )
+    _model_and_data_options(parser)
+    _optimisation_options(parser)
+    _run_options(parser)
+    return parser
+
+
+def _model_and_data_options(parser):
+    """The network and its loss; the data set, its preprocessing and loading."""
+    m = parser.add_argument_group("model")
+    m.add_argument("--arch", metavar="NAME", help="architecture: " + ", ".join(_list_models()))
+    m.add_argument("--loss", choices=cfg.CHOICES["loss"],
+                   help="bce: one logit, sigmoid cross-entropy (senet18, resnet*); ce: two classes, softmax "
+                   "cross-entropy (squeezenet*). The number of outputs follows")
+    m.add_argument("--num-classes", type=cli.positive_int, metavar="N", help="outputs (default: follows --loss)")
+
+    d = parser.add_argument_group("data")
+    d.add_argument("--data-dir", metavar="DIR",
+                   help="dataset folder (tools/prepare_data.py output, e.g. ../shared/palm); default: synthetic data")
+    d.add_argument("--labels-file", metavar="FILE", help="validation labels (csv/xlsx; default: the folder's labels.csv)")
+    d.add_argument("--dataset", choices=cfg.CHOICES["dataset"],
+                   help="palm (default), or mnist / cifar10 (the data sets of the course's other lessons) from local files "
+                   "in --data-dir")
+    d.add_argument("--image-size", type=cli.image_side, metavar="PX", help="input side in pixels (default 224)")
+    d.add_argument("--preprocess", type=_upper, choices=cfg.CHOICES["preprocess"], help=cli.PREPROCESS_HELP)
+    d.add_argument("--augment", choices=cfg.CHOICES["augment"],
+                   help="flip: random horizontal and vertical flips (as the SqueezeNet programs train)")
+    d.add_argument("--num-workers", type=cli.worker_count, metavar="N", help="data-loading processes (default 0)")
+    d.add_argument("--cache", action=argparse.BooleanOptionalAction,
+                   help="decode and resize every image once, before training, and keep them in memory")
+
+
+
+def _optimisation_options(parser):
+    """The update rule, the learning-rate schedule, epochs and batches, EMA, mixed precision."""
+    o = parser.add_argument_group("optimisation")
+    o.add_argument("--optimizer", choices=cfg.CHOICES["optimizer"], help="update rule")
+    o.add_argument("--lr", type=cli.positive_float, metavar="F", help="(initial) learning rate")
+    o.add_argument("--momentum", type=cli.probability, metavar="F", help="momentum (default 0.9)")
+    o.add_argument("--weight-decay", type=cli.non_negative_float, metavar="F", help="L2 regularisation (default 0)")
+    o.add_argument("--lr-schedule", choices=cfg.CHOICES["lr_schedule"],
+                   help="constant; polynomial (per batch, to --end-lr over --decay-steps); cosine; plateau "
+                   "(x --plateau-factor when the validation loss stalls); multistep (x --gamma at --milestones)")
+    o.add_argument("--end-lr", type=cli.non_negative_float, metavar="F", help="final rate of polynomial / cosine")
+    o.add_argument("--decay-steps", type=cli.positive_float, metavar="N", help="polynomial length in batches (default: the whole run)")
+    o.add_argument("--power", type=cli.positive_float, metavar="F", help="polynomial exponent (default 1)")
+    o.add_argument("--milestones", type=_milestones, metavar="E1,E2", help="multistep epochs, e.g. 30,60")
+    o.add_argument("--gamma", type=cli.positive_float, metavar="F", help="multistep factor (default 0.1)")
+    o.add_argument("--plateau-factor", type=cli.positive_float, metavar="F", help="plateau factor (default 0.1)")
+    o.add_argument("--plateau-patience", type=cli.non_negative_int, metavar="N", help="plateau patience in epochs")
+    o.add_argument("--min-lr", type=cli.non_negative_float, metavar="F", help="plateau floor")
+    o.add_argument("--warmup-epochs", type=cli.non_negative_int, metavar="N", help="linear warm-up epochs (default 0)")
+    o.add_argument("--epochs", type=cli.positive_int, metavar="N", help="total epochs (also when resuming)")
+    o.add_argument("--batch-size", type=cli.batch_size, metavar="N", help="images per batch (per process)")
+    o.add_argument("--grad-clip", type=cli.positive_float, metavar="F", help="clip the gradient's global norm")
+    o.add_argument("--ema", action=argparse.BooleanOptionalAction,
+                   help="validate and save as best_model an exponential moving average of the weights")
+    o.add_argument("--ema-decay", type=cli.positive_float, metavar="F", help="EMA decay (default 0.999)")
+    o.add_argument("--amp", action=argparse.BooleanOptionalAction,
+                   help="mixed precision: float16 with loss scaling on GPU; bfloat16 auto-cast on CPU (Paddle 3.3 keeps "
+                   "convolutions in float32 there, so expect no speed-up on CPU; docs/BENCHMARKS.md)")
+    o.add_argument("--amp-dtype", choices=cfg.CHOICES["amp_dtype"],
+                   help="with --amp: auto (float16 on GPU, bfloat16 on CPU), float16 (GPU, with loss scaling) or "
+                   "bfloat16 (CPU, or a GPU of compute capability 8.0+)")
+
+
+
+def _run_options(parser):
+    """The run folder and what is recorded in it; the runtime."""
+    r = parser.add_argument_group("run and output")
+    r.add_argument("--config", metavar="FILE", help="YAML settings (e.g. configs/palm_cpu.yaml or a run's config.yaml)")
+    r.add_argument("--output-dir", metavar="DIR", help="run folder (default runs/<arch>-<date>-<time>)")
+    r.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last finished epoch")
+    r.add_argument("--seed", type=cli.non_negative_int, metavar="N", help="random seed: same seed, same run (default 0)")
+    r.add_argument("--metric", choices=cfg.CHOICES["metric"], help="what picks best_model (default val_acc)")
+    r.add_argument("--early-stop", type=cli.non_negative_int, metavar="N",
+                   help="stop after N epochs without a better --metric (0: never)")
+    r.add_argument("--threshold", type=cli.probability, metavar="P", help="PM decision threshold (default 0.5)")
+    r.add_argument("--log-interval", type=cli.positive_int, metavar="N", help="record the loss every N batches (default 10)")
+    r.add_argument("--progress", action=argparse.BooleanOptionalAction, help="progress bars")
+    r.add_argument("--visualdl", action=argparse.BooleanOptionalAction, help="VisualDL logs when visualdl is installed")
+    r.add_argument("--print-config", action="store_true", help="print the resolved settings as YAML and exit")
+
+    t = parser.add_argument_group("runtime")
+    t.add_argument("--device", choices=cfg.CHOICES["device"], help="where to train (default auto: GPU if present)")
+    t.add_argument("--fast", action=argparse.BooleanOptionalAction,
+                   help="the fast CPU execution path (default on); --no-fast: plain dygraph")
+    t.add_argument("--threads", type=cli.thread_count, metavar="N", help="CPU threads (default: all cores)")
+
+
+def main(argv=None):
+    """Parse the options, resolve the configuration and train; print a JSON summary last."""
+    args = vars(build_parser().parse_args(argv))
+    config_file = args.pop("config", None)
+    resume = args.pop("resume", None)
+    print_config = args.pop("print_config", False)
+    if resume:
+        config = cfg.resolve_resume(resume, args, config_file)
+    else:
+        config = cfg.resolve(args, config_file)
+    if print_config:
+        print(cfg.to_yaml(config), end="")
+        return 0
+
+    from paddle_palm.engine.trainer import train
+
+    summary = train(config, resume_dir=resume, echo=True)
+    if summary.get("rank", 0) != 0:
+        return 0  # data parallel: only the first process reports
+    best = summary["best_value"]
+    print(json.dumps({
+        "run_dir": summary["run_dir"],
+        "epochs": summary["epochs"],
+        "stopped_early": summary["stopped_early"],
+        "best_metric": summary["best_metric"],
+        "best_value": best if best is None or math.isfinite(best) else None,
+        "best_epoch": summary["best_epoch"],
+    }))
+    return 0
+
+
+def entry():
+    """The ``palm-train`` console script (also ``python tools/train.py``)."""
+    cli.start(main)
+
+
+if __name__ == "__main__":
+    entry()
