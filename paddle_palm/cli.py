@@ -318,6 +318,35 @@ positive_float = _number(float, minimum=0.0, inclusive_min=False)
 non_negative_float = _number(float, minimum=0.0)
 probability = _number(float, minimum=0.0, maximum=1.0)
 
+
+def threshold_rule(text):
+    """``--threshold-rule``: youden, sensitivity:S, specificity:S or fixed:T (paddle_palm.operating_point)."""
+    from paddle_palm.operating_point import RULE_HELP, parse_threshold_rule
+
+    try:
+        return str(parse_threshold_rule(text))
+    except PalmError:
+        raise argparse.ArgumentTypeError(f"expected {RULE_HELP}, got {text!r}") from None
+
+
+def refer_band(text):
+    """``--refer-band``: half the width of the "refer to a specialist" band, in [0, 0.5)."""
+    value = _number(float, minimum=0.0)(text)
+    if value >= 0.5:
+        raise argparse.ArgumentTypeError(f"expected a value below 0.5, got {text}")
+    return value
+
+
+def add_screening_options(group):
+    """Add ``--tta`` and ``--refer-band`` (how a trained model is used for screening) to ``group``."""
+    group.add_argument("--tta", action="store_true",
+                       help="test-time augmentation: average each image's PM probability with its mirror image's")
+    group.add_argument("--refer-band", type=refer_band, metavar="W",
+                       help="answer 'refer to a specialist' when the PM probability lies within W of the "
+                            "threshold (e.g. 0.1); eval reports accuracy on the images it decides and the share "
+                            "it refers")
+    return group
+
 # Resource flags: bounded far above any sensible value and below what makes a library abort or
 # exhaust the machine (--threads 100000 aborts inside OpenMP).
 #: Most CPU math threads (``--threads``); the same bound as paddle_palm.runtime.MAX_THREADS.

@@ -28,7 +28,9 @@ def build_parser():
         formatter_class=argparse.HelpFormatter,  # each help text states its own default
         description="Evaluate a trained pathologic-myopia classifier on the PALM validation images: "
         "loss, accuracy, ROC AUC, sensitivity, specificity, precision, F1, confusion matrix, "
-        "per-class accuracy, next to the majority-class baseline.",
+        "per-class accuracy, next to the majority-class baseline; the operating point training chose, with "
+        "95% confidence intervals; calibration (Brier score, reliability diagram); and how accuracy grows "
+        "when a band around the threshold is referred to a specialist.",
         epilog=cli.SETTINGS_FROM_RUN,
     )
     cli.add_model_options(parser)
@@ -41,10 +43,11 @@ def build_parser():
     data.add_argument("--split", choices=("valid", "train"), default="valid",
                       help="which images to evaluate (default: %(default)s)")
     cli.add_loading_options(data, batch_size_default=32)
+    cli.add_screening_options(parser.add_argument_group("screening"))
     out = parser.add_argument_group("output")
     out.add_argument("--output-dir", metavar="DIR",
-                     help="folder for metrics.json, confusion_matrix.png, roc.png, predictions.csv "
-                     "(default: beside the weights)")
+                     help="folder for metrics.json, confusion_matrix.png, roc.png, reliability.png, coverage.png, "
+                     "predictions.csv (default: beside the weights)")
     return parser
 
 
@@ -58,6 +61,7 @@ def main(argv=None):
         args.weights, args.data_dir, arch=args.arch, labels_file=args.labels, split=args.split,
         output_dir=args.output_dir, image_size=args.image_size, preprocess=args.preprocess,
         num_classes=args.num_classes, batch_size=args.batch_size, threshold=args.threshold,
+        tta=args.tta, refer_band=args.refer_band,
         num_workers=args.num_workers,
     )
     print(format_report(summary))

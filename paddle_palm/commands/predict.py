@@ -41,6 +41,7 @@ def build_parser():
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders of images")
     cli.add_model_options(parser, source="either", title="model (give --weights or --inference-model)")
+    cli.add_screening_options(parser.add_argument_group("screening"))
     runtime = parser.add_argument_group("runtime")
     cli.add_runtime_options(runtime, threads_help="CPU math threads of Paddle Inference (with --inference-model)")
     engine = parser.add_argument_group("inference engine (with --inference-model)")
@@ -76,23 +77,26 @@ def main(argv=None):
     if args.inference_model:
         predictor = predictors.ExportedPredictor(args.inference_model, threads=args.threads,
                                                 onednn=not args.no_onednn, precision=args.precision,
-                                                threshold=args.threshold, device=device)
+                                                threshold=args.threshold, device=device, tta=args.tta)
     else:
         predictor = predictors.CheckpointPredictor(args.weights, arch=args.arch, num_classes=args.num_classes,
                                                   image_size=args.image_size, preprocess=args.preprocess,
-                                                  threshold=args.threshold)
+                                                  threshold=args.threshold, tta=args.tta)
 
     def warn(message):
         print(f"warning: {message}", file=sys.stderr)
 
     records = predict.predict_images(predictor, args.paths, batch_size=args.batch_size, labels_file=args.labels,
                                        keep_images=args.grid_max if args.grid else 0,
-                                       skip_bad=args.skip_bad_images, warn=warn)
+                                       skip_bad=args.skip_bad_images, warn=warn, refer_band=args.refer_band)
     if not args.quiet:
         print(reports.format_predictions_table(records))
     n_pm = sum(r["label"] for r in records)
     per_image = 1000.0 * sum(r["seconds"] for r in records) / len(records)
-    summary = (f"{len(records)} images, {n_pm} predicted PM (threshold {predictor.threshold:g}); "
+    referred = sum(r.get("decision") == "refer" for r in records)
+    refer_text = f", {referred} referred to a specialist (band {args.refer_band:g})" if args.refer_band else ""
+    summary = (f"{len(records)} images, {n_pm} predicted PM{refer_text} (threshold {predictor.threshold:g}"
+               f"{', flip TTA' if args.tta else ''}); "
                f"{predictor.description}; model time {per_image:.1f} ms per image")
     n_known, acc = predict.accuracy_of_known(records)
     if n_known:

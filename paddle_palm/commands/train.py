@@ -162,7 +162,16 @@ def _run_options(parser):
     r.add_argument("--metric", choices=cfg.CHOICES["metric"], help="what picks best_model (default val_acc)")
     r.add_argument("--early-stop", type=cli.non_negative_int, metavar="N",
                    help="stop after N epochs without a better --metric (0: never)")
-    r.add_argument("--threshold", type=cli.probability, metavar="P", help="PM decision threshold (default 0.5)")
+    r.add_argument("--threshold", type=cli.probability, metavar="P",
+                   help="PM decision threshold during training (default 0.5); see --threshold-rule")
+    r.add_argument("--threshold-rule", type=cli.threshold_rule, metavar="RULE",
+                   help="how the model's decision threshold is chosen on the validation split when training ends: "
+                        "youden (best sensitivity + specificity), sensitivity:0.98 (the best specificity that "
+                        "catches 98%% of PM eyes), specificity:S, or fixed:T (default: fixed at --threshold); "
+                        "recorded in best_model.pdstates and config.yaml, used by eval, predict and export")
+    r.add_argument("--calibrate", action=argparse.BooleanOptionalAction,
+                   help="fit temperature scaling on the validation split so the PM probabilities are honest "
+                        "(kept only where cross-validation says it helps; default off)")
     r.add_argument("--log-interval", type=cli.positive_int, metavar="N", help="record the loss every N batches (default 10)")
     r.add_argument("--progress", action=argparse.BooleanOptionalAction, help="progress bars")
     r.add_argument("--visualdl", action=argparse.BooleanOptionalAction, help="VisualDL logs when visualdl is installed")

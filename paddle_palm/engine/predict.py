@@ -37,6 +37,7 @@ from paddle_palm.data.labels import label_from_filename, read_labels
 from paddle_palm.data.layout import list_images
 from paddle_palm.errors import ConfigError, DataError, ImageError, LabelError, MissingFileError
 from paddle_palm.metrics import class_name
+from paddle_palm.operating_point import decide, parse_refer_band
 
 #: A PALM training file name such as ``P0001.jpg``: its first letter is its label (SPEC 1.2).
 _PALM_TRAIN_NAME = re.compile(r"^[HNP]\d{4}\.[A-Za-z]+$")
@@ -126,8 +127,9 @@ def true_labels_for(paths, labels_file=None):
 class _Batches:
     """Preprocessed images waiting for one forward pass, and the records they become."""
 
-    def __init__(self, predictor):
+    def __init__(self, predictor, refer_band=0.0):
         self.predictor = predictor
+        self.refer_band = refer_band
         self.tensors, self.pending, self.records = [], [], []
 
     def add(self, tensor, record):
@@ -152,12 +154,16 @@ class _Batches:
                 confidence=p if label == 1 else 1.0 - p,
                 seconds=elapsed / len(self.tensors),
             )
+            if self.refer_band:
+                refer = decide([p], predictor.threshold, self.refer_band)[0] == -1
+                rec["decision"] = "refer" if refer else ("PM" if label else "not PM")
             self.records.append(rec)
         self.tensors.clear()
         self.pending.clear()
 
 
-def predict_images(predictor, paths, batch_size=16, labels_file=None, keep_images=0, skip_bad=False, warn=None):
+def predict_images(predictor, paths, batch_size=16, labels_file=None, keep_images=0, skip_bad=False, warn=None,
+                   refer_band=0.0):
     """Predict every image of ``paths`` (files and folders).
 
     Args:
@@ -170,6 +176,8 @@ def predict_images(predictor, paths, batch_size=16, labels_file=None, keep_image
             BGR image (reduced to at most 256 pixels a side) under ``image``, for a grid.
         skip_bad: skip unreadable images (with a warning) instead of stopping.
         warn: called with a message for each skipped file (default: ignore).
+        refer_band: with a band W > 0, each record also gets ``decision``: ``"refer"`` (to a
+            specialist) when the probability lies within W of the threshold, else ``"PM"`` / ``"not PM"``.
 
     Returns:
         list of dicts, one per image in order: ``file``, ``pm_probability``,
@@ -184,7 +192,7 @@ def predict_images(predictor, paths, batch_size=16, labels_file=None, keep_image
     if int(batch_size) < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
     items = collect_images(paths)
-    batches = _Batches(predictor)
+    batches = _Batches(predictor, parse_refer_band(refer_band or 0.0))
     for item in items:
         try:
             tensor, image = predictor.load_image(item.path)

@@ -52,9 +52,10 @@ def write_predictions_csv(records, path):
 
     ``pm_probability`` is written with 6 decimals.  Returns the path.
     """
+    with_decision = any("decision" in r for r in records)  # --refer-band: one more column
     rows = ([spreadsheet_safe(r["file"]), f"{r['pm_probability']:.6f}", r["label"], spreadsheet_safe(r["class_name"])]
-            for r in records)
-    return _write_csv(path, CSV_COLUMNS, rows)
+            + ([r.get("decision", "")] if with_decision else []) for r in records)
+    return _write_csv(path, CSV_COLUMNS + (("decision",) if with_decision else ()), rows)
 
 
 def write_evaluation_csv(path, files, probabilities, predictions, labels, classes=None, classes_zh=None):
@@ -81,10 +82,14 @@ def _fmt(value, digits=4):
 def format_predictions_table(records):
     """A readable table of prediction records (Chinese characters count two columns wide)."""
     show_truth = any(r.get("true_label") is not None for r in records)
-    header = ["file", "pm_probability", "label", "class_name", "confidence"] + (["true"] if show_truth else [])
+    show_decision = any("decision" in r for r in records)
+    header = ["file", "pm_probability", "label", "class_name", "confidence"] + (["decision"] if show_decision else []) \
+        + (["true"] if show_truth else [])
     rows = []
     for r in records:
         row = [r["file"], f"{r['pm_probability']:.4f}", str(r["label"]), r["class_name"], f"{r['confidence']:.4f}"]
+        if show_decision:
+            row.append(r.get("decision", ""))
         if show_truth:
             t = r.get("true_label")
             row.append("?" if t is None else (f"{t} ok" if t == r["label"] else f"{t} WRONG"))
