@@ -223,39 +223,87 @@ class _TooLarge(Exception):
     pass
 
 
-def create_app(screener):
-    """The FastAPI application: the JSON routes and the Gradio page at ``/``.
-
-    Args:
-        screener: a :class:`paddle_palm.app.screening.Screener` (loaded once, shared by every request).
-
-    Returns:
-        fastapi.FastAPI
-    """
-    gr = require_web_stack()
-    from fastapi import FastAPI, Request
+def _error(status, message):
+    """The JSON answer of a refused request: one line, never a stack trace."""
     from fastapi.responses import JSONResponse
+
+    return JSONResponse({"ok": False, "error": " ".join(str(message).split())}, status_code=status)
+
+
+def _body_limit(limits):
+    """Most bytes of one request: base64 (4/3 of the bytes) of at most ``max_images`` files, capped."""
+    return max(64 << 20, (limits.max_bytes * 4) // 3 + (1 << 20))
+
+
+async def _read_body(request, max_body):
+    """The request body, refused (:class:`_TooLarge`) as soon as it passes ``max_body`` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_body:
+        raise _TooLarge()
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > max_body:
+            raise _TooLarge()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _screen_request(body, limits):
+    """``(images, overlay, None)`` of a ``/api/screen`` body, or ``(None, None, error message)``."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None, None, 'the body is not JSON; expected {"images": [{"name": "...", "data": "<base64>"}]}'
+    images = payload.get("images") if isinstance(payload, dict) else None
+    if not isinstance(images, list) or not images:
+        return None, None, 'expected {"images": [{"name": "...", "data": "<base64>"}, ...]} with at least one image'
+    if len(images) > limits.max_images:
+        return None, None, f"{len(images)} images sent; at most {limits.max_images} per request"
+    overlay = payload.get("overlay", True)
+    if not isinstance(overlay, bool):
+        return None, None, f"overlay must be true or false, got {overlay!r}"
+    return images, overlay, None
+
+
+def _decoded(item, i, limits):
+    """``(name, bytes, None)`` of one uploaded image, or ``(name, None, error message)``."""
+    if not isinstance(item, dict) or not isinstance(item.get("data"), str):
+        return f"image {i + 1}", None, f"image {i + 1}: expected an object with a base64 string 'data'"
+    name = display_name(item.get("name"), fallback=f"image {i + 1}")
+    if len(item["data"]) > (limits.max_bytes * 4) // 3 + 4:
+        return name, None, f"{name}: file too large; at most {limits.max_bytes / 1048576:g} MB per photograph is accepted"
+    try:
+        return name, base64.b64decode(item["data"], validate=True), None
+    except (binascii.Error, ValueError):
+        return name, None, f"{name}: 'data' is not valid base64"
+
+
+def _screen_all(screener, images, overlay):
+    """Screen every uploaded image (a bad one gets its own error entry); the public results."""
+    results = []
+    for i, item in enumerate(images):
+        name, data, problem = _decoded(item, i, screener.limits)
+        if problem:
+            results.append({"name": name, "ok": False, "error": problem})
+        else:
+            results.extend(screener.screen_many([(name, data)], overlay=overlay))
+    return [_public(r) for r in results]
+
+
+def _model_summary(screener):
+    card = screener.card
+    return {"arch": card.arch, "threshold": card.threshold, "source": card.source, "val_auc": card.val_auc,
+            "trained": card.trained}
+
+
+def _add_routes(app, screener):
+    """The JSON API: ``/api/model``, ``/api/operating-point`` and ``/api/screen``."""
+    from fastapi import Request
     from starlette.concurrency import run_in_threadpool
 
     limits = screener.limits
-    # A request carries base64 (4/3 of the bytes) of at most max_images files; the total is capped too.
-    max_body = max(64 << 20, (limits.max_bytes * 4) // 3 + (1 << 20))
-    app = FastAPI(title=PAGE_TITLE, docs_url=None, redoc_url=None, openapi_url=None)
-
-    def error(status, message):
-        return JSONResponse({"ok": False, "error": " ".join(str(message).split())}, status_code=status)
-
-    async def read_body(request):
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > max_body:
-            raise _TooLarge()
-        chunks, total = [], 0
-        async for chunk in request.stream():
-            total += len(chunk)
-            if total > max_body:
-                raise _TooLarge()
-            chunks.append(chunk)
-        return b"".join(chunks)
+    max_body = _body_limit(limits)
 
     @app.get("/api/model")
     def api_model():
@@ -266,65 +314,47 @@ def create_app(screener):
         try:
             value = float(threshold)
         except ValueError:
-            return error(400, f"threshold must be a number in [0, 1], got {threshold!r}")
+            return _error(400, f"threshold must be a number in [0, 1], got {threshold!r}")
         try:
             return screener.operating_point(value)
         except PalmError as exc:
-            return error(400, exc)
+            return _error(400, exc)
 
     @app.post("/api/screen")
     async def api_screen(request: Request):
         try:
-            body = await read_body(request)
+            body = await _read_body(request, max_body)
         except _TooLarge:
-            return error(413, f"request too large: at most {max_body / 1048576:g} MB per request and "
-                              f"{limits.max_bytes / 1048576:g} MB per photograph")
+            return _error(413, f"request too large: at most {max_body / 1048576:g} MB per request and "
+                               f"{limits.max_bytes / 1048576:g} MB per photograph")
+        images, overlay, problem = _screen_request(body, limits)
+        if problem:
+            return _error(400, problem)
         try:
-            payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            return error(400, 'the body is not JSON; expected {"images": [{"name": "...", "data": "<base64>"}]}')
-        images = payload.get("images") if isinstance(payload, dict) else None
-        if not isinstance(images, list) or not images:
-            return error(400, 'expected {"images": [{"name": "...", "data": "<base64>"}, ...]} with at least one image')
-        if len(images) > limits.max_images:
-            return error(400, f"{len(images)} images sent; at most {limits.max_images} per request")
-        overlay = payload.get("overlay", True)
-        if not isinstance(overlay, bool):
-            return error(400, f"overlay must be true or false, got {overlay!r}")
-
-        def work():
-            results = []
-            for i, item in enumerate(images):
-                if not isinstance(item, dict) or not isinstance(item.get("data"), str):
-                    results.append({"name": f"image {i + 1}", "ok": False,
-                                    "error": f"image {i + 1}: expected an object with a base64 string 'data'"})
-                    continue
-                name = display_name(item.get("name"), fallback=f"image {i + 1}")
-                if len(item["data"]) > (limits.max_bytes * 4) // 3 + 4:
-                    results.append({"name": name, "ok": False, "error": (
-                        f"{name}: file too large; at most {limits.max_bytes / 1048576:g} MB per photograph is accepted")})
-                    continue
-                try:
-                    data = base64.b64decode(item["data"], validate=True)
-                except (binascii.Error, ValueError):
-                    results.append({"name": name, "ok": False, "error": f"{name}: 'data' is not valid base64"})
-                    continue
-                results.extend(screener.screen_many([(name, data)], overlay=overlay))
-            return [_public(r) for r in results]
-
-        try:
-            results = await run_in_threadpool(work)
+            results = await run_in_threadpool(_screen_all, screener, images, overlay)
         except PalmError as exc:
-            return error(400, exc)
+            return _error(400, exc)
         except Exception as exc:  # one line, never a stack trace
             _log(f"error in /api/screen: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
-            return error(500, "internal error while screening; the server log names it")
-        card = screener.card
-        return {"ok": all(r["ok"] for r in results),
-                "model": {"arch": card.arch, "threshold": card.threshold, "source": card.source,
-                          "val_auc": card.val_auc, "trained": card.trained},
-                "results": results}
+            return _error(500, "internal error while screening; the server log names it")
+        return {"ok": all(r["ok"] for r in results), "model": _model_summary(screener), "results": results}
 
+
+def create_app(screener):
+    """The FastAPI application: the JSON routes and the Gradio page at ``/``.
+
+    Args:
+        screener: a :class:`paddle_palm.app.screening.Screener` (loaded once, shared by every request).
+
+    Returns:
+        fastapi.FastAPI
+    """
+    gr = require_web_stack()
+    from fastapi import FastAPI
+
+    limits = screener.limits
+    app = FastAPI(title=PAGE_TITLE, docs_url=None, redoc_url=None, openapi_url=None)
+    _add_routes(app, screener)
     page = _page(screener)
     return gr.mount_gradio_app(app, page, path="/", max_file_size=2 * limits.max_bytes, ssr_mode=False,
                                show_error=False, css=_CSS, footer_links=[])
