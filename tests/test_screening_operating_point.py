@@ -155,3 +155,19 @@ def test_threshold_rule_is_checked_in_the_configuration(data, tmp_path):
         cfg.resolve({"arch": "squeezenet1_1", "threshold_rule": "median"})
     fixed = cfg.resolve({"arch": "squeezenet1_1"})
     assert fixed["threshold_rule"] is None and fixed["calibrate"] is False
+
+
+def test_a_finished_run_gets_its_operating_point_without_training_again(data, tmp_path):
+    out = tmp_path / "plain"
+    config = cfg.resolve({"arch": "squeezenet1_1", "data_dir": str(data), "image_size": 32, "batch_size": 4,
+                          "epochs": 1, "output_dir": str(out), "progress": False, "visualdl": False, "seed": 2})
+    first = train(config, echo=False)
+    assert first["operating_point"]["rule"] == "fixed:0.5"  # the fixed threshold, with its figures
+    weights = (out / "best_model.pdparams").read_bytes()
+    with pytest.raises(ConfigError, match="has already trained 1 epochs"):
+        train(cfg.resolve_resume(str(out), {"epochs": 1}), resume_dir=str(out), echo=False)
+    again = train(cfg.resolve_resume(str(out), {"epochs": 1, "threshold_rule": "sensitivity:1"}),
+                  resume_dir=str(out), echo=False)
+    assert again["operating_point"]["rule"] == "sensitivity:1" and again["operating_point"]["sensitivity"] == 1.0
+    assert (out / "best_model.pdparams").read_bytes() == weights  # nothing was trained
+    assert yaml.safe_load((out / "config.yaml").read_text())["operating_point"]["rule"] == "sensitivity:1"

@@ -272,9 +272,14 @@ class Trainer:
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise ckpt.CheckpointError(f"{ema_path} does not hold EMA weights ({type(exc).__name__})") from None
         self.start_epoch = int(states["epoch"])
-        if self.start_epoch >= self.config["epochs"]:
+        # A finished run resumed at its own length with --threshold-rule / --calibrate: nothing to
+        # train, only the operating point of its best_model to choose (runs trained before it existed).
+        only_operating_point = self.start_epoch == self.config["epochs"] and (
+            self.config["threshold_rule"] is not None or self.config["calibrate"])
+        if self.start_epoch >= self.config["epochs"] and not only_operating_point:
             raise ConfigError(f"{self.run_dir} has already trained {self.start_epoch} epochs; "
-                              f"give --epochs N with N > {self.start_epoch} to continue it")
+                              f"give --epochs N with N > {self.start_epoch} to continue it (or --epochs "
+                              f"{self.start_epoch} with --threshold-rule to choose its operating point)")
         self.global_step = int(states["global_step"])
         self.best = dict(states["best"])
         if self.best.get("metric") != self.config["metric"]:
