@@ -5,6 +5,7 @@ Examples (from the repository root; ``palm-train`` once installed)::
     python tools/train.py --arch senet18                      # the course's SENet18 recipe, synthetic data
     python tools/train.py --arch resnet50 --data-dir ../shared/palm
     python tools/train.py --config configs/palm_cpu.yaml --data-dir ../shared/palm
+    python tools/train.py --config configs/palm_finetune.yaml --data-dir ../shared/palm   # from ImageNet weights
     python tools/train.py --resume runs/resnet50-20240101-120000 --epochs 20
 
 Defaults follow each architecture's recipe (the course program it comes from:
@@ -100,6 +101,10 @@ def _model_and_data_options(parser):
                    help="bce: one logit, sigmoid cross-entropy (senet18, resnet*); ce: two classes, softmax "
                    "cross-entropy (squeezenet*). The number of outputs follows")
     m.add_argument("--num-classes", type=cli.positive_int, metavar="N", help="outputs (default: follows --loss)")
+    m.add_argument("--pretrained", metavar="imagenet|PATH",
+                   help="start from pretrained weights: imagenet (paddle.vision's, downloaded once into Paddle's "
+                   "cache; resnet50/101/152, squeezenet1_0/1_1) or a .pdparams state dict of the same network "
+                   "(paddle.vision, PaddleClas or paddle_palm names); the classifier is new unless it fits")
 
     d = parser.add_argument_group("data")
     d.add_argument("--data-dir", metavar="DIR",
@@ -140,6 +145,10 @@ def _optimisation_options(parser):
     o.add_argument("--epochs", type=cli.positive_int, metavar="N", help="total epochs (also when resuming)")
     o.add_argument("--batch-size", type=cli.batch_size, metavar="N", help="images per batch (per process)")
     o.add_argument("--grad-clip", type=cli.positive_float, metavar="F", help="clip the gradient's global norm")
+    o.add_argument("--backbone-lr-scale", type=cli.non_negative_float, metavar="F",
+                   help="fine-tuning: the backbone learns at F x the rate, the classifier at the full rate (e.g. 0.1)")
+    o.add_argument("--freeze-epochs", type=cli.non_negative_int, metavar="N",
+                   help="fine-tuning: train only the classifier for the first N epochs (default 0)")
     o.add_argument("--ema", action=argparse.BooleanOptionalAction,
                    help="validate and save as best_model an exponential moving average of the weights")
     o.add_argument("--ema-decay", type=cli.positive_float, metavar="F", help="EMA decay (default 0.999)")

@@ -42,6 +42,7 @@ SECTIONS = {
         "arch": None,
         "num_classes": None,  # None: follows the loss (1 logit for bce, 2 classes for ce)
         "loss": "bce",
+        "pretrained": None,  # None: random initialisation; "imagenet" or a .pdparams file (models.pretrained)
     },
     "data": {
         "dataset": "palm",
@@ -75,6 +76,8 @@ SECTIONS = {
         "amp": False,
         "amp_dtype": "auto",  # auto: float16 (loss-scaled) on a GPU, bfloat16 on a CPU
         "grad_clip": None,
+        "backbone_lr_scale": 1.0,  # the pretrained backbone's rate as a multiple of lr (the classifier keeps lr)
+        "freeze_epochs": 0,  # the backbone is not updated during the first N epochs
     },
     "run": {
         "seed": 0,
@@ -173,6 +176,8 @@ _NUMBERS = {
     "batch_size": (int, 1, True, False),
     "ema_decay": (float, 0.0, False, False),
     "grad_clip": (float, 0.0, False, True),
+    "backbone_lr_scale": (float, 0.0, True, False),
+    "freeze_epochs": (int, 0, True, False),
     "seed": (int, 0, True, False),
     "early_stop": (int, 0, True, False),
     "threshold": (float, 0.0, True, False),
@@ -180,7 +185,7 @@ _NUMBERS = {
     "threads": (int, 1, True, True),
 }
 _BOOLS = ("cache", "ema", "amp", "visualdl", "progress", "fast", "calibrate")
-_PATHS = ("arch", "data_dir", "labels_file", "output_dir")
+_PATHS = ("arch", "data_dir", "labels_file", "output_dir", "pretrained")
 
 #: Keys that must not change when a run is resumed (the checkpoint would not fit, or the
 #: continued run could no longer match an uninterrupted one).
@@ -403,7 +408,19 @@ def finalize(config):
     _check_input(config)
     if config["lr_schedule"] == "multistep" and not config["milestones"]:
         raise ConfigError("lr_schedule multistep needs milestones (epochs at which the rate is multiplied by gamma)")
+    _check_fine_tuning(config)
     return config
+
+
+def _check_fine_tuning(config):
+    """``pretrained``, ``backbone_lr_scale`` and ``freeze_epochs`` need a network with a weight mapping."""
+    from paddle_palm.models import convert, pretrained
+
+    pretrained.check_pretrained(config["arch"], config.get("pretrained"))
+    if config.get("backbone_lr_scale", 1.0) != 1.0 or config.get("freeze_epochs", 0):
+        if config["arch"] not in convert.SUPPORTED:
+            raise ConfigError(f"backbone_lr_scale and freeze_epochs need a network whose classifier is known "
+                              f"({', '.join(convert.SUPPORTED)}); {config['arch']} is not one")
 
 
 def check_image_size(arch, size):

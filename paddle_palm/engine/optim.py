@@ -13,6 +13,15 @@ student print the rate of any step, and reproduces the course's schedules:
   min_lr 1e-6)`` (SPEC 2.2), on the validation loss after every epoch;
 * ``cosine``, ``multistep`` - the usual alternatives; ``warmup_epochs`` adds a
   linear warm-up in front of any of them.
+
+Fine-tuning pretrained weights (:class:`FineTuning`): the backbone may learn at a
+fraction of the rate (``backbone_lr_scale``, a Paddle parameter group whose rate is
+that multiple of the schedule's) and may stay frozen for the first ``freeze_epochs``
+epochs while the new classifier settles.  Both follow from the epoch number alone, so
+a resumed run repeats them exactly.
+
+Paddle is imported inside the functions: importing it takes seconds, and the tools
+install their signal handlers first.
 """
 
 import math
@@ -129,6 +138,8 @@ def build_optimizer(config, parameters):
     The rate given here is only the initial value: the trainer sets the rate of
     every step from :class:`LearningRateSchedule`.  ``weight_decay`` is L2
     regularisation added to the gradient (the fluid ``regularization`` of the seeds).
+    ``parameters`` is a list of parameters or of Paddle parameter groups
+    (:meth:`FineTuning.parameters`): a group's ``learning_rate`` multiplies the rate of every step.
     """
     import paddle
 
@@ -144,6 +155,71 @@ def build_optimizer(config, parameters):
     if kind == "adam":
         return paddle.optimizer.Adam(learning_rate=lr, parameters=parameters, weight_decay=decay, grad_clip=clip)
     raise ConfigError(f"optimizer must be momentum, sgd or adam, got {kind!r}")
+
+
+class FineTuning:
+    """How the backbone of a pretrained network trains: at a fraction of the rate, frozen at first.
+
+    The backbone is frozen by giving its parameter group the rate 0, not by stopping its
+    gradients: every parameter then has its optimizer state (momentum, Adam's moments)
+    from the first step on, so the state saved after a frozen epoch is complete and a
+    resumed run goes on exactly as an uninterrupted one, and ``paddle.DataParallel``
+    reduces the same parameters at every step.  The backward pass through the backbone
+    is still computed, and BatchNorm's running statistics still follow the new images.
+
+    Args:
+        model: the network.
+        classifier: the structured names of its classifier's parameters
+            (:func:`paddle_palm.models.convert.classifier_names`); the rest is the backbone.
+        lr_scale: the backbone's rate as a multiple of the schedule's (the classifier keeps 1).
+        freeze_epochs: the backbone is not updated during epochs ``1..freeze_epochs``.
+    """
+
+    def __init__(self, model, classifier, lr_scale=1.0, freeze_epochs=0):
+        names = set(classifier)
+        named = list(model.named_parameters())
+        missing = names - {n for n, _ in named}
+        if missing:
+            raise ConfigError(f"the network has no classifier parameter {sorted(missing)[0]!r}")
+        self.head = [p for n, p in named if n in names]
+        self.backbone = [p for n, p in named if n not in names and not p.stop_gradient]
+        self.lr_scale = float(lr_scale)
+        self.freeze_epochs = int(freeze_epochs)
+        self.frozen = False
+
+    @classmethod
+    def from_config(cls, config, model):
+        """The fine-tuning of a resolved configuration, or None when it trains every weight alike."""
+        scale, epochs = float(config.get("backbone_lr_scale", 1.0)), int(config.get("freeze_epochs", 0))
+        if scale == 1.0 and epochs == 0:
+            return None
+        from paddle_palm.models.convert import classifier_names
+
+        return cls(model, classifier_names(config["arch"]), scale, epochs)
+
+    def parameters(self):
+        """What to give the optimizer: two parameter groups (backbone at ``lr_scale``, classifier at 1)."""
+        return [{"params": self.backbone, "learning_rate": self.lr_scale}, {"params": self.head}]
+
+    def start_epoch(self, epoch, log=None):
+        """Freeze or release the backbone for epoch ``epoch`` (1-based); say so when it changes."""
+        frozen = epoch <= self.freeze_epochs
+        if frozen == self.frozen:
+            return
+        for param in self.backbone:
+            # The group's rate lives on each parameter (Paddle's Optimizer._add_param_group sets it there).
+            param.optimize_attr["learning_rate"] = 0.0 if frozen else self.lr_scale
+        self.frozen = frozen
+        if log:
+            log(f"epoch {epoch}: backbone frozen (training the classifier only) until epoch {self.freeze_epochs}"
+                if frozen else f"epoch {epoch}: backbone released (learning rate x {self.lr_scale:g})")
+
+    def describe(self):
+        """For the log: "backbone lr x 0.1, backbone frozen for 2 epochs"."""
+        parts = [f"backbone lr x {self.lr_scale:g}"] if self.lr_scale != 1.0 else []
+        if self.freeze_epochs:
+            parts.append(f"backbone frozen for {self.freeze_epochs} epoch{'s' if self.freeze_epochs > 1 else ''}")
+        return ", ".join(parts)
 
 
 class ModelEMA:

@@ -64,7 +64,7 @@ from paddle_palm.engine.loaders import (
     worker_init_function,
 )
 from paddle_palm.engine.losses import compute_loss
-from paddle_palm.engine.optim import LearningRateSchedule, ModelEMA, build_optimizer
+from paddle_palm.engine.optim import FineTuning, LearningRateSchedule, ModelEMA, build_optimizer
 from paddle_palm.engine.recorder import HISTORY_FIELDS, RunRecorder
 from paddle_palm.engine.run_folder import RunFolder, default_output_dir
 from paddle_palm.errors import ConfigError, DataError, TrainingError
@@ -176,7 +176,8 @@ class Trainer:
                                                rank=self.rank, world_size=self.world_size)
         self.train_loader = self._loader(self.train_set, self.train_sampler)
         self.valid_loader = self._loader(self.valid_set, EpochBatchSampler(len(self.valid_set), c["batch_size"], shuffle=False))
-        self.optimizer = build_optimizer(c, self.model.parameters())
+        self.finetune = FineTuning.from_config(c, self.model)
+        self.optimizer = build_optimizer(c, self.finetune.parameters() if self.finetune else self.model.parameters())
         self.schedule = LearningRateSchedule.from_config(c, steps_per_epoch=len(self.train_sampler))
         self.ema = ModelEMA(self.model, c["ema_decay"]) if c["ema"] else None
         self.amp_plan = _amp_plan(c, self.device)
@@ -202,7 +203,12 @@ class Trainer:
         from paddle_palm.models import build_model
 
         c = self.config
-        return build_model(c["arch"], num_classes=c["num_classes"])
+        model = build_model(c["arch"], num_classes=c["num_classes"])
+        if c.get("pretrained") and not self.resume:  # a resumed run takes every weight from its checkpoint
+            from paddle_palm.models.pretrained import load_pretrained
+
+            load_pretrained(model, c["arch"], c["pretrained"], c["num_classes"], log=self.log)
+        return model
 
     def _loader(self, dataset, sampler):
         import paddle
@@ -375,6 +381,8 @@ class Trainer:
 
         c = self.config
         self.model.train()
+        if self.finetune:
+            self.finetune.start_epoch(epoch, self.log)
         paddle.seed(epoch_seed(c["seed"], epoch - 1, 2))  # dropout and any other paddle draw of this epoch
         self.train_sampler.set_epoch(epoch - 1)
         if hasattr(self.train_set, "set_epoch"):
@@ -535,7 +543,8 @@ class Trainer:
         self.log(f"{c['optimizer']} lr {c['lr']:g} ({sched}), batch {c['batch_size']}, {c['epochs']} epoch{'s' if c['epochs'] > 1 else ''}, "
                  f"{c['image_size']} px, preprocessing {c['preprocess']}, augment {c['augment']}, seed {c['seed']}, "
                  f"device {self.device}{self._execution()}" + (f", {self.world_size} processes" if self.world_size > 1 else "")
-                 + (f", amp {self.amp}" if self.amp else "") + (", EMA" if self.ema else ""))
+                 + (f", amp {self.amp}" if self.amp else "") + (", EMA" if self.ema else "")
+                 + (f", {self.finetune.describe()}" if self.finetune else ""))
         if self.amp and self.device == "cpu":
             self.log(ops.bf16_training_note())
         self.log(f"outputs in {self.run_dir}")

@@ -13,7 +13,13 @@ below) load into this package's networks and back::
     model.set_state_dict(from_paddle_vision("resnet50", state))
     paddle.save(to_paddle_vision("resnet50", model.state_dict()), "back.pdparams")
 
-Both functions check the whole dictionary first: a missing or unexpected name,
+Pretrained weights (``tools/train.py --pretrained``, :mod:`paddle_palm.models.pretrained`) go through
+:func:`backbone_from`, which also reads PaddleClas's names (its ResNet: ``stem.0.*`` and
+``blocks.{i}.conv0/conv1/conv2/short.{conv,bn}.*``, the blocks of all stages numbered in one
+sequence; its SqueezeNet has paddle.vision's names) and this package's own, and takes the
+classifier only when it has the run's number of outputs (:func:`classifier_names`).
+
+:func:`from_paddle_vision` and :func:`to_paddle_vision` check the whole dictionary first: a missing or unexpected name,
 or a tensor of the wrong shape, raises :class:`~paddle_palm.errors.CheckpointError`
 naming it.  The number of classes is read from the classifier's weight, so any
 ``num_classes`` converts (the target model must have the same one).
@@ -69,7 +75,8 @@ from paddle_palm.errors import CheckpointError, ConfigError
 from paddle_palm.models.resnet import DEPTHS
 from paddle_palm.models.squeezenet import FIRE_INDICES
 
-__all__ = ["SUPPORTED", "name_mapping", "from_paddle_vision", "to_paddle_vision"]
+__all__ = ["FORMATS", "SUPPORTED", "backbone_from", "classifier_names", "detect_format", "from_paddle_vision",
+           "name_mapping", "to_paddle_vision"]
 
 #: Architectures with a paddle.vision counterpart.
 SUPPORTED = ("resnet50", "resnet101", "resnet152", "squeezenet1_0", "squeezenet1_1")
@@ -131,12 +138,35 @@ def _squeezenet_entries(version):
     return entries
 
 
-def _entries(arch):
+#: The naming conventions a state dict of a :data:`SUPPORTED` network may come in.
+FORMATS = ("paddle.vision", "PaddleClas", "paddle_palm")
+
+
+def _paddleclas_name(ours, depth):
+    # PaddleClas's ResNet (ppcls legendary_models, version vb) names its layers as this package does,
+    # with its one-layer stem in a Sequential and the blocks of all stages numbered in one Sequential.
+    if ours.startswith("stem."):
+        return "stem.0." + ours[len("stem."):]
+    if ours.startswith("layer"):
+        stage, block, rest = ours[len("layer"):].split(".", 2)
+        index = sum(DEPTHS[depth][: int(stage) - 1]) + int(block)
+        return f"blocks.{index}.{rest}"
+    return ours  # fc.weight, fc.bias
+
+
+def _entries(arch, fmt="paddle.vision"):
     if arch in ("resnet50", "resnet101", "resnet152"):
-        return _resnet_entries(int(arch[len("resnet") :]))
-    if arch in ("squeezenet1_0", "squeezenet1_1"):
-        return _squeezenet_entries(arch[len("squeezenet") :])
-    raise ConfigError(f"no paddle.vision weight mapping for {arch!r}; supported: {', '.join(SUPPORTED)}")
+        depth = int(arch[len("resnet") :])
+        entries = _resnet_entries(depth)
+        if fmt == "PaddleClas":
+            entries = [(ours, _paddleclas_name(ours, depth), shape) for ours, _, shape in entries]
+    elif arch in ("squeezenet1_0", "squeezenet1_1"):
+        entries = _squeezenet_entries(arch[len("squeezenet") :])  # PaddleClas's SqueezeNet is paddle.vision's
+    else:
+        raise ConfigError(f"no paddle.vision weight mapping for {arch!r}; supported: {', '.join(SUPPORTED)}")
+    if fmt == "paddle_palm":
+        entries = [(ours, ours, shape) for ours, _, shape in entries]
+    return entries
 
 
 def name_mapping(arch):
@@ -224,3 +254,89 @@ def to_paddle_vision(arch, state_dict):
         ConfigError: ``arch`` has no paddle.vision counterpart.
     """
     return _convert(arch, state_dict, 0, 1, "paddle_palm")
+
+
+def classifier_names(arch):
+    """This package's names of ``arch``'s classifier: the parameters sized by the number of outputs.
+
+    Everything else is the backbone (what pretrained weights bring; see :func:`backbone_from`).
+    """
+    return [ours for ours, _, shape in _entries(arch) if CLASSES in shape]
+
+
+def detect_format(arch, names):
+    """Which of :data:`FORMATS` a state dict of ``arch`` is in, judged by its ``names``; None when none fits.
+
+    A format fits when every backbone parameter of ``arch`` is there under its names
+    (the classifier may be missing).  SqueezeNet's paddle.vision and PaddleClas names
+    coincide: ``"paddle.vision"`` stands for both.
+    """
+    names = set(names)
+    for fmt in FORMATS:
+        if all(theirs in names for _, theirs, shape in _entries(arch, fmt) if CLASSES not in shape):
+            return fmt
+    return None
+
+
+def _closest_format_missing(arch, names):
+    fmt = max(FORMATS, key=lambda f: sum(theirs in names for _, theirs, _ in _entries(arch, f)))
+    return fmt, [theirs for _, theirs, shape in _entries(arch, fmt) if CLASSES not in shape and theirs not in names]
+
+
+def backbone_from(arch, state_dict, num_classes, source="the state dict"):
+    """The weights of ``arch`` in a pretrained state dict: the backbone always, the classifier when it fits.
+
+    The file may use paddle.vision's, PaddleClas's or this package's parameter names
+    (:func:`detect_format`).  Its classifier is taken only when it has ``num_classes``
+    outputs (never for ImageNet's 1000): otherwise the network keeps its own freshly
+    initialised one.
+
+    Args:
+        arch: one of :data:`SUPPORTED`.
+        state_dict: the loaded file (names -> tensors or arrays).
+        num_classes: the outputs of the network the weights are for.
+        source: how to name the state dict in messages (its path).
+
+    Returns:
+        (dict, str, list, list): the weights under this package's names, the format found,
+        the names loaded (this package's) and the file's classifier names left out, each
+        with its shape (``"fc.weight [2048, 1000]"``).
+
+    Raises:
+        CheckpointError: not a state dict of ``arch`` in any of the formats (a missing or
+            unexpected name), or a backbone tensor whose shape does not fit.
+        ConfigError: ``arch`` is not one of :data:`SUPPORTED`.
+    """
+    if not hasattr(state_dict, "keys"):
+        raise CheckpointError(f"{source} does not hold a state dict (name -> tensor), but a "
+                              f"{type(state_dict).__name__}")
+    fmt = detect_format(arch, state_dict.keys())
+    if fmt is None:
+        closest, missing = _closest_format_missing(arch, set(state_dict.keys()))
+        raise CheckpointError(f"{source} does not hold {arch} weights: {len(missing)} of the backbone's {closest} "
+                              f"parameters are missing (e.g. {', '.join(missing[:3])})")
+    entries = _entries(arch, fmt)
+    unexpected = sorted(set(state_dict.keys()) - {theirs for _, theirs, _ in entries})
+    if unexpected:
+        raise CheckpointError(f"{source} is not a {fmt} {arch} state dict: {len(unexpected)} unexpected "
+                              f"parameter(s) (e.g. {', '.join(unexpected[:3])})")
+    weights, loaded, head = {}, [], []
+    for ours, theirs, shape in entries:
+        want = tuple(num_classes if d == CLASSES else d for d in shape)
+        got = _shape(state_dict[theirs]) if theirs in state_dict else None
+        if CLASSES in shape:
+            head.append((ours, theirs, got, got == want))
+            continue
+        if got != want:
+            raise CheckpointError(f"{source} does not fit {arch}: its parameter {theirs!r} has shape {list(got)}, "
+                                  f"expected {list(want)}")
+        weights[ours] = state_dict[theirs]
+        loaded.append(ours)
+    skipped = []
+    if all(fits for *_, fits in head):
+        for ours, theirs, _, _ in head:
+            weights[ours] = state_dict[theirs]
+            loaded.append(ours)
+    else:
+        skipped = [f"{theirs} {list(got)}" for _, theirs, got, _ in head if got is not None]
+    return weights, fmt, loaded, skipped
