@@ -211,6 +211,49 @@ def set_inference_onednn(config, enabled, bfloat16=False):
         (config.disable_onednn if new else config.disable_mkldnn)()
 
 
+def name_exported_output(model_file, name):
+    """Give the single output of a program written by ``paddle.jit.save`` the name ``name``, if possible.
+
+    ``paddle.jit.save`` names outputs itself: Paddle 3.x (a PIR program, ``.json``) calls
+    them ``fetch_name_0``; its Python API refuses to name a non-persistable value, so the
+    ``name`` attribute of the program's one ``fetch`` operation is rewritten in the JSON
+    file (the weights file does not change).  Paddle 2.x (``.pdmodel``, a protobuf
+    program) calls it ``save_infer_model/scale_0.tmp_0`` and renaming a variable there
+    would mean rewriting every operation that uses it, so that name stays.
+
+    Args:
+        model_file: the program file (``inference.json`` or ``inference.pdmodel``).
+        name: the wanted output name.
+
+    Returns:
+        str: the output's name in the program as written (``name``, or Paddle 2's own).
+    """
+    import json
+
+    model_file = os.fspath(model_file)
+    if not model_file.endswith(".json"):
+        return "save_infer_model/scale_0.tmp_0"
+    with open(model_file, encoding="utf-8") as handle:
+        program = json.load(handle)
+    fetches = [op for op in _pir_ops(program) if op.get("#", "").endswith(".fetch")]
+    attrs = [a for op in fetches for a in op.get("A", []) if a.get("N") == "name"]
+    if len(fetches) != 1 or len(attrs) != 1 or not isinstance(attrs[0].get("AT"), dict):
+        raise UnsupportedVersionError(f"{model_file}: expected one fetch operation in the saved program, "
+                                      f"found {len(fetches)}")
+    attrs[0]["AT"]["D"] = name
+    tmp = model_file + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(program, handle, separators=(",", ":"))
+    os.replace(tmp, model_file)
+    return name
+
+
+def _pir_ops(program):
+    """The operations of a PIR JSON program's top-level block (Paddle 3.0 through 3.3 layout)."""
+    regions = program.get("program", {}).get("regions", [])
+    return [op for region in regions for block in region.get("blocks", []) for op in block.get("ops", [])]
+
+
 # --------------------------------------------------------------------------- devices
 
 

@@ -6,6 +6,7 @@ Examples (from the repository root; ``palm-predict`` once installed)::
     python tools/predict.py --arch squeezenet1_1 --weights sq.pdparams photos/ --csv predictions.csv
     python tools/predict.py --inference-model exported/resnet50 photos/ --grid grid.png \\
         --labels ../shared/palm/PALM-Validation-GT/PM_Label_and_Fovea_Location.xlsx
+    python tools/predict.py --inference-model exported/resnet50 --backend onnx photos/   # model.onnx, onnxruntime
 
 Each image gets ``pm_probability``, ``label`` (1 = PM when pm_probability >=
 threshold) and ``class_name`` written ``"<Chinese> (<English>)"``:
@@ -45,6 +46,9 @@ def build_parser():
     runtime = parser.add_argument_group("runtime")
     cli.add_runtime_options(runtime, threads_help="CPU math threads of Paddle Inference (with --inference-model)")
     engine = parser.add_argument_group("inference engine (with --inference-model)")
+    engine.add_argument("--backend", choices=("paddle", "onnx"), default="paddle",
+                        help="paddle (default): Paddle Inference; onnx: the folder's model.onnx through onnxruntime "
+                        "(also chosen when --inference-model names a .onnx file; pip install \"paddle_palm[onnx]\")")
     engine.add_argument("--no-onednn", action="store_true", help="plain CPU kernels instead of oneDNN")
     engine.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                         help="fp32 (default): the checkpoint's numbers; bf16: oneDNN bfloat16 where the CPU has it "
@@ -74,7 +78,14 @@ def main(argv=None):
     from paddle_palm.engine.device import select_device
 
     device = select_device(args.device)
-    if args.inference_model:
+    onnx = args.inference_model and (args.backend == "onnx" or predictors.onnx_model_folder(args.inference_model))
+    if onnx:
+        if args.no_onednn or args.precision != "fp32" or str(args.device).startswith("gpu"):
+            parser.error("--no-onednn, --precision bf16 and a GPU --device are Paddle Inference settings; "
+                         "onnxruntime runs the ONNX model on CPU in fp32")
+        predictor = predictors.OnnxPredictor(args.inference_model, threads=args.threads, threshold=args.threshold,
+                                             tta=args.tta)
+    elif args.inference_model:
         predictor = predictors.ExportedPredictor(args.inference_model, threads=args.threads,
                                                 onednn=not args.no_onednn, precision=args.precision,
                                                 threshold=args.threshold, device=device, tta=args.tta)

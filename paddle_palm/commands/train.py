@@ -10,8 +10,9 @@ Examples (from the repository root; ``palm-train`` once installed)::
 
 Defaults follow each architecture's recipe (the course program it comes from:
 loss, optimiser, learning rate, batch size, epochs, preprocessing; ``--help``
-lists them); ``--config FILE`` loads YAML settings and any option given here
-overrides them.  The run folder receives the checkpoints, ``history.csv``,
+lists them); ``--config FILE`` (``-c``) loads YAML settings, ``-o section.key=value``
+(repeatable, PaddleClas style: ``-o Global.epochs=5``) overrides them, and any option
+given here overrides both.  The run folder receives the checkpoints, ``history.csv``,
 ``config.yaml``, the plots and ``train.log``.  Data-parallel training::
 
     python -m paddle.distributed.launch --devices 0,1 tools/train.py --arch resnet50 --data-dir DIR
@@ -80,7 +81,8 @@ def build_parser():
     parser = cli.ArgumentParser(
         description=textwrap.fill(
             "Train a pathologic-myopia (PM) classifier. Defaults follow the architecture's recipe (below); "
-            "--config FILE loads YAML settings; options given here override both. "
+            "-c/--config FILE loads YAML settings, -o section.key=value overrides them (PaddleClas style); "
+            "options given here override all of these. "
             "Without --data-dir a small synthetic data set is generated and used.", width=79),
         epilog=_recipes_text() + "\n\nthe run folder: best_model.pdparams, latest.pdparams/.pdopt/.pdstates, "
         "history.csv, loss.csv, config.yaml, loss.png, history.png, train.log",
@@ -164,7 +166,13 @@ def _optimisation_options(parser):
 def _run_options(parser):
     """The run folder and what is recorded in it; the runtime."""
     r = parser.add_argument_group("run and output")
-    r.add_argument("--config", metavar="FILE", help="YAML settings (e.g. configs/palm_cpu.yaml or a run's config.yaml)")
+    r.add_argument("-c", "--config", metavar="FILE",
+                   help="YAML settings (e.g. configs/palm_cpu.yaml or a run's config.yaml)")
+    r.add_argument("-o", "--override", action="append", metavar="KEY=VALUE",
+                   help="override one setting, repeatable: section.key=value or key=value (e.g. -o optimisation.epochs=5 "
+                   "-o lr=0.01), or the PaddleClas names " + ", ".join(cfg.PADDLECLAS_KEYS) + "; the value is read "
+                   "as YAML. "
+                   "Precedence: defaults < recipe < -c FILE < -o < the options written out here")
     r.add_argument("--output-dir", metavar="DIR", help="run folder (default runs/<arch>-<date>-<time>)")
     r.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last finished epoch")
     r.add_argument("--seed", type=cli.non_negative_int, metavar="N", help="random seed: same seed, same run (default 0)")
@@ -197,6 +205,7 @@ def main(argv=None):
     """Parse the options, resolve the configuration and train; print a JSON summary last."""
     args = vars(build_parser().parse_args(argv))
     config_file = args.pop("config", None)
+    args = {**cfg.apply_overrides({}, args.pop("override", [])), **args}  # explicit options win over -o
     resume = args.pop("resume", None)
     print_config = args.pop("print_config", False)
     if resume:

@@ -6,9 +6,10 @@ overriding the one before (STYLE.md "Configuration"):
 
 1. :data:`BASE_DEFAULTS` - what every run starts from;
 2. the architecture's seed recipe, :data:`RECIPES` (SPEC 2);
-3. a YAML file given with ``--config`` (flat keys, or keys grouped under the
+3. a YAML file given with ``--config`` / ``-c`` (flat keys, or keys grouped under the
    section names of :data:`SECTIONS`);
-4. the options given on the command line.
+4. PaddleClas-style ``-o section.key=value`` overrides (:func:`apply_overrides`);
+5. the options given on the command line.
 
 The resolved dictionary is written to the run folder as ``config.yaml``; the
 evaluation, prediction and export tools read it back with :func:`load_run_config`
@@ -245,6 +246,80 @@ def _known(key, source):
     if norm not in BASE_DEFAULTS:
         raise ConfigError(f"unknown setting {key!r}{_where(source)}{_suggest(norm)}")
     return norm
+
+
+#: PaddleClas-style names understood by ``-o`` (``-o Global.epochs=5``), mapped to ours.  Only the
+#: ones whose meaning is the same here; anything else under these prefixes is refused with a hint.
+PADDLECLAS_KEYS = {
+    "Global.epochs": "epochs",
+    "Global.seed": "seed",
+    "Global.output_dir": "output_dir",
+    "Global.device": "device",
+    "Global.print_batch_step": "log_interval",
+    "Arch.name": "arch",
+    "Arch.class_num": "num_classes",
+    "Optimizer.name": "optimizer",
+    "Optimizer.momentum": "momentum",
+    "Optimizer.lr.learning_rate": "lr",
+    "Optimizer.regularizer.coeff": "weight_decay",
+    "DataLoader.Train.sampler.batch_size": "batch_size",
+    "DataLoader.Train.loader.num_workers": "num_workers",
+}
+
+
+def _override_key(name, item):
+    """The flat key an ``-o`` name stands for: ``section.key``, ``key`` or a :data:`PADDLECLAS_KEYS` name."""
+    if name in PADDLECLAS_KEYS:
+        return PADDLECLAS_KEYS[name]
+    section, dot, key = name.partition(".")
+    where = f"-o {item!r}"
+    if not dot:
+        return _known(name, where)
+    if section in SECTIONS:
+        norm = _known(key, where)
+        if norm not in SECTIONS[section]:
+            owner = next(s for s, keys in SECTIONS.items() if norm in keys)
+            raise ConfigError(f"{norm!r} is in section {owner!r}, not {section!r} ({where}: use {owner}.{norm})")
+        return norm
+    close = difflib.get_close_matches(name, list(PADDLECLAS_KEYS) + [f"{s}.{k}" for s in SECTIONS
+                                                                      for k in SECTIONS[s]], n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ConfigError(f"unknown setting {name!r} in {where}{hint}; sections: {', '.join(SECTIONS)}")
+
+
+def apply_overrides(config, overrides):
+    """Apply PaddleClas-style ``-o`` overrides to a flat configuration; return a new dict.
+
+    Each item is ``section.key=value`` (a section of :data:`SECTIONS`), ``key=value``, or one
+    of the PaddleClas names of :data:`PADDLECLAS_KEYS` (``Global.epochs=5``, ``Arch.name=resnet50``).
+    The value is read as YAML (``yaml.safe_load``: ``5`` is a number, ``true`` a boolean,
+    ``[10, 20]`` a list; never evaluated) and checked like a configuration file's.
+
+    Args:
+        config: a flat configuration (not changed).
+        overrides: the ``-o`` items, in order (a later one wins).
+
+    Raises:
+        ConfigError: no ``=``, a value that is not YAML, an unknown key (with the closest
+            known one) or a bad value, naming the item.
+    """
+    import yaml
+
+    out = dict(config or {})
+    for item in overrides or ():
+        name, eq, text = str(item).partition("=")
+        name = name.strip()
+        if not eq or not name:
+            raise ConfigError(f"-o {item!r}: expected section.key=value, e.g. -o optimisation.epochs=5")
+        key = _override_key(name, item)
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"-o {item!r}: the value is not YAML ({' '.join(str(exc).split())[:200]})") from None
+        if name in PADDLECLAS_KEYS and key in ("arch", "optimizer") and isinstance(value, str):
+            value = value.lower()  # PaddleClas writes ResNet50, SqueezeNet1_1, Momentum, Adam
+        out.update(validate({key: value}, source=f"-o {item!r}"))
+    return out
 
 
 def validate(config, source=None):

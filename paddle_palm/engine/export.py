@@ -9,12 +9,22 @@ way: the probability layer is part of the exported graph):
   the one logit, or softmax class 1 of two logits).  Paddle 3 saves the
   program in the PIR format (``.json``); older versions write ``.pdmodel``.
   Both load with ``paddle.inference.Config(model_file, params_file)``.
+* ``inference.yml``: the same preprocessing and the threshold in the layout
+  PaddleClas's deploy scripts read (``Global``, ``PreProcess.transform_ops``,
+  ``PostProcess.ThreshOutput``; :func:`paddle_palm.engine.export_record.deploy_yaml`).
+* ``model.onnx`` with ``fmt="onnx"`` or ``"both"``: the program converted by
+  paddle2onnx (:mod:`paddle_palm.engine.onnx_export`), input ``image``, output
+  ``pm_probability``, checked with onnxruntime against the checkpoint like the
+  Paddle Inference model.  The Paddle files it is converted from stay beside it.
 * ``preprocess.json``: how to turn an image file into that input (method A or
   B, image size, channel order, scale, mean, std), the architecture, class
   names (English and Chinese), the decision threshold, the source weights and
   their SHA-256, the Paddle version, and the check made at export: the largest
   difference between the exported model (Paddle Inference, oneDNN) and the
-  checkpoint in dynamic mode on random input.
+  checkpoint in dynamic mode on synthetic photographs, noise and any real images
+  given (``verify_images``).  The output tensor is named ``pm_probability`` in the
+  program (Paddle 3; Paddle 2 keeps its own name, recorded as ``output_tensor``:
+  :func:`paddle_palm.compat.name_exported_output`).
 
 The files are written into a temporary folder first and moved in place one by
 one, ``preprocess.json`` last, so an interrupted export never leaves a record
@@ -34,25 +44,37 @@ from pathlib import Path
 
 import numpy as np
 
-from paddle_palm import __version__
+from paddle_palm import __version__, compat
+from paddle_palm.data.images import read_image
 from paddle_palm.data.synthetic import render_fundus
 from paddle_palm.data.transforms import preprocess_image
 from paddle_palm.engine.checkpoint import sha256_file
 from paddle_palm.engine.export_record import (
+    DEPLOY_FILE,
     EXPORT_FORMAT,
+    INPUT_NAME,
     MODEL_FILE_NAMES,
     MODEL_PREFIX,
+    ONNX_FILE,
+    OUTPUT_NAME,
     PREPROCESS_FILE,
+    deploy_yaml,
     preprocess_record,
 )
 from paddle_palm.engine.model_settings import load_trained_model, resolve_model_settings
-from paddle_palm.engine.predictors import ExportedPredictor
+from paddle_palm.engine.onnx_export import convert_to_onnx, onnxruntime_version, require_onnx
+from paddle_palm.engine.predict import collect_images
+from paddle_palm.engine.predictors import ExportedPredictor, OnnxPredictor
 from paddle_palm.errors import ConfigError, UnsupportedVersionError
 
 #: Largest accepted difference between exported and dynamic-mode probabilities (fp32, oneDNN).
 EXPORT_TOLERANCE = 1e-4
+#: What ``tools/export.py --format`` accepts: Paddle Inference files, and ONNX beside them.
+FORMATS = ("paddle", "onnx", "both")
+#: At most this many of the real images given for the export check are used.
+MAX_VERIFY_IMAGES = 8
 
-__all__ = ["EXPORT_TOLERANCE", "PMProbabilityModel", "export_checkpoint", "export_model"]  # noqa: F822
+__all__ = ["EXPORT_TOLERANCE", "FORMATS", "PMProbabilityModel", "export_checkpoint", "export_model"]  # noqa: F822
 
 
 @functools.lru_cache(maxsize=1)
@@ -102,9 +124,10 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _verification_batch(channels, size, method):
+def _verification_batch(channels, size, method, images=()):
     """Inputs for the export check: two synthetic fundus photographs (a normal and a PM eye) through
-    the model's preprocessing, and one image of uniform noise in [-1, 1].
+    the model's preprocessing, one image of uniform noise in [-1, 1], and the real image files
+    ``images`` (at most :data:`MAX_VERIFY_IMAGES`), preprocessed.
 
     Random noise alone is a poor probe: a trained network often gives it a flat,
     saturated answer, which would hide a difference.
@@ -114,10 +137,16 @@ def _verification_batch(channels, size, method):
     if channels != 3:
         return noise
     photos = [preprocess_image(render_fundus(rng, max(size, 64), prefix)[0], size, method) for prefix in ("N", "P")]
+    photos += [preprocess_image(read_image(path), size, method) for path in images]
     return np.concatenate([np.stack(photos).astype(np.float32), noise])
 
 
-def export_model(model, output_dir, settings, verify=True):
+def _verify_image_files(paths):
+    """The first :data:`MAX_VERIFY_IMAGES` image files of ``paths`` (files and folders), or ``[]``."""
+    return [item.path for item in collect_images(paths)[:MAX_VERIFY_IMAGES]] if paths else []
+
+
+def export_model(model, output_dir, settings, verify=True, fmt="paddle", verify_images=None):
     """Save ``model`` (with its probability layer) and its preprocessing record into ``output_dir``.
 
     Args:
@@ -125,12 +154,22 @@ def export_model(model, output_dir, settings, verify=True):
         output_dir: the folder to write (created; our files in it are replaced).
         settings: a :class:`paddle_palm.engine.model_settings.ModelSettings` (arch,
             num_classes, image_size, preprocess, in_channels, threshold, classes).
-        verify: load the exported model with Paddle Inference (oneDNN) and
-            record its largest difference from ``model`` on random input.
+        verify: load the exported model with Paddle Inference (oneDNN), and the ONNX
+            model with onnxruntime, and record their largest difference from ``model``.
+        fmt: ``"paddle"`` (Paddle Inference files), ``"onnx"`` or ``"both"`` (``model.onnx``
+            as well, converted from them; the Paddle files stay: the same as ``"both"``).
+        verify_images: image files or folders whose images (the first
+            :data:`MAX_VERIFY_IMAGES`) join the check's synthetic inputs.
 
     Returns:
         dict: the record written to ``preprocess.json``.
     """
+    if fmt not in FORMATS:
+        raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    onnx = fmt != "paddle"
+    if onnx:
+        require_onnx()  # before anything is written
+    images = _verify_image_files(verify_images)
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise ConfigError(f"--output must be a folder, but {output_dir} is a file")
@@ -141,11 +180,15 @@ def export_model(model, output_dir, settings, verify=True):
 
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=output_dir))
     try:
-        produced, model_file = _save_program(wrapped, staging, settings)
-        record = _export_record(settings, staging, model_file)
+        produced, model_file, output_tensor = _save_program(wrapped, staging, settings)
+        record = _export_record(settings, staging, model_file, output_tensor)
+        produced += _write_side_files(staging, record, onnx)
         _write_record(staging, record)
         if verify and settings.num_classes <= 2:
-            record["verification"] = _verify(wrapped, staging, settings)
+            x = _verification_batch(int(settings.in_channels), int(settings.image_size), settings.preprocess, images)
+            record["verification"] = _verify(wrapped, staging, x, images)
+            if onnx:
+                record["onnx"]["verification"] = _verify_onnx(staging, x, record["verification"])
             _write_record(staging, record)
         _move_in_place(staging, output_dir, produced)
     finally:
@@ -154,20 +197,41 @@ def export_model(model, output_dir, settings, verify=True):
 
 
 def _save_program(wrapped, staging, settings):
-    """``paddle.jit.save`` into ``staging``: ``(names of the files written, name of the program file)``."""
+    """``paddle.jit.save`` into ``staging``: the names of the files written, of the program file and of its output.
+
+    The program's output is named ``pm_probability`` where the Paddle version allows it.
+    """
     import paddle
 
     size, channels = int(settings.image_size), int(settings.in_channels)
-    spec = paddle.static.InputSpec([None, channels, size, size], "float32", "image")
+    spec = paddle.static.InputSpec([None, channels, size, size], "float32", INPUT_NAME)
     paddle.jit.save(wrapped, os.fspath(staging / MODEL_PREFIX), input_spec=[spec])
     produced = sorted(p.name for p in staging.iterdir())
     model_file = next((n for n in MODEL_FILE_NAMES["model"] if n in produced), None)
     if model_file is None or MODEL_FILE_NAMES["params"][0] not in produced:
         raise UnsupportedVersionError(f"paddle.jit.save wrote unexpected files: {produced}")
-    return produced, model_file
+    wanted = OUTPUT_NAME if settings.num_classes <= 2 else "class_probabilities"
+    return produced, model_file, compat.name_exported_output(staging / model_file, wanted)
 
 
-def _export_record(settings, staging, model_file):
+def _write_side_files(staging, record, onnx):
+    """``inference.yml`` and, with ``onnx``, ``model.onnx``, recorded with their digests: their names."""
+    files = record["files"]
+    written = []
+    if onnx:
+        facts = convert_to_onnx(staging / files["model"], staging / files["params"], staging / ONNX_FILE,
+                                output_name=record["output"])
+        files["onnx"] = ONNX_FILE
+        files["sha256"][ONNX_FILE] = sha256_file(staging / ONNX_FILE)
+        record["onnx"] = {"file": ONNX_FILE, **facts}
+        written.append(ONNX_FILE)
+    (staging / DEPLOY_FILE).write_text(deploy_yaml(record), encoding="utf-8")
+    files["deploy"] = DEPLOY_FILE
+    files["sha256"][DEPLOY_FILE] = sha256_file(staging / DEPLOY_FILE)
+    return written + [DEPLOY_FILE]
+
+
+def _export_record(settings, staging, model_file, output_tensor):
     """The ``preprocess.json`` record of the model files in ``staging`` (format :data:`EXPORT_FORMAT`)."""
     import paddle
 
@@ -180,7 +244,9 @@ def _export_record(settings, staging, model_file):
         "num_classes": int(settings.num_classes),
         "loss": settings.loss,
         "output": "pm_probability" if settings.num_classes <= 2 else "class_probabilities",
-        "input": {"name": "image", "shape": [None, channels, size, size], "dtype": "float32", "layout": "NCHW"},
+        # The output tensor's name in the program (Paddle 2.x keeps its own: compat.name_exported_output).
+        "output_tensor": output_tensor,
+        "input": {"name": INPUT_NAME, "shape": [None, channels, size, size], "dtype": "float32", "layout": "NCHW"},
         "preprocess": preprocess_record(settings.preprocess, size),
         "threshold": float(settings.threshold),
         # The calibration temperature is part of the exported program: its output is calibrated.
@@ -202,19 +268,36 @@ def _write_record(folder, record):
     (folder / PREPROCESS_FILE).write_text(text, encoding="utf-8")
 
 
-def _verify(wrapped, staging, settings):
+def _describe_inputs(x, images):
+    names = ", ".join(os.path.basename(os.fspath(p)) for p in images)
+    real = f", {len(images)} image file{'s' if len(images) > 1 else ''} ({names})" if images else ""
+    return f"{len(x)} images: synthetic fundus photographs (N, P){real} and uniform noise, preprocessed"
+
+
+def _verify(wrapped, staging, x, images):
     """The check of the staged export: its probabilities next to the dynamic-mode network's."""
     import paddle
 
-    x = _verification_batch(int(settings.in_channels), int(settings.image_size), settings.preprocess)
     with paddle.no_grad():
         reference = wrapped(paddle.to_tensor(x)).numpy().reshape(len(x), -1)[:, 0]
     exported = ExportedPredictor(staging, onednn=True).pm_probability(x)
     return {
-        "input": f"{len(x)} images: synthetic fundus photographs (N, P) and uniform noise, preprocessed",
+        "input": _describe_inputs(x, images),
         "pm_probability": [float(v) for v in reference],
         "backend": "Paddle Inference, oneDNN fp32",
         "max_abs_diff": float(np.max(np.abs(exported - reference))),
+        "tolerance": EXPORT_TOLERANCE,
+    }
+
+
+def _verify_onnx(staging, x, paddle_check):
+    """The check of the staged ONNX model (onnxruntime, CPU) against the dynamic-mode probabilities."""
+    reference = np.asarray(paddle_check["pm_probability"], dtype=np.float64)
+    onnx = OnnxPredictor(staging, threads=1).pm_probability(x)
+    return {
+        "input": paddle_check["input"],
+        "backend": f"onnxruntime {onnxruntime_version()}, CPU fp32",
+        "max_abs_diff": float(np.max(np.abs(onnx - reference))),
         "tolerance": EXPORT_TOLERANCE,
     }
 
@@ -226,14 +309,14 @@ def _move_in_place(staging, output_dir, produced):
         old_record.unlink()
     for name in produced:
         os.replace(staging / name, output_dir / name)
-    for stale in set(MODEL_FILE_NAMES["model"]) - set(produced):
+    for stale in (set(MODEL_FILE_NAMES["model"]) | {ONNX_FILE}) - set(produced):
         if (output_dir / stale).exists():
             (output_dir / stale).unlink()
     os.replace(staging / PREPROCESS_FILE, output_dir / PREPROCESS_FILE)
 
 
 def export_checkpoint(weights, output_dir, arch=None, num_classes=None, image_size=None, preprocess=None,
-                      threshold=None, verify=True):
+                      threshold=None, verify=True, fmt="paddle", verify_images=None):
     """Rebuild a trained network from ``weights`` (and its ``config.yaml``) and export it.
 
     Args:
@@ -242,6 +325,8 @@ def export_checkpoint(weights, output_dir, arch=None, num_classes=None, image_si
         arch, num_classes, image_size, preprocess, threshold: override the run's
             settings (see :func:`paddle_palm.engine.model_settings.resolve_model_settings`).
         verify: check the exported model against the checkpoint (see :func:`export_model`).
+        fmt: ``"paddle"``, ``"onnx"`` or ``"both"`` (see :func:`export_model`).
+        verify_images: real image files or folders for the check (see :func:`export_model`).
 
     Returns:
         dict: the ``preprocess.json`` record.
@@ -252,4 +337,4 @@ def export_checkpoint(weights, output_dir, arch=None, num_classes=None, image_si
     """
     settings = resolve_model_settings(weights, arch, num_classes, image_size, preprocess, threshold)
     model = load_trained_model(settings, fast=False)  # traced: Paddle's own layers
-    return export_model(model, output_dir, settings, verify=verify)
+    return export_model(model, output_dir, settings, verify=verify, fmt=fmt, verify_images=verify_images)

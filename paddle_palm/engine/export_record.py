@@ -14,6 +14,7 @@ Nothing here imports Paddle.
 
 import json
 import os
+import textwrap
 from pathlib import Path
 
 from paddle_palm.engine.checkpoint import sha256_file
@@ -27,14 +28,27 @@ MODEL_PREFIX = "inference"
 EXPORT_FORMAT = 2
 #: The only file names an export record may name (written by ``paddle.jit.save``).
 MODEL_FILE_NAMES = {"model": (MODEL_PREFIX + ".json", MODEL_PREFIX + ".pdmodel"), "params": (MODEL_PREFIX + ".pdiparams",)}
+#: The ONNX model written with ``tools/export.py --format onnx`` (or ``both``).
+ONNX_FILE = "model.onnx"
+#: The deploy description in the form PaddleClas's deploy scripts read.
+DEPLOY_FILE = "inference.yml"
+#: Names of the exported model's input and (for a PM classifier) output tensors.
+INPUT_NAME, OUTPUT_NAME = "image", "pm_probability"
 
 __all__ = [
+    "DEPLOY_FILE",
     "EXPORT_FORMAT",
+    "INPUT_NAME",
     "MODEL_FILE_NAMES",
+    "ONNX_FILE",
+    "OUTPUT_NAME",
     "MODEL_PREFIX",
     "PREPROCESS_FILE",
     "check_export_folder",
     "check_export_record",
+    "check_onnx_export",
+    "deploy_config",
+    "deploy_yaml",
     "preprocess_record",
     "read_export_record",
 ]
@@ -152,10 +166,15 @@ def _bad_record_field(record):
     for role, allowed in MODEL_FILE_NAMES.items():
         if files.get(role) not in allowed:
             return f"files.{role}"
-        digest = files["sha256"].get(files[role])
-        if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+        if not _is_digest(files["sha256"].get(files[role])):
             return f"files.sha256[{files[role]!r}]"
+    if "onnx" in files and (files["onnx"] != ONNX_FILE or not _is_digest(files["sha256"].get(ONNX_FILE))):
+        return "files.onnx"
     return None
+
+
+def _is_digest(value):
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
 def check_export_record(model_dir, record, path):
@@ -184,20 +203,8 @@ def check_export_record(model_dir, record, path):
         hint = " (written by an older tools/export.py: export it again)" if bad == "format" else ""
         raise DataError(f"{path} is not a valid export record: field {bad!r} is not what tools/export.py "
                         f"(format {EXPORT_FORMAT}) writes{hint}")
-    folder = os.path.realpath(model_dir)
-    found = {}
-    for role in ("model", "params"):
-        name = record["files"][role]
-        target = Path(model_dir) / name
-        if not target.is_file():
-            raise MissingFileError(f"exported model file missing: {target} (re-run tools/export.py)")
-        real = os.path.realpath(target)
-        if os.path.dirname(real) != folder:
-            raise DataError(f"{target} lies outside the export folder {model_dir} (a link to {real}); refusing it")
-        if sha256_file(real) != record["files"]["sha256"][name]:
-            raise DataError(f"{target} is damaged or was replaced: its SHA-256 digest does not match {path}")
-        found[role] = Path(real)
-    return found
+    files = record["files"]
+    return {role: _checked_file(model_dir, files[role], files["sha256"][files[role]], path) for role in ("model", "params")}
 
 
 def check_export_folder(model_dir):
@@ -222,3 +229,96 @@ def check_export_folder(model_dir):
             raise DataError(f"{model_dir / record['files']['model']} is damaged: not the JSON program "
                             "tools/export.py writes") from None
     return record, files
+
+
+def _checked_file(model_dir, name, digest, record_path):
+    """``model_dir / name`` as a real path, after checking it is a plain file inside the folder with ``digest``."""
+    target = Path(model_dir) / name
+    if not target.is_file():
+        raise MissingFileError(f"exported model file missing: {target} (re-run tools/export.py)")
+    real = os.path.realpath(target)
+    if os.path.dirname(real) != os.path.realpath(model_dir):
+        raise DataError(f"{target} lies outside the export folder {model_dir} (a link to {real}); refusing it")
+    if sha256_file(real) != digest:
+        raise DataError(f"{target} is damaged or was replaced: its SHA-256 digest does not match {record_path}")
+    return Path(real)
+
+
+def check_onnx_export(model_dir):
+    """Read an export folder's record and check its ONNX model before onnxruntime reads it.
+
+    Returns:
+        tuple: the ``preprocess.json`` record and the path of ``model.onnx``.
+
+    Raises:
+        MissingFileError, DataError: not an export, an export without ONNX model (named with the
+            command that writes one), or a ``model.onnx`` whose digest does not match.
+    """
+    model_dir = Path(model_dir)
+    record = read_export_record(model_dir)
+    path = model_dir / PREPROCESS_FILE
+    bad = _bad_record_field(record)
+    if bad is not None:
+        raise DataError(f"{path} is not a valid export record: field {bad!r} is not what tools/export.py "
+                        f"(format {EXPORT_FORMAT}) writes")
+    if record["files"].get("onnx") != ONNX_FILE:
+        raise MissingFileError(f"{model_dir} holds no ONNX model: export it with tools/export.py --format onnx")
+    return record, _checked_file(model_dir, ONNX_FILE, record["files"]["sha256"][ONNX_FILE], path)
+
+
+#: PaddleClas's nearest operations for each preprocessing method, and what they do not say.
+_DEPLOY_RESIZE = {
+    "A": ("bilinear", "cv2", "Preprocessing A: cv2.resize to SxS (bilinear, aspect ratio not kept) on the BGR "
+          "image as cv2.imread gives it; a PaddleClas deploy script that converts to RGB first must not (DecodeImage "
+          "to_rgb: false)."),
+    "B": ("bicubic", "pil", "Preprocessing B is not a plain resize: the longer side is scaled to S (bicubic, "
+          "aspect ratio kept) and the image is centred on a black SxS square (padding_black). ResizeImage is "
+          "PaddleClas's nearest operation and equals it only for square photographs; paddle_palm's predictors "
+          "(and preprocess.json) do the padding."),
+}
+
+
+def deploy_config(record):
+    """The ``inference.yml`` of an export record: what PaddleClas's deploy scripts read.
+
+    ``Global`` names the model, ``PreProcess.transform_ops`` the preprocessing in PaddleClas's
+    operation names (``DecodeImage``, ``ResizeImage``, ``NormalizeImage``, ``ToCHWImage``) and
+    ``PostProcess`` PaddleClas's ``ThreshOutput`` with the model's threshold and class names.
+    """
+    pre = record["preprocess"]
+    size, method = int(pre["image_size"]), pre["method"]
+    interpolation, backend, _ = _DEPLOY_RESIZE[method]
+    classes = list(record.get("classes") or ["0", "1"])
+    return {
+        "Global": {"model_name": record["arch"], "inference_model_dir": ".",
+                   "input_name": record.get("input", {}).get("name", INPUT_NAME),
+                   "output_name": record.get("output_tensor", OUTPUT_NAME)},
+        "PreProcess": {"transform_ops": [
+            {"DecodeImage": {"to_rgb": pre["channel_order"] == "RGB", "channel_first": False}},
+            {"ResizeImage": {"size": [size, size], "interpolation": interpolation, "backend": backend}},
+            {"NormalizeImage": {"scale": float(pre["scale"]), "mean": list(pre["mean"]), "std": list(pre["std"]),
+                                "order": "hwc", "channel_num": 3}},
+            {"ToCHWImage": None},
+        ]},
+        "PostProcess": {"main_indicator": "ThreshOutput",
+                        "ThreshOutput": {"threshold": float(record["threshold"]),
+                                         "label_0": classes[0], "label_1": classes[1] if len(classes) > 1 else "1"}},
+    }
+
+
+def deploy_yaml(record):
+    """The text of ``inference.yml`` (:func:`deploy_config` with comments saying where it is approximate)."""
+    import yaml
+
+    method = record["preprocess"]["method"]
+    output = record.get("output_tensor", OUTPUT_NAME)
+    lines = [
+        "# Deploy description of this exported model, in the layout PaddleClas's deploy scripts read",
+        "# (written by paddle_palm tools/export.py; preprocess.json beside it is the exact record).",
+        *textwrap.wrap(_DEPLOY_RESIZE[method][2], 96, initial_indent="# ", subsequent_indent="# "),
+        f"# Output {output!r}: the PM probability, float32 [N, 1] (sigmoid or softmax already inside the model).",
+        "# PaddleClas's ThreshOutput reads column 1 of a two-class softmax [N, 2]; for this model read column 0:",
+        "# PM (label_1) when pm_probability >= threshold, else label_0.",
+    ]
+    text = yaml.safe_dump(deploy_config(record), sort_keys=False, allow_unicode=True, default_flow_style=None)
+    return "\n".join(lines) + "\n" + text

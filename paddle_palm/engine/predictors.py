@@ -9,13 +9,16 @@ Two predictors give the same numbers through the same preprocessing
 * :class:`ExportedPredictor` loads what ``tools/export.py`` wrote
   (:mod:`paddle_palm.engine.export_record`) into a Paddle Inference predictor with
   oneDNN on CPU (issue 8: ResNet-50 at 224x224 in about 25 ms per image on two
-  cores) and reads the recorded preprocessing from ``preprocess.json``.
+  cores) and reads the recorded preprocessing from ``preprocess.json``;
+* :class:`OnnxPredictor` runs the ``model.onnx`` written by ``tools/export.py --format onnx``
+  through onnxruntime on CPU (:mod:`paddle_palm.engine.onnx_export`), with the same record.
 
 :func:`paddle_palm.engine.predict.predict_images` runs either over files and folders.
 Paddle is imported inside the methods that run the model (importing it takes
 seconds; the tools install their signal handlers first).
 """
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -24,13 +27,14 @@ import numpy as np
 from paddle_palm import compat
 from paddle_palm.data.images import read_image
 from paddle_palm.data.transforms import preprocess_image
-from paddle_palm.engine.export_record import check_export_folder
+from paddle_palm.engine import onnx_export
+from paddle_palm.engine.export_record import ONNX_FILE, check_export_folder, check_onnx_export
 from paddle_palm.engine.model_settings import load_trained_model, resolve_model_settings
 from paddle_palm.errors import ConfigError, DataError
 from paddle_palm.metrics import check_threshold, pm_probability_from_logits
 from paddle_palm.runtime import MAX_THREADS
 
-__all__ = ["CheckpointPredictor", "ExportedPredictor", "load_predictor"]
+__all__ = ["CheckpointPredictor", "ExportedPredictor", "OnnxPredictor", "load_predictor", "onnx_model_folder"]
 
 
 class _Predictor:
@@ -190,13 +194,57 @@ class ExportedPredictor(_Predictor):
         return np.asarray(out, dtype=np.float64).reshape(batch.shape[0], -1)[:, 0]
 
 
-def load_predictor(weights=None, arch=None, inference_model=None, **kwargs):
-    """A :class:`CheckpointPredictor` (``weights``) or an :class:`ExportedPredictor` (``inference_model``).
+def onnx_model_folder(path):
+    """The export folder of ``path`` when it names an ONNX model (``DIR/model.onnx``), else None."""
+    path = Path(path)
+    return path.parent if path.suffix.lower() == ".onnx" else None
+
+
+class OnnxPredictor(_Predictor):
+    """Predict with the ``model.onnx`` of an exported model through onnxruntime (CPU).
+
+    Args:
+        model_dir: the folder written by ``tools/export.py --format onnx`` (or its ``model.onnx``).
+        threads: onnxruntime's intra-op threads (default: every core this process may use).
+        threshold: override the threshold recorded at export.
+        tta: average each image's probability with its mirror image's.
+
+    The model file's SHA-256 digest is checked against ``preprocess.json`` before
+    onnxruntime reads it (the bytes checked are the bytes loaded).
+    """
+
+    def __init__(self, model_dir, threads=None, threshold=None, tta=False):
+        model_dir = onnx_model_folder(model_dir) or Path(model_dir)
+        onnx_export.require_onnx("ONNX prediction", modules=("onnxruntime",))
+        self.tta = bool(tta)
+        self.record, path = check_onnx_export(model_dir)
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != self.record["files"]["sha256"][ONNX_FILE]:  # replaced since the check
+            raise DataError(f"{path} changed while it was being read; try again")
+        self.threads = int(threads or _default_threads())
+        self._session = onnx_export.onnx_session(data, self.threads, path)
+        pre = self.record["preprocess"]
+        self.image_size, self.preprocess = int(pre["image_size"]), pre["method"]
+        self.threshold = check_threshold(self.record.get("threshold", 0.5) if threshold is None else threshold)
+        self.classes = self.record.get("classes")
+        self.classes_zh = self.record.get("classes_zh")
+        self.description = (f"{self.record.get('arch', 'model')} exported to {path} (onnxruntime "
+                            f"{onnx_export.onnxruntime_version()}, CPU, {self.threads} threads)")
+
+    def _pm_probability(self, batch):
+        return onnx_export.run_onnx(self._session, batch)
+
+
+def load_predictor(weights=None, arch=None, inference_model=None, backend="paddle", **kwargs):
+    """A :class:`CheckpointPredictor` (``weights``), or for ``inference_model`` an :class:`ExportedPredictor`
+    (``backend="paddle"``) or an :class:`OnnxPredictor` (``backend="onnx"``, or a path to a ``.onnx`` file).
 
     Keyword arguments go to the chosen class (``threshold``, ``image_size``, ``threads``, ...).
     """
     if (weights is None) == (inference_model is None):
         raise ConfigError("give either weights (with an architecture) or an exported model folder, not both")
+    if inference_model is not None and (backend == "onnx" or onnx_model_folder(inference_model)):
+        return OnnxPredictor(inference_model, **{k: v for k, v in kwargs.items() if k in ("threads", "threshold", "tta")})
     if inference_model is not None:
         allowed = {k: v for k, v in kwargs.items()
                    if k in ("threads", "onednn", "precision", "threshold", "device", "tta")}
