@@ -5,13 +5,15 @@ Pillow names removed since, numpy 1.x printing, shapes printed as lists, no warn
 1.8 did not print), registers legacy_fluid as ``paddle.fluid``
 (:func:`legacy_fluid.install`) and runs the program as ``__main__`` with ``sys.argv`` set
 to the program and its arguments.  ``--plain`` leaves numpy, Pillow, printing and
-warnings as they are today.  A checkpoint refused by the restricted unpickler ends the
+warnings as they are today (except Paddle's note on import that ccache, a C++ compiler
+cache, is missing: it concerns Paddle's extension builds, never the program).  A checkpoint refused by the restricted unpickler ends the
 program with one line ``error: <file>: refused to load the global ...``.
 """
 
 import os
 import runpy
 import sys
+import warnings
 
 USAGE = ("usage: python -m legacy_fluid [--plain] PROGRAM.py [ARGS...]\n\n"
          "Run a PaddlePaddle 1.8 fluid program unchanged on Paddle 3 (paddle.fluid is provided by legacy_fluid).\n"
@@ -32,6 +34,7 @@ def main(argv=None):
     if not os.path.isfile(program):
         print("error: program not found: {}".format(program), file=sys.stderr)
         return 2
+    warnings.filterwarnings("ignore", message=".*No ccache found.*")
     import legacy_fluid
     from legacy_fluid import env2020
 

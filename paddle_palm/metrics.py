@@ -1,4 +1,4 @@
-"""Screening metrics for pathologic-myopia classifiers, in plain numpy.
+"""Screening metrics for pathologic-myopia classifiers, on scikit-learn.
 
 PaddleClas and ``paddle.metric`` stop at top-1 accuracy; a screening tool is
 judged by more than that (issue 5): how many PM eyes it finds (sensitivity),
@@ -7,7 +7,17 @@ the two groups (ROC AUC), and at which threshold it should be used.  Every
 function here takes plain sequences or numpy arrays, so the same code scores a
 training run, a notebook and an exported model.
 
-Conventions (the same as scikit-learn, so results can be compared directly):
+The generic figures (confusion matrix, ROC curve, ROC AUC) come from
+``sklearn.metrics``, the standard of medical machine learning; what is ours is
+what a screening tool adds around them: input checks with one-line messages,
+``nan`` where a figure is undefined, the choice of a threshold
+(:func:`youden_threshold`, :func:`threshold_for_sensitivity`,
+:func:`threshold_for_specificity`) and :func:`binary_metrics`, the report.
+scikit-learn is imported inside the functions that use it: its import pulls in
+scipy and takes one to three seconds, and this module is imported by every
+command (``--help`` included) for its class names and loss checks.
+
+Conventions (scikit-learn's, so results can be compared directly):
 
 * ``labels`` are the true classes, 1 = pathologic myopia (PM), 0 = not PM
   (SPEC 1.2).  ``probs`` are PM probabilities (``pm_probability``).
@@ -28,6 +38,7 @@ Conventions (the same as scikit-learn, so results can be compared directly):
 """
 
 import math
+import warnings
 
 import numpy as np
 
@@ -127,7 +138,7 @@ def check_probabilities(probs, n, name="probs"):
 
 
 def _scores(scores, n, name="probs"):
-    """Like :func:`_probs` but any finite real score is allowed (ROC needs only the order)."""
+    """Like :func:`check_probabilities` but any finite real score is allowed (ROC needs only the order)."""
     arr = np.asarray(scores, dtype=np.float64)
     if arr.ndim == 2 and arr.shape[1] == 1:
         arr = arr[:, 0]
@@ -147,6 +158,13 @@ def _same_length(labels, preds):
 
 def _ratio(num, den):
     return float(num) / float(den) if den else float("nan")
+
+
+def _sklearn_metrics():
+    """``sklearn.metrics``, imported on first use (see the module docstring for why)."""
+    import sklearn.metrics
+
+    return sklearn.metrics
 
 
 def check_threshold(threshold):
@@ -213,33 +231,51 @@ def confusion_matrix(labels, preds, num_classes=None):
     _same_length(y, p)
     if num_classes is None:
         num_classes = max(2, int(max(y.max(), p.max())) + 1)
-    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(cm, (y, p), 1)
-    return cm
+    return _sklearn_metrics().confusion_matrix(y, p, labels=np.arange(num_classes)).astype(np.int64)
 
 
 def binary_counts(labels, preds):
     """``(tn, fp, fn, tp)`` of binary labels and predictions (1 = PM)."""
     cm = confusion_matrix(check_binary_labels(labels), check_binary_labels(preds, name="predictions"), num_classes=2)
+    return _counts_of(cm)
+
+
+def _counts_of(cm):
     return int(cm[0, 0]), int(cm[0, 1]), int(cm[1, 0]), int(cm[1, 1])
+
+
+# The ratios of a 2x2 matrix's counts.  scikit-learn's recall_score / precision_score / f1_score
+# answer an undefined ratio with 0 and a warning (or a chosen constant); a screening report says
+# ``nan`` instead, so these four stay a line each over the counts.
+def _sensitivity(tn, fp, fn, tp):
+    return _ratio(tp, tp + fn)
+
+
+def _specificity(tn, fp, fn, tp):
+    return _ratio(tn, tn + fp)
+
+
+def _precision(tn, fp, fn, tp):
+    return _ratio(tp, tp + fp)
+
+
+def _f1(tn, fp, fn, tp):
+    return _ratio(2 * tp, 2 * tp + fp + fn)
 
 
 def sensitivity(labels, preds):
     """Recall of the PM class, TP / (TP + FN); ``nan`` when there is no PM image."""
-    tn, fp, fn, tp = binary_counts(labels, preds)
-    return _ratio(tp, tp + fn)
+    return _sensitivity(*binary_counts(labels, preds))
 
 
 def specificity(labels, preds):
     """Recall of the non-PM class, TN / (TN + FP); ``nan`` when there is no non-PM image."""
-    tn, fp, fn, tp = binary_counts(labels, preds)
-    return _ratio(tn, tn + fp)
+    return _specificity(*binary_counts(labels, preds))
 
 
 def precision(labels, preds):
     """Positive predictive value, TP / (TP + FP); ``nan`` when nothing is predicted PM."""
-    tn, fp, fn, tp = binary_counts(labels, preds)
-    return _ratio(tp, tp + fp)
+    return _precision(*binary_counts(labels, preds))
 
 
 def f1_score(labels, preds):
@@ -247,8 +283,7 @@ def f1_score(labels, preds):
 
     ``nan`` when there is no PM image and no PM prediction (2TP + FP + FN = 0).
     """
-    tn, fp, fn, tp = binary_counts(labels, preds)
-    return _ratio(2 * tp, 2 * tp + fp + fn)
+    return _f1(*binary_counts(labels, preds))
 
 
 def per_class_accuracy(labels, preds, num_classes=None):
@@ -262,7 +297,10 @@ def per_class_accuracy(labels, preds, num_classes=None):
     Returns:
         np.ndarray: float64 ``[num_classes]``; ``nan`` for a class with no sample.
     """
-    cm = confusion_matrix(labels, preds, num_classes=num_classes)
+    return _per_class_accuracy_of(confusion_matrix(labels, preds, num_classes=num_classes))
+
+
+def _per_class_accuracy_of(cm):
     totals = cm.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(totals > 0, np.diag(cm) / np.maximum(totals, 1), np.nan)
@@ -286,9 +324,11 @@ def majority_class_baseline(labels, num_classes=None):
     majority = int(np.argmax(counts))
     result = {"class": majority, "accuracy": float(counts[majority] / y.size)}
     if counts.size == 2:
-        constant = np.full_like(y, majority)
-        result["sensitivity"] = sensitivity(y, constant)
-        result["specificity"] = specificity(y, constant)
+        # The constant answer's counts: every image lands in the majority's column.
+        tn, fp = (counts[0], 0) if majority == 0 else (0, counts[0])
+        fn, tp = (counts[1], 0) if majority == 0 else (0, counts[1])
+        result["sensitivity"] = _sensitivity(tn, fp, fn, tp)
+        result["specificity"] = _specificity(tn, fp, fn, tp)
         result["auc"] = 0.5 if np.all(counts > 0) else float("nan")
     return result
 
@@ -296,44 +336,25 @@ def majority_class_baseline(labels, num_classes=None):
 # ----------------------------------------------------------------------------- ranking metrics
 
 
-def _rankdata_average(x):
-    """Ranks 1..n of ``x`` with ties given their average rank (scipy's ``rankdata`` 'average')."""
-    order = np.argsort(x, kind="mergesort")
-    sorted_x = x[order]
-    # Start of each run of equal values in sorted order.
-    starts = np.r_[True, sorted_x[1:] != sorted_x[:-1]]
-    run_id = np.cumsum(starts) - 1
-    run_start = np.flatnonzero(starts)
-    run_end = np.r_[run_start[1:], x.size]  # exclusive
-    avg = (run_start + run_end + 1) / 2.0  # mean of ranks start+1 .. end
-    ranks = np.empty(x.size, dtype=np.float64)
-    ranks[order] = avg[run_id]
-    return ranks
-
-
 def roc_auc(labels, probs):
-    """Area under the ROC curve of PM scores.
+    """Area under the ROC curve of PM scores (scikit-learn's ``roc_auc_score``).
 
-    Computed as the Mann-Whitney U statistic with average ranks, so a tie
-    between a PM and a non-PM score counts one half: exactly the trapezoidal
-    area scikit-learn's ``roc_auc_score`` gives.
+    The trapezoidal area, so a tie between a PM and a non-PM score counts one
+    half (the Mann-Whitney U statistic over the number of pairs).
 
     Args:
         labels: true binary labels (1 = PM).
         probs: PM scores (probabilities, or any finite real scores).
 
     Returns:
-        float in [0, 1]; ``nan`` when only one class is present (undefined).
+        float in [0, 1]; ``nan`` when only one class is present (undefined;
+        scikit-learn raises ``ValueError`` there).
     """
     y = check_binary_labels(labels)
     s = _scores(probs, y.size)
-    n_pos = int(y.sum())
-    n_neg = y.size - n_pos
-    if n_pos == 0 or n_neg == 0:
+    if y.min() == y.max():
         return float("nan")
-    ranks = _rankdata_average(s)
-    u = ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
+    return float(_sklearn_metrics().roc_auc_score(y, s))
 
 
 def roc_curve(labels, probs):
@@ -344,27 +365,22 @@ def roc_curve(labels, probs):
         probs: PM scores.
 
     Returns:
-        (fpr, tpr, thresholds): float64 arrays.  ``thresholds`` are the distinct
-        scores in decreasing order preceded by ``inf`` (nothing predicted PM);
-        point ``i`` is the rate obtained by predicting PM for ``score >=
-        thresholds[i]`` (scikit-learn's ``roc_curve(..., drop_intermediate=False)``).
-        A rate whose class is absent is ``nan``.
+        (fpr, tpr, thresholds): float64 arrays, scikit-learn's
+        ``roc_curve(..., drop_intermediate=False)``.  ``thresholds`` are the
+        distinct scores in decreasing order preceded by ``inf`` (nothing
+        predicted PM; scikit-learn before 1.3 put ``max + 1`` there); point
+        ``i`` is the rate obtained by predicting PM for ``score >= thresholds[i]``.
+        A rate whose class is absent is ``nan`` (scikit-learn warns there; the
+        warning is not repeated).
     """
     y = check_binary_labels(labels)
     s = _scores(probs, y.size)
-    order = np.argsort(-s, kind="mergesort")
-    s_sorted, y_sorted = s[order], y[order]
-    last_of_run = np.r_[s_sorted[1:] != s_sorted[:-1], True]
-    tps = np.cumsum(y_sorted)[last_of_run]
-    fps = np.cumsum(1 - y_sorted)[last_of_run]
-    tps = np.r_[0, tps].astype(np.float64)
-    fps = np.r_[0, fps].astype(np.float64)
-    thresholds = np.r_[np.inf, s_sorted[last_of_run]]
-    n_pos, n_neg = tps[-1], fps[-1]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        tpr = tps / n_pos if n_pos else np.full_like(tps, np.nan)
-        fpr = fps / n_neg if n_neg else np.full_like(fps, np.nan)
-    return fpr, tpr, thresholds
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # UndefinedMetricWarning: one class only, answered by nan
+        fpr, tpr, thresholds = _sklearn_metrics().roc_curve(y, s, pos_label=1, drop_intermediate=False)
+    thresholds = np.asarray(thresholds, dtype=np.float64).copy()
+    thresholds[0] = np.inf
+    return np.asarray(fpr, dtype=np.float64), np.asarray(tpr, dtype=np.float64), thresholds
 
 
 def _check_target(target, what):
@@ -474,17 +490,18 @@ def binary_metrics(labels, probs, threshold=0.5):
     p = check_probabilities(probs, y.size)
     pred = (p >= threshold).astype(np.int64)
     cm = confusion_matrix(y, pred, num_classes=2)
+    counts = _counts_of(cm)
     return {
         "n": int(y.size),
         "threshold": threshold,
         "accuracy": accuracy(y, pred),
         "auc": roc_auc(y, p),
-        "sensitivity": sensitivity(y, pred),
-        "specificity": specificity(y, pred),
-        "precision": precision(y, pred),
-        "f1": f1_score(y, pred),
+        "sensitivity": _sensitivity(*counts),
+        "specificity": _specificity(*counts),
+        "precision": _precision(*counts),
+        "f1": _f1(*counts),
         "confusion_matrix": cm.tolist(),
-        "per_class_accuracy": per_class_accuracy(y, pred, num_classes=2).tolist(),
+        "per_class_accuracy": _per_class_accuracy_of(cm).tolist(),
         "baseline": majority_class_baseline(y, num_classes=2),
     }
 

@@ -64,8 +64,9 @@ from paddle_palm.cpu import cpu_info, usable_cores
 from paddle_palm.engine.device import select_device
 from paddle_palm.errors import ConfigError
 
-__all__ = ["ExecutionPath", "MAX_THREADS", "accelerate_model", "cpu_info", "flush_denormal_enabled",
-           "keep_freed_memory", "prepare_environment", "set_flush_denormal", "setup_runtime", "usable_cores"]
+__all__ = ["ExecutionPath", "MAX_THREADS", "accelerate_model", "cpu_info", "default_threads", "flush_denormal_enabled",
+           "keep_freed_memory", "prepare_environment", "processes_on_this_machine", "set_flush_denormal",
+           "setup_runtime", "usable_cores"]
 
 #: The SSE control-register bits: FTZ (flush-to-zero, bit 15) and DAZ (denormals-are-zero, bit 6).
 _MXCSR_FTZ = 0x8000
@@ -205,6 +206,48 @@ def keep_freed_memory():
     return ok
 
 
+def processes_on_this_machine(environ=None):
+    """How many processes of a data-parallel run share this machine's cores (1 outside one).
+
+    ``python -m paddle.distributed.launch`` tells each process ``PADDLE_LOCAL_SIZE`` (the
+    processes on this machine) and ``PADDLE_TRAINERS_NUM`` (all of them, which the trainer
+    reads for the world size); the first is used when present, else the second.
+
+    Args:
+        environ: the environment to read (default ``os.environ``).
+
+    Returns:
+        int: at least 1 (an unset or unreadable value counts as 1).
+    """
+    environ = os.environ if environ is None else environ
+    for name in ("PADDLE_LOCAL_SIZE", "PADDLE_TRAINERS_NUM"):
+        try:
+            value = int(environ.get(name) or 0)
+        except ValueError:
+            continue
+        if value >= 1:
+            return value
+    return 1
+
+
+def default_threads(cores=None, processes=None):
+    """Math threads of one process by default: the usable cores shared by the processes on this machine.
+
+    Two processes of ``paddle.distributed.launch --nproc_per_node 2`` on 2 cores get one thread
+    each instead of two apiece (four threads fighting over two cores).
+
+    Args:
+        cores: usable cores (default :func:`usable_cores`).
+        processes: processes sharing them (default :func:`processes_on_this_machine`).
+
+    Returns:
+        int: ``cores // processes``, at least 1.
+    """
+    cores = usable_cores() if cores is None else int(cores)
+    processes = processes_on_this_machine() if processes is None else int(processes)
+    return max(1, cores // max(1, processes))
+
+
 def setup_runtime(device="auto", fast=True, threads=None):
     """Choose the device and, on a CPU, the settings that make training fast.
 
@@ -218,7 +261,8 @@ def setup_runtime(device="auto", fast=True, threads=None):
     Args:
         device: ``"auto"`` (a GPU when Paddle has one, else the CPU), ``"cpu"``, ``"gpu"`` or ``"gpu:N"``.
         fast: use the fast settings (the default); False gives plain Paddle dygraph.
-        threads: math threads on the CPU; None means every usable core (fast) or
+        threads: math threads on the CPU; None means every usable core (fast; shared
+            among the processes of a data-parallel run, :func:`default_threads`) or
             Paddle's default of 1 (not fast).
 
     Returns:
@@ -252,7 +296,7 @@ def setup_runtime(device="auto", fast=True, threads=None):
     if not on_cpu:
         return info
     if fast or threads is not None:
-        count = threads if threads is not None else cpu["cores"]
+        count = threads if threads is not None else default_threads(cpu["cores"])
         compat.set_cpu_math_threads(count)
         info["threads"] = count
     if fast:
@@ -279,7 +323,8 @@ def accelerate_model(model, threads=None, log=None, channels_last=False):
     Args:
         model: a ``paddle.nn.Layer``; its ``Conv2D`` layers are switched in place
             (:func:`paddle_palm.ops.accelerate`; :func:`paddle_palm.ops.restore` undoes it).
-        threads: oneDNN threads; None means every usable core.
+        threads: oneDNN threads; None means :func:`default_threads` (every usable core
+            outside data-parallel runs).
         log: optional ``log(message)``.
         channels_last: run the inner layers of networks where it pays (ResNets) on NHWC
             tensors, with the operators' fused batch norm + ReLU (+ add) in training
@@ -297,7 +342,7 @@ def accelerate_model(model, threads=None, log=None, channels_last=False):
         if log:
             log(f"note: oneDNN convolutions unavailable ({ops.unavailable_reason()}); using Paddle's convolution")
         return "paddle"
-    ops.set_threads(threads or usable_cores())
+    ops.set_threads(threads or default_threads())
     return "onednn" if ops.accelerate(model, channels_last=channels_last) else "paddle"
 
 
@@ -326,7 +371,8 @@ class ExecutionPath:
             (``threads`` still applies).
         device: ``"auto"``, ``"cpu"``, ``"gpu"`` or ``"gpu:N"`` for :meth:`setup`; None keeps
             Paddle's current device (evaluation and prediction, which do not choose one).
-        threads: math threads on the CPU; None means every usable core (fast) or Paddle's default.
+        threads: math threads on the CPU; None means every usable core, shared among the
+            processes of a data-parallel run (fast), or Paddle's default.
         channels_last: also run the stages of networks where it pays (ResNets) on NHWC
             tensors (training; evaluation tools leave it off so hooks see NCHW maps).
         log: optional ``log(message)``, told when the oneDNN operator is unavailable.

@@ -123,3 +123,27 @@ def test_plain_execution_path_leaves_the_model_alone(restore_fp_state):
     assert path.apply(model) is model and not ops.is_accelerated(model) and "conv" not in path.info
     with pytest.raises(ConfigError, match="threads"):
         runtime.ExecutionPath(threads=0)
+
+
+@pytest.mark.parametrize("environ, processes", [
+    ({}, 1),
+    ({"PADDLE_TRAINERS_NUM": "2"}, 2),
+    ({"PADDLE_TRAINERS_NUM": "4", "PADDLE_LOCAL_SIZE": "2"}, 2),  # two machines of two processes
+    ({"PADDLE_TRAINERS_NUM": ""}, 1),
+    ({"PADDLE_TRAINERS_NUM": "x"}, 1),
+])
+def test_processes_on_this_machine(environ, processes):
+    assert runtime.processes_on_this_machine(environ) == processes
+
+
+@pytest.mark.parametrize("cores, processes, threads", [(2, 1, 2), (2, 2, 1), (8, 2, 4), (8, 3, 2), (2, 4, 1), (1, 1, 1)])
+def test_default_threads_share_the_cores_among_the_processes(cores, processes, threads):
+    # paddle.distributed.launch --nproc_per_node 2 on 2 cores: one thread each, not two apiece.
+    assert runtime.default_threads(cores, processes) == threads
+
+
+def test_setup_runtime_under_a_two_process_launch_uses_half_the_cores(restore_fp_state, monkeypatch):
+    monkeypatch.setenv("PADDLE_TRAINERS_NUM", "2")
+    info = runtime.setup_runtime(device="cpu", fast=True)
+    assert info["threads"] == max(1, runtime.usable_cores() // 2)
+    assert runtime.setup_runtime(device="cpu", fast=True, threads=3)["threads"] == 3  # a given count stays

@@ -117,3 +117,79 @@ def test_reliability_diagram_and_coverage_curve(tmp_path):
     with pytest.raises(DataError, match="referred every image"):
         plots.plot_coverage([dict(r, decided=0) for r in rows], tmp_path / "none.png")
     assert _no_leftovers(tmp_path)
+
+
+def _drawn_figure(monkeypatch, draw):
+    """The matplotlib figure a plot function saves (its PNG is still written)."""
+    figures = []
+    save = plots.save_figure
+
+    def keep(fig, path):
+        figures.append(fig)
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "save_figure", keep)
+    draw()
+    assert len(figures) == 1
+    return figures[0]
+
+
+def test_loss_curve_of_a_run_shorter_than_the_logging_interval_says_so(tmp_path, monkeypatch):
+    # Fewer than 10 iterations: no loss recorded, the figure says why instead of showing empty axes.
+    fig = _drawn_figure(monkeypatch, lambda: plots.plot_loss_curve([], [], tmp_path / "loss.png"))
+    (ax,) = fig.axes
+    assert any("no training loss recorded yet" in t.get_text() for t in ax.texts)
+    # One recorded point is drawn as a marker (a line through one point shows nothing).
+    fig = _drawn_figure(monkeypatch, lambda: plots.plot_loss_curve([10], [0.7], tmp_path / "loss1.png"))
+    (ax,) = fig.axes
+    assert ax.lines[0].get_marker() == "o" and not ax.texts
+    assert _png_size(tmp_path / "loss1.png")[0] > 100
+
+
+def test_epoch_axes_have_whole_number_ticks(tmp_path, monkeypatch):
+    rows = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1 / e, "val_acc": 0.5, "val_auc": 0.5} for e in (1, 2, 3)]
+    fig = _drawn_figure(monkeypatch, lambda: plots.plot_history(rows, tmp_path / "history.png"))
+    for ax in fig.axes:
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks  # not 1.25, 1.5...
+
+
+def test_fallback_to_english_names_says_once_how_to_get_chinese(monkeypatch, capsys):
+    monkeypatch.setattr(plots, "cjk_font", lambda: None)
+    plots._note_cjk_fallback.cache_clear()
+    plots.display_class_names(["非病理性近视", "病理性近视"])
+    plots.display_class_names(None)
+    plots.display_class_names(["cat", "dog"])  # nothing Chinese: nothing to say
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "fonts-wqy-microhei" in notes[0], notes
+    plots._note_cjk_fallback.cache_clear()
+
+
+def _missing_glyph_warnings(draw):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        draw()
+    return [str(w.message) for w in caught if "missing from font" in str(w.message)]
+
+
+@pytest.mark.skipif(plots.cjk_font() is None,
+                    reason="no CJK font installed (apt-get install fonts-wqy-microhei; CI installs it)")
+def test_chinese_class_names_are_drawn_with_every_glyph(tmp_path):
+    assert plots.display_class_names(None) == ["非病理性近视", "病理性近视"]
+    missing = _missing_glyph_warnings(lambda: plots.plot_confusion_matrix(
+        [[40, 5], [2, 53]], ["非病理性近视", "病理性近视"], tmp_path / "cm.png"))
+    missing += _missing_glyph_warnings(lambda: plots.plot_prediction_grid(
+        [np.zeros((8, 8, 3), np.uint8)], [1], [1], [0.9], tmp_path / "g.png", class_names=["非病理性近视", "病理性近视"]))
+    assert not missing, missing
+    assert _png_size(tmp_path / "cm.png")[0] > 100
+
+    # The check sees a missing glyph: the same names in a font without Chinese do warn.
+    def latin_only():
+        import matplotlib
+
+        with matplotlib.rc_context({"font.family": "sans-serif", "font.sans-serif": ["DejaVu Sans"]}):
+            fig = plots._figure()
+            fig.subplots().set_title("病理性近视")
+            plots.save_figure(fig, tmp_path / "latin.png")
+
+    assert _missing_glyph_warnings(latin_only)

@@ -149,3 +149,21 @@ def test_overlay_heatmap():
         overlay_heatmap(img, np.zeros((2, 2, 2)))
     with pytest.raises(ConfigError):
         overlay_heatmap(img, cam, alpha=2)
+
+
+def test_gradcam_figure_has_a_colour_scale_of_the_overlay_colours(tmp_path):
+    import cv2
+
+    from paddle_palm.viz.gradcam import COLOUR_SCALE_LABEL, add_colour_scale, gradcam_figure, plot_gradcam
+
+    img = np.full((40, 60, 3), 80, np.uint8)
+    cam = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    fig = gradcam_figure(img, cam, title="P0001.jpg")
+    photo, overlay, scale = fig.axes  # the photograph, its overlay, the colour bar
+    assert scale.get_ylabel() == COLOUR_SCALE_LABEL and tuple(scale.get_ylim()) == (0.0, 1.0)
+    # The bar's colours are the overlay's: OpenCV's JET, not matplotlib's.
+    cmap = add_colour_scale(fig, overlay).cmap
+    jet = cv2.applyColorMap(np.array([[0], [128], [255]], np.uint8), cv2.COLORMAP_JET)[:, 0, ::-1] / 255.0
+    np.testing.assert_allclose([cmap(v)[:3] for v in (0.0, 128 / 255, 1.0)], jet, atol=1 / 255)
+    path = plot_gradcam(img, cam, tmp_path / "cam.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -59,6 +59,7 @@ from paddle_palm.data.labels import label_from_filename, labels_to_csv, read_lab
 from paddle_palm.data.layout import GT_DIR, LABELS_CSV, LABELS_XLSX, TRAIN_DIR, VALID_DIR, is_image_name, list_images
 from paddle_palm.errors import ArchiveError, DataError, LabelError, MissingFileError
 from paddle_palm.fileio import write_text_atomic
+from paddle_palm.progress import progress_bar
 
 #: The archive file names, as downloaded (SPEC 1.1).
 TRAINING_ZIP = "training.zip"
@@ -243,13 +244,11 @@ class ExtractionBudget:
 
 def _extract_images(zf, members, folder, label, progress, check_prefix, budget=None):
     """Extract image members flat into ``folder``; return the names written."""
-    from tqdm import tqdm
-
     folder.mkdir(parents=True, exist_ok=True)
     if budget is not None:
         budget.reserve(sum(info.file_size for info in members), label)
     written = set()
-    for info in tqdm(members, desc=f"extracting {Path(label.split(' > ')[-1]).name}", unit="file",
+    for info in progress_bar(members, desc=f"extracting {Path(label.split(' > ')[-1]).name}", unit="file",
                      disable=not progress, leave=False):
         name = check_member_name(info.filename, label)[-1]
         if check_prefix:

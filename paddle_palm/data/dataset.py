@@ -36,6 +36,7 @@ from paddle_palm.data.labels import label_from_filename, read_labels
 from paddle_palm.data.layout import find_labels_file, list_images, training_dir, validation_dir
 from paddle_palm.data.transforms import check_method, check_size, make_augmentation, normalize_for, resize_a, resize_b
 from paddle_palm.errors import ConfigError, DataError, MissingFileError
+from paddle_palm.progress import progress_bar
 
 #: The splits a dataset folder holds.
 SPLITS = ("train", "valid")
@@ -203,9 +204,7 @@ class PalmDataset(paddle.io.Dataset):
         """
         if self._cache is None:
             raise ConfigError("warm_cache() needs a dataset made with cache=True")
-        from tqdm import tqdm
-
-        for index in tqdm(range(len(self)), desc=f"caching {self.split} images", unit="img", disable=not progress):
+        for index in progress_bar(range(len(self)), desc=f"caching {self.split} images", unit="img", disable=not progress):
             self.load_resized(index)
         return self
 

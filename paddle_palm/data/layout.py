@@ -74,7 +74,7 @@ def training_dir(data_dir):
     folder = data_dir / TRAIN_DIR
     if not folder.is_dir():
         raise MissingFileError(
-            f"training folder not found: {folder} (expected the dataset layout of SPEC 5; "
+            f"training folder not found: {folder} (expected a dataset folder with {TRAIN_DIR}/ and {VALID_DIR}/; "
             f"run tools/prepare_data.py on the PALM archives first)"
         )
     nested = folder / TRAIN_DIR
@@ -94,7 +94,7 @@ def validation_dir(data_dir):
         raise MissingFileError(f"dataset folder not found: {data_dir}")
     folder = data_dir / VALID_DIR
     if not folder.is_dir():
-        raise MissingFileError(f"validation folder not found: {folder} (expected the dataset layout of SPEC 5)")
+        raise MissingFileError(f"validation folder not found: {folder} (expected a dataset folder with {TRAIN_DIR}/ and {VALID_DIR}/)")
     return folder
 
 

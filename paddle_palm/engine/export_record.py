@@ -56,13 +56,13 @@ __all__ = [
 #: What ``preprocess.json`` says about each preprocessing method (:mod:`paddle_palm.data.transforms`).
 _METHODS = {
     "A": {
-        "spec": "SPEC 1.3 (seeds 000, 001)",
+        "spec": "preprocessing A: the course's SENet and ResNet readers (BGR, stretched to a square)",
         "channel_order": "BGR",
         "resize": "cv2.resize to {size}x{size}, bilinear (aspect ratio not kept)",
         "formula": "x = (pixel / 255 - 0.5) / 0.5, i.e. pixel / 255 * 2 - 1, in [-1, 1]",
     },
     "B": {
-        "spec": "SPEC 1.4 (seed 004)",
+        "spec": "preprocessing B: the course's SqueezeNet transforms (RGB, fitted into a black square)",
         "channel_order": "RGB",
         "resize": "padding_black: longer side scaled to {size}, aspect ratio kept, centred on black",
         "formula": "x = (pixel / 255 - 0.5) / 0.5, in [-1, 1]",

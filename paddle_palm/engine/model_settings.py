@@ -20,7 +20,7 @@ import os
 from paddle_palm import runtime
 from paddle_palm.engine import checkpoint as ckpt
 from paddle_palm.engine.config import check_image_size, find_run_config, load_run_config, recipe, validate
-from paddle_palm.errors import ConfigError, PalmError
+from paddle_palm.errors import ConfigError, MissingFileError, PalmError
 from paddle_palm.metrics import CLASS_NAMES_EN, CLASS_NAMES_ZH, infer_loss
 
 __all__ = ["ModelSettings", "load_trained_model", "recorded_operating_point", "resolve_model_settings"]
@@ -61,6 +61,12 @@ class ModelSettings:
     classes_zh: list = dataclasses.field(default_factory=list)
     weights: str = None
     config_file: str = None
+
+
+def _check_weights_exist(weights):
+    """MissingFileError naming ``weights`` when neither it nor ``weights + ".pdparams"`` exists."""
+    if not os.path.isdir(weights) and not os.path.isfile(ckpt.resolve_weights_path(weights)):
+        raise MissingFileError(f"weights file not found: {weights}")
 
 
 def _run_config(weights, arch):
@@ -108,10 +114,13 @@ def resolve_model_settings(weights=None, arch=None, num_classes=None, image_size
         ModelSettings
 
     Raises:
+        MissingFileError: ``weights`` names no file (checked first: a missing file, not a missing
+            ``--arch``, is what went wrong).
         ConfigError: no architecture known, or an inconsistent or out-of-range value.
     """
     if weights is not None:
         weights = os.fspath(weights)
+        _check_weights_exist(weights)
     config, config_file = _run_config(weights, arch)
     arch = arch or config.get("arch")
     if not arch:

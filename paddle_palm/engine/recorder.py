@@ -8,7 +8,8 @@ after every epoch (only the writing process, rank 0, writes):
 ``loss.csv``          the training loss every ``log_interval`` iterations, seed 001's record
 ``loss.png``          seed 001's plot of it ("train loss" against "iter")
 ``history.png``       loss, accuracy and AUC per epoch
-``vdl/``              VisualDL logs, when asked for and ``visualdl`` is installed
+``vdl/``              VisualDL logs, when asked for and ``visualdl`` is installed (else one
+                      log line says how to install it)
 ====================  =====================================================================
 
 A resumed run reads the files back and drops the rows written after its checkpoint,
@@ -38,27 +39,33 @@ class RunRecorder:
         run_dir: the run folder.
         writer: whether this process writes files (rank 0).
         visualdl: also log to VisualDL (``run_dir/vdl``) when it is installed.
+        log: a callable taking one message (the trainer's log), for the one line saying
+            VisualDL is asked for but not installed.
 
     Attributes:
         history: the rows of ``history.csv`` (dicts).
         loss_rows: the rows of ``loss.csv`` (dicts).
     """
 
-    def __init__(self, run_dir, writer=True, visualdl=False):
+    def __init__(self, run_dir, writer=True, visualdl=False, log=print):
         self.run_dir = run_dir
         self.writer = writer
         self.visualdl = visualdl
+        self.log = log
         self.history = []
         self.loss_rows = []
         self.vdl = None
 
     def open(self):
-        """Start the VisualDL log, when asked for and installed (optional: else nothing)."""
+        """Start the VisualDL log, when asked for and installed (optional: else one log line)."""
         if not (self.writer and self.visualdl) or self.vdl is not None:
             return
         try:
             from visualdl import LogWriter
-        except Exception:  # not installed (optional)
+        except Exception as exc:  # optional: the run goes on without it
+            why = "visualdl is not installed" if isinstance(exc, ImportError) else f"visualdl failed to import ({exc})"
+            self.log(f"VisualDL logs skipped: {why}; pip install visualdl to have them (--no-visualdl hides this line)")
+            self.visualdl = False
             return
         self.vdl = LogWriter(logdir=os.path.join(self.run_dir, "vdl"))
 

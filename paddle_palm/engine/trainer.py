@@ -69,6 +69,7 @@ from paddle_palm.engine.recorder import HISTORY_FIELDS, RunRecorder
 from paddle_palm.engine.run_folder import RunFolder, default_output_dir
 from paddle_palm.errors import ConfigError, DataError, TrainingError
 from paddle_palm.operating_point import describe_operating_point, fit_operating_point, operating_point_record
+from paddle_palm.progress import progress_bar
 from paddle_palm.runtime import ExecutionPath
 
 __all__ = ["HISTORY_FIELDS", "METRIC_MODES", "Trainer", "compute_loss", "count_correct", "make_train_step", "train"]
@@ -145,7 +146,7 @@ class Trainer:
         self.resume = resume
         self.rank, self.world_size = _distributed_rank_and_size()
         self.is_writer = self.rank == 0
-        self.recorder = RunRecorder(run_dir, writer=self.is_writer, visualdl=config["visualdl"])
+        self.recorder = RunRecorder(run_dir, writer=self.is_writer, visualdl=config["visualdl"], log=log)
         self.execution = None
         self.start_epoch = 0
         self.global_step = 0
@@ -377,7 +378,6 @@ class Trainer:
     def train_one_epoch(self, epoch):
         """One pass over this process's shard of the shuffled training set."""
         import paddle
-        from tqdm import tqdm
 
         c = self.config
         self.model.train()
@@ -389,7 +389,7 @@ class Trainer:
             self.train_set.set_epoch(epoch - 1)  # the augmentation of item i is seeded by (seed, epoch, i)
         loss_sum, correct, seen, started = 0.0, 0, 0, time.perf_counter()
         with recording_worker_errors() as failures:
-            bar = tqdm(iterate_batches(self.train_loader, failures), total=len(self.train_sampler),
+            bar = progress_bar(iterate_batches(self.train_loader, failures), total=len(self.train_sampler),
                        desc=f"epoch {epoch}/{c['epochs']}", disable=not (c["progress"] and self.is_writer),
                        leave=False, dynamic_ncols=True, file=sys.stderr)
             for batch_index, (images, labels) in enumerate(bar):

@@ -24,8 +24,13 @@ import numpy as np
 
 from paddle_palm.errors import ConfigError, InputShapeError
 from paddle_palm.runtime import ExecutionPath
+from paddle_palm.viz.plots import save_figure
 
-__all__ = ["GradCAM", "default_target_layer", "grad_cam", "overlay_heatmap"]
+__all__ = ["GradCAM", "add_colour_scale", "default_target_layer", "grad_cam", "gradcam_figure", "overlay_heatmap",
+           "plot_gradcam"]
+
+#: The label of the colour scale beside Grad-CAM overlays.
+COLOUR_SCALE_LABEL = "Grad-CAM (0 = no evidence, 1 = strongest)"
 
 #: Names of the last convolutional stage, tried in this order (see the module docstring).
 _KNOWN_TARGETS = ("layer4", "features")
@@ -236,3 +241,66 @@ def overlay_heatmap(img_bgr, cam, alpha=0.4, colormap=None):
         cam = cv2.resize(cam, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
     heat = cv2.applyColorMap(np.uint8(np.round(255 * cam)), cv2.COLORMAP_JET if colormap is None else colormap)
     return cv2.addWeighted(heat, float(alpha), img, 1.0 - float(alpha), 0.0)
+
+
+def _opencv_colormap(colormap=None):
+    """The matplotlib colour map of an OpenCV one, so a colour bar shows the overlay's exact colours."""
+    import cv2
+    from matplotlib.colors import ListedColormap
+
+    ramp = np.arange(256, dtype=np.uint8).reshape(-1, 1)
+    bgr = cv2.applyColorMap(ramp, cv2.COLORMAP_JET if colormap is None else colormap)[:, 0, :]
+    return ListedColormap(bgr[:, ::-1] / 255.0, name="opencv")
+
+
+def add_colour_scale(fig, axes, colormap=None, label=COLOUR_SCALE_LABEL):
+    """A colour bar saying what the colours of :func:`overlay_heatmap` mean (0 to 1).
+
+    Args:
+        fig: the matplotlib figure holding the overlays.
+        axes: the axes (one or a list) the bar is placed beside.
+        colormap: the OpenCV colour map given to :func:`overlay_heatmap` (default JET).
+        label: the bar's label.
+
+    Returns:
+        matplotlib.colorbar.Colorbar: the bar.
+    """
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    mappable = ScalarMappable(norm=Normalize(0.0, 1.0), cmap=_opencv_colormap(colormap))
+    return fig.colorbar(mappable, ax=axes, fraction=0.046, pad=0.04, label=label)
+
+
+def gradcam_figure(img_bgr, cam, title=None, alpha=0.4, colormap=None):
+    """A figure of the photograph, its Grad-CAM overlay and the colour scale.
+
+    Args:
+        img_bgr: ``uint8`` ``[H, W, 3]`` BGR photograph.
+        cam: heat map ``[h, w]`` in [0, 1] (:func:`grad_cam`).
+        title: the figure's title (None: none).
+        alpha, colormap: as for :func:`overlay_heatmap`.
+
+    Returns:
+        matplotlib.figure.Figure: three axes (photograph, overlay, colour bar).
+    """
+    from matplotlib.figure import Figure
+
+    blended = overlay_heatmap(img_bgr, cam, alpha=alpha, colormap=colormap)
+    fig = Figure(figsize=(9, 4.2))
+    ax_photo, ax_map = fig.subplots(1, 2)
+    ax_photo.imshow(np.asarray(img_bgr)[..., ::-1])
+    ax_photo.set_title("photograph")
+    ax_map.imshow(blended[..., ::-1])
+    ax_map.set_title("Grad-CAM")
+    for ax in (ax_photo, ax_map):
+        ax.axis("off")
+    add_colour_scale(fig, ax_map, colormap=colormap)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_gradcam(img_bgr, cam, path, title=None, alpha=0.4, colormap=None):
+    """Write :func:`gradcam_figure` as a PNG (atomically); return the path."""
+    return save_figure(gradcam_figure(img_bgr, cam, title=title, alpha=alpha, colormap=colormap), path)

@@ -15,11 +15,13 @@ returns the path.  The figures follow the course:
 Chinese class names (非病理性近视 / 病理性近视, seed 004) are drawn with a CJK
 font when one is installed (Noto Sans CJK, Source Han Sans, WenQuanYi, SimHei,
 ...); otherwise the known names fall back to English and any other CJK text to
-"class i", so matplotlib never warns about missing glyphs.
+"class i", so matplotlib never warns about missing glyphs, and one line on
+stderr (:data:`CJK_FONT_HINT`) says how to install a CJK font.
 """
 
 import functools
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +77,18 @@ def cjk_font():
     return None
 
 
+#: How to get the Chinese class names drawn; README ("Chinese class names") says the same.
+CJK_FONT_HINT = ("Chinese class names are drawn in English: no CJK font is installed "
+                 "(apt-get install fonts-wqy-microhei or fonts-noto-cjk, or put SimHei.ttf in ~/.fonts; "
+                 "then rm -rf ~/.cache/matplotlib)")
+
+
+@functools.lru_cache(maxsize=1)
+def _note_cjk_fallback():
+    """Say once per process why the Chinese names became English, and how to get them."""
+    print(f"note: {CJK_FONT_HINT}", file=sys.stderr)
+
+
 def _has_cjk(text):
     return any(ord(ch) >= 0x2E80 for ch in str(text))
 
@@ -95,6 +109,8 @@ def display_class_names(class_names):
     names = list(CLASS_NAMES_ZH if class_names is None else class_names)
     if cjk_font() is not None:
         return [str(n) for n in names]
+    if any(_has_cjk(n) for n in names):
+        _note_cjk_fallback()
     shown = []
     for i, name in enumerate(names):
         name = str(name)
@@ -140,6 +156,13 @@ def _draw(path, draw, **figure_kwargs):
         return save_figure(fig, path)
 
 
+def _integer_locator():
+    """A tick locator that puts ticks on whole numbers only (epochs, iterations)."""
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True)
+
+
 def _floats(values):
     out = []
     for v in values:
@@ -163,7 +186,8 @@ def plot_loss_curve(iters, losses, path, title="train loss"):
         title: figure title.
 
     Returns:
-        Path: ``path``.
+        Path: ``path``.  Without any point (a run shorter than the logging
+        interval) the figure says so instead of showing empty axes.
     """
     x, y = _floats(iters), _floats(losses)
     if x.shape != y.shape:
@@ -174,7 +198,13 @@ def plot_loss_curve(iters, losses, path, title="train loss"):
         ax.set_title(title, fontsize=20)
         ax.set_xlabel("iter", fontsize=14)
         ax.set_ylabel("loss", fontsize=14)
-        ax.plot(x, y, color="red", label="train loss")
+        # A line through one point draws nothing: few points get markers.
+        ax.plot(x, y, color="red", label="train loss", marker="o" if x.size < 20 else None)
+        if x.size == 0:
+            ax.text(0.5, 0.5, "no training loss recorded yet:\nit is recorded every log_interval iterations\n"
+                    "(10 by default), and this run has had fewer", ha="center", va="center",
+                    transform=ax.transAxes, fontsize=12)
+        ax.xaxis.set_major_locator(_integer_locator())
         ax.grid(True)
 
     return _draw(path, draw, figsize=(8, 5))
@@ -214,6 +244,8 @@ def plot_history(rows, path):
         ax_acc.set_ylim(-0.02, 1.02)
         ax_acc.grid(True, alpha=0.3)
         ax_acc.legend(loc="lower right")
+        for ax in (ax_loss, ax_acc):  # epochs are whole numbers: no tick at 1.25
+            ax.xaxis.set_major_locator(_integer_locator())
 
     return _draw(path, draw, figsize=(12, 4))
 
