@@ -66,15 +66,9 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
-    """Parse the arguments, predict, print the table and write the CSV / grid."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.inference_model and (args.arch or args.num_classes or args.image_size or args.preprocess):
-        parser.error("--arch, --num-classes, --image-size and --preprocess go with --weights; "
-                     "an exported model records its own")
-
-    from paddle_palm.engine import predict, predictors, reports
+def _predictor(parser, args):
+    """The predictor the options ask for: a checkpoint, a Paddle Inference export or its ONNX model."""
+    from paddle_palm.engine import predictors
     from paddle_palm.engine.device import select_device
 
     device = select_device(args.device)
@@ -83,25 +77,21 @@ def main(argv=None):
         if args.no_onednn or args.precision != "fp32" or str(args.device).startswith("gpu"):
             parser.error("--no-onednn, --precision bf16 and a GPU --device are Paddle Inference settings; "
                          "onnxruntime runs the ONNX model on CPU in fp32")
-        predictor = predictors.OnnxPredictor(args.inference_model, threads=args.threads, threshold=args.threshold,
-                                             tta=args.tta)
-    elif args.inference_model:
-        predictor = predictors.ExportedPredictor(args.inference_model, threads=args.threads,
-                                                onednn=not args.no_onednn, precision=args.precision,
-                                                threshold=args.threshold, device=device, tta=args.tta)
-    else:
-        predictor = predictors.CheckpointPredictor(args.weights, arch=args.arch, num_classes=args.num_classes,
-                                                  image_size=args.image_size, preprocess=args.preprocess,
-                                                  threshold=args.threshold, tta=args.tta)
+        return predictors.OnnxPredictor(args.inference_model, threads=args.threads, threshold=args.threshold,
+                                        tta=args.tta)
+    if args.inference_model:
+        return predictors.ExportedPredictor(args.inference_model, threads=args.threads, onednn=not args.no_onednn,
+                                            precision=args.precision, threshold=args.threshold, device=device,
+                                            tta=args.tta)
+    return predictors.CheckpointPredictor(args.weights, arch=args.arch, num_classes=args.num_classes,
+                                          image_size=args.image_size, preprocess=args.preprocess,
+                                          threshold=args.threshold, tta=args.tta)
 
-    def warn(message):
-        print(f"warning: {message}", file=sys.stderr)
 
-    records = predict.predict_images(predictor, args.paths, batch_size=args.batch_size, labels_file=args.labels,
-                                       keep_images=args.grid_max if args.grid else 0,
-                                       skip_bad=args.skip_bad_images, warn=warn, refer_band=args.refer_band)
-    if not args.quiet:
-        print(reports.format_predictions_table(records))
+def _summary(args, predictor, records):
+    """The last line: how many images, how many PM (and referred), the model, the time, the accuracy."""
+    from paddle_palm.engine import predict
+
     n_pm = sum(r["label"] for r in records)
     per_image = 1000.0 * sum(r["seconds"] for r in records) / len(records)
     referred = sum(r.get("decision") == "refer" for r in records)
@@ -112,23 +102,49 @@ def main(argv=None):
     n_known, acc = predict.accuracy_of_known(records)
     if n_known:
         summary += f"; accuracy {acc:.4f} on the {n_known} images with a known label"
-    print(summary)
+    return summary
+
+
+def _write_grid(args, predictor, records):
+    from paddle_palm.viz.plots import plot_prediction_grid
+
+    shown = [r for r in records if "image" in r][: args.grid_max]
+    classes = predictor.classes_zh or predictor.classes
+    return plot_prediction_grid(
+        [r["image"] for r in shown], [r["true_label"] for r in shown], [r["label"] for r in shown],
+        [r["confidence"] for r in shown], args.grid, class_names=classes,
+        titles=[os.path.basename(r["file"]) for r in shown],
+    )
+
+
+def main(argv=None):
+    """Parse the arguments, predict, print the table and write the CSV / grid."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.inference_model and (args.arch or args.num_classes or args.image_size or args.preprocess):
+        parser.error("--arch, --num-classes, --image-size and --preprocess go with --weights; "
+                     "an exported model records its own")
+
+    from paddle_palm.engine import predict, reports
+
+    predictor = _predictor(parser, args)
+
+    def warn(message):
+        print(f"warning: {message}", file=sys.stderr)
+
+    records = predict.predict_images(predictor, args.paths, batch_size=args.batch_size, labels_file=args.labels,
+                                     keep_images=args.grid_max if args.grid else 0,
+                                     skip_bad=args.skip_bad_images, warn=warn, refer_band=args.refer_band)
+    if not args.quiet:
+        print(reports.format_predictions_table(records))
+    print(_summary(args, predictor, records))
     if len(records) == 1:
         r = records[0]  # the SqueezeNet programs' sentence for a single image
         print(f"预测结果为：{r['class_name']}，置信度为：{r['confidence']:.4f}")
     if args.csv:
         print(f"wrote {reports.write_predictions_csv(records, args.csv)}")
     if args.grid:
-        from paddle_palm.viz.plots import plot_prediction_grid
-
-        shown = [r for r in records if "image" in r][: args.grid_max]
-        classes = predictor.classes_zh or predictor.classes
-        path = plot_prediction_grid(
-            [r["image"] for r in shown], [r["true_label"] for r in shown], [r["label"] for r in shown],
-            [r["confidence"] for r in shown], args.grid, class_names=classes,
-            titles=[os.path.basename(r["file"]) for r in shown],
-        )
-        print(f"wrote {path}")
+        print(f"wrote {_write_grid(args, predictor, records)}")
     return 0
 
 
