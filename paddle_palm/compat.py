@@ -254,6 +254,35 @@ def _pir_ops(program):
     return [op for region in regions for block in region.get("blocks", []) for op in block.get("ops", [])]
 
 
+def paddle2onnx_problem(paddle_version, converter_version):
+    """Why this paddle2onnx cannot convert this Paddle's programs, or None.
+
+    paddle2onnx 2.x reads only Paddle >= 3.0 programs (it refuses to import beside 2.6); 1.x reads
+    Paddle 2.x programs (``.pdmodel``).  So Paddle 2.6 needs ``paddle2onnx<2`` and Paddle 3.x ``>=2``.
+    """
+    if paddle_version is None or converter_version is None:
+        return None
+    new_paddle = version_tuple(paddle_version) >= (3, 0, 0) or version_tuple(paddle_version) == (0, 0, 0)
+    new_converter = version_tuple(converter_version) >= (2, 0, 0)
+    if new_paddle == new_converter:
+        return None
+    wanted = "paddle2onnx>=2" if new_paddle else "paddle2onnx<2"
+    return (f"paddle2onnx {converter_version} does not convert the programs of Paddle {paddle_version}; "
+            f'install the matching one: pip install "{wanted}"')
+
+
+def paddle2onnx_export(paddle2onnx, model_file, params_file, save_file, opset, fold_constants):
+    """``paddle2onnx.export`` with the arguments each version takes.
+
+    paddle2onnx 2.x chooses its graph optimiser (``optimize_tool``: polygraphy or none); 1.x (for
+    Paddle 2.6) has no such argument and folds constants itself.
+    """
+    kwargs = {"save_file": save_file, "opset_version": opset, "enable_onnx_checker": True}
+    if version_tuple(getattr(paddle2onnx, "__version__", "2")) >= (2, 0, 0):
+        kwargs["optimize_tool"] = "polygraphy" if fold_constants else "none"
+    return paddle2onnx.export(model_file, params_file, **kwargs)
+
+
 # --------------------------------------------------------------------------- devices
 
 

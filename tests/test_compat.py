@@ -161,3 +161,14 @@ def test_export_conversion_of_the_probability_wrapper(tmp_path):
         spec = paddle.static.InputSpec([None, 3, 64, 64], "float32", "image")
         paddle.jit.save(wrapped, str(tmp_path / f"m{classes}" / "inference"), input_spec=[spec])
         assert any((tmp_path / f"m{classes}").glob("inference.pd*"))
+
+
+@pytest.mark.parametrize("paddle_version, converter, ok", [
+    ("3.3.1", "2.1.0", True), ("3.0.0", "2.0.1", True), ("2.6.2", "1.3.1", True), ("0.0.0", "2.1.0", True),
+    ("2.6.2", "2.1.0", False), ("3.3.1", "1.3.1", False), (None, "2.1.0", True),
+])
+def test_paddle2onnx_must_match_the_paddle_major_version(paddle_version, converter, ok):
+    problem = compat.paddle2onnx_problem(paddle_version, converter)
+    assert (problem is None) == ok
+    if not ok:
+        assert "pip install" in problem and converter in problem

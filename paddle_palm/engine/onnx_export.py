@@ -18,6 +18,7 @@ import tempfile
 
 import numpy as np
 
+from paddle_palm import compat
 from paddle_palm.engine.export_record import INPUT_NAME, OUTPUT_NAME
 from paddle_palm.errors import ConfigError, DataError, UnsupportedVersionError
 
@@ -39,6 +40,16 @@ def require_onnx(what="ONNX export", modules=("paddle2onnx", "onnx", "onnxruntim
     if missing:
         verb = "is" if len(missing) == 1 else "are"
         raise ConfigError(f"{what} needs {', '.join(missing)}, which {verb} not installed: {INSTALL_HINT}")
+    if "paddle2onnx" in modules:
+        from importlib import metadata
+
+        try:
+            converter = metadata.version("paddle2onnx")
+        except metadata.PackageNotFoundError:
+            converter = None
+        problem = compat.paddle2onnx_problem(compat.installed_paddle_version(), converter)
+        if problem:
+            raise ConfigError(f"{what}: {problem}")
 
 
 @contextlib.contextmanager
@@ -101,8 +112,7 @@ def convert_to_onnx(model_file, params_file, target, output_name=OUTPUT_NAME):
     saved_env = os.environ.get("POLYGRAPHY_AUTOINSTALL_DEPS")
     with _captured_output() as sink:
         try:
-            paddle2onnx.export(os.fspath(model_file), os.fspath(params_file), save_file=raw, opset_version=OPSET,
-                               enable_onnx_checker=True, optimize_tool="polygraphy" if fold else "none")
+            compat.paddle2onnx_export(paddle2onnx, os.fspath(model_file), os.fspath(params_file), raw, OPSET, fold)
         except Exception:  # noqa: BLE001  paddle2onnx raises several types; its reason is in its output
             pass
         finally:
