@@ -397,9 +397,12 @@ def plot_coverage(rows, path, title="Refer band: accuracy against coverage"):
     def draw(fig):
         ax = fig.subplots()
         ax.plot([r["coverage"] for r in shown], [r["accuracy"] for r in shown], "o-", color="darkorange")
+        labels = {}  # bands that decide the same images share one point and one label
         for r in shown:
-            ax.annotate(f"\u00b1{r['band']:g}", (r["coverage"], r["accuracy"]), textcoords="offset points",
-                        xytext=(4, -10), fontsize=7)
+            labels.setdefault((r["coverage"], r["accuracy"]), []).append(f"{r['band']:g}")
+        for k, ((coverage, accuracy), bands) in enumerate(labels.items()):
+            ax.annotate("\u00b1" + ", ".join(bands), (coverage, accuracy), textcoords="offset points",
+                        xytext=(4, -10 if k % 2 == 0 else 6), fontsize=7)
         ax.set_xlim(min(r["coverage"] for r in shown) - 0.02, 1.01)
         ax.set_xlabel("coverage (share of images decided, the rest referred)")
         ax.set_ylabel("accuracy on the decided images")
