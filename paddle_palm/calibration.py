@@ -29,6 +29,7 @@ __all__ = [
     "PRIOR_SIGMA",
     "apply_temperature",
     "brier_score",
+    "calibration_error_of",
     "expected_calibration_error",
     "fit_temperature",
     "log_loss",
@@ -98,7 +99,11 @@ def reliability(labels, probs, bins=10):
 
 def expected_calibration_error(labels, probs, bins=10):
     """ECE: the images-weighted mean over bins of ``|share of PM - mean probability|``."""
-    rows = reliability(labels, probs, bins)
+    return calibration_error_of(reliability(labels, probs, bins))
+
+
+def calibration_error_of(rows):
+    """The ECE of :func:`reliability` rows already computed."""
     n = sum(r["count"] for r in rows)
     return float(sum(r["count"] * abs(r["pm_share"] - r["mean_probability"]) for r in rows if r["count"]) / n)
 

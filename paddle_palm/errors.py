@@ -13,6 +13,12 @@ do not know this module.
 """
 
 
+def short_message(exc, limit=300):
+    """The message of ``exc`` (a library's, often long and multi-line) on one line of at most ``limit`` characters."""
+    text = " ".join(str(exc).split())
+    return text[:limit] + ("..." if len(text) > limit else "")
+
+
 class PalmError(Exception):
     """Base class of every error raised on purpose by paddle_palm."""
 

@@ -33,7 +33,7 @@ import sys
 
 from paddle_palm.app import require_web_stack
 from paddle_palm.app.screening import display_name, png_base64
-from paddle_palm.errors import PalmError
+from paddle_palm.errors import PalmError, short_message
 
 __all__ = ["create_app", "create_refusal_app", "serve"]
 
@@ -194,7 +194,7 @@ def _page(screener):
         except PalmError as exc:
             return f'<p class="palm-error-message">{html.escape(" ".join(str(exc).split()))}</p>', []
         except Exception as exc:  # never a stack trace on the page
-            _log(f"error on the page: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+            _log(f"error on the page: {type(exc).__name__}: {short_message(exc)}")
             return ('<p class="palm-error-message">Internal error while screening; the server log names it. '
                     '内部错误。</p>'), []
 
@@ -335,7 +335,7 @@ def _add_routes(app, screener):
         except PalmError as exc:
             return _error(400, exc)
         except Exception as exc:  # one line, never a stack trace
-            _log(f"error in /api/screen: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+            _log(f"error in /api/screen: {type(exc).__name__}: {short_message(exc)}")
             return _error(500, "internal error while screening; the server log names it")
         return {"ok": all(r["ok"] for r in results), "model": _model_summary(screener), "results": results}
 

@@ -375,10 +375,10 @@ def record_operating_point(run_dir, prefix, operating_point):
     Returns:
         dict: the states as written.
     """
-    states = read_states(run_dir, prefix)
-    states["operating_point"] = operating_point
     if not _is_operating_point(operating_point):
         raise CheckpointError(f"operating point {operating_point!r} is not a flat record of numbers and short texts")
+    states = read_states(run_dir, prefix)
+    states["operating_point"] = operating_point
     states.pop("digest", None)
     states["digest"] = states_digest(states)
     write_text_atomic(os.path.join(os.fspath(run_dir), prefix + STATES_SUFFIX),

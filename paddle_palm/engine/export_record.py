@@ -18,7 +18,7 @@ import textwrap
 from pathlib import Path
 
 from paddle_palm.engine.checkpoint import sha256_file
-from paddle_palm.errors import ConfigError, DataError, MissingFileError
+from paddle_palm.errors import ConfigError, DataError, MissingFileError, short_message
 
 #: Name of the preprocessing record written beside an exported model.
 PREPROCESS_FILE = "preprocess.json"
@@ -90,11 +90,6 @@ def preprocess_record(method, image_size):
     }
 
 
-def _short(exc):
-    text = " ".join(str(exc).split())
-    return text[:300] + ("..." if len(text) > 300 else "")
-
-
 def read_export_record(model_dir):
     """The ``preprocess.json`` of an exported model folder, parsed (its layout is checked by :func:`check_export_record`).
 
@@ -116,7 +111,7 @@ def read_export_record(model_dir):
             raise ValueError(f"unknown method {pre['method']!r}")
         record["files"]["model"], record["files"]["params"]  # noqa: B018  presence check
     except (ValueError, KeyError, TypeError) as exc:
-        raise DataError(f"{path} is not a valid export record ({_short(exc)})") from None
+        raise DataError(f"{path} is not a valid export record ({short_message(exc)})") from None
     return record
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from paddle_palm import compat
 from paddle_palm.engine.export_record import INPUT_NAME, OUTPUT_NAME
-from paddle_palm.errors import ConfigError, DataError, UnsupportedVersionError
+from paddle_palm.errors import ConfigError, DataError, UnsupportedVersionError, short_message
 
 #: The ONNX operator set written (onnxruntime 1.x and every current ONNX runtime read it).
 OPSET = 13
@@ -153,8 +153,7 @@ def onnx_session(model_bytes, threads, source):
     try:
         return onnxruntime.InferenceSession(model_bytes, sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001  onnxruntime raises its own types for a bad model
-        text = " ".join(str(exc).split())[:300]
-        raise DataError(f"{source} is not a model onnxruntime can run: {text}") from None
+        raise DataError(f"{source} is not a model onnxruntime can run: {short_message(exc)}") from None
 
 
 def run_onnx(session, batch):

@@ -30,7 +30,7 @@ from paddle_palm.data.transforms import preprocess_image
 from paddle_palm.engine import onnx_export
 from paddle_palm.engine.export_record import ONNX_FILE, check_export_folder, check_onnx_export
 from paddle_palm.engine.model_settings import load_trained_model, resolve_model_settings
-from paddle_palm.errors import ConfigError, DataError
+from paddle_palm.errors import ConfigError, DataError, short_message
 from paddle_palm.metrics import check_threshold, pm_probability_from_logits
 from paddle_palm.runtime import MAX_THREADS
 
@@ -110,11 +110,6 @@ def _default_threads():
         return max(1, os.cpu_count() or 1)
 
 
-def _short(exc):
-    text = " ".join(str(exc).split())
-    return text[:300] + ("..." if len(text) > 300 else "")
-
-
 def _inference_config(model_file, params_file, device, threads, onednn, precision):
     """A ``paddle.inference.Config`` for the model files on ``device`` (CPU settings checked)."""
     from paddle import inference
@@ -169,7 +164,7 @@ class ExportedPredictor(_Predictor):
         try:
             self._predictor = inference.create_predictor(config)
         except Exception as exc:  # Paddle raises several types for a damaged model file
-            raise DataError(f"{model_dir} does not hold a loadable Paddle Inference model: {_short(exc)}") from None
+            raise DataError(f"{model_dir} does not hold a loadable Paddle Inference model: {short_message(exc)}") from None
         self._input = self._predictor.get_input_handle(self._predictor.get_input_names()[0])
         self._output_name = self._predictor.get_output_names()[0]
         pre = self.record["preprocess"]

@@ -354,7 +354,7 @@ def plot_reliability(labels, probs, path, bins=10, title="Reliability diagram"):
     from paddle_palm import calibration
 
     rows = calibration.reliability(labels, probs, bins)
-    ece = calibration.expected_calibration_error(labels, probs, bins)
+    ece = calibration.calibration_error_of(rows)
     brier = calibration.brier_score(labels, probs)
     filled = [r for r in rows if r["count"]]
 
