@@ -59,6 +59,7 @@ class _SignalState:
     hard_exit = False
     in_main = False
     signum = None
+    redeliver = False
     stderr_fd = None
     reported = threading.Lock()
 
@@ -98,6 +99,9 @@ def _on_signal(signum, frame):
         if signum == signal.SIGTERM:
             os._exit(128 + signum)
         return
+    if _SignalState.redeliver:
+        _SignalState.redeliver = False
+        raise Stopped(signum)
     if _SignalState.stopping or (_SignalState.hard_exit and not _SignalState.in_main):
         # A second signal while unwinding, or one before the tool's work began or after it
         # ended (nothing to clean up): end now.
@@ -116,6 +120,18 @@ def _on_signal(signum, frame):
         timer.daemon = True
         timer.start()
     raise Stopped(signum)
+
+
+def raise_if_stopped():
+    """Raise :class:`Stopped` again if a signal arrived and the tool is still at work.
+
+    Libraries catch everything in places (Paddle's DataLoader has bare ``except:`` clauses in
+    its shutdown; Python drops exceptions raised in ``__del__`` and at-fork handlers), so the
+    Stopped raised by the signal can be swallowed and the work go on.  The loops call this at
+    every batch: the tool then unwinds from a known place (lock released, partial files removed).
+    """
+    if _SignalState.stopping and _SignalState.in_main and os.getpid() == _SignalState.main_pid:
+        raise Stopped(_SignalState.signum or signal.SIGINT)
 
 
 class _HandlersAfterPaddle:
@@ -166,9 +182,21 @@ def _install_handlers():
 
 def _quiet_while_stopping(previous):
     def hook(args):
+        if args.exc_type is not None and issubclass(args.exc_type, Stopped):
+            # The signal's Stopped was raised inside a callback whose exceptions Python drops (a
+            # ``__del__``, an at-fork handler such as logging's, a garbage-collection callback):
+            # raise it again at the main thread's next step, so that the tool still unwinds.
+            _redeliver(args.exc_value.signum if args.exc_value is not None else signal.SIGINT)
+            return
         if not _SignalState.stopping:
             previous(args)
     return hook
+
+
+def _redeliver(signum):
+    if threading.current_thread() is threading.main_thread() and os.getpid() == _SignalState.main_pid:
+        _SignalState.redeliver = True
+        signal.raise_signal(signum)
 
 
 def handle_signals_early():

@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 
+from paddle_palm.cli import raise_if_stopped
 from paddle_palm.errors import ConfigError, DataError, MissingFileError, PalmError
 
 #: Most data-loading worker processes accepted (each holds a copy of the data set).
@@ -27,13 +28,28 @@ MAX_WORKERS = 64
 _PR_SET_PDEATHSIG = 1
 
 
+#: Seconds a worker that received SIGTERM waits for its parent to end first (see :func:`_end_with_parent`).
+WORKER_TERM_GRACE_SECONDS = 2.0
+
+
+def _end_after_parent(parent_pid, signum, frame):
+    # SIGTERM sent to the process group (a job controller, ``kill -- -PGID``) reaches the parent
+    # too.  Ending at once would let Paddle's reader thread log the workers' end as unexpected
+    # before the parent's handler runs; waiting lets the parent print its one line and end, which
+    # ends this worker (PR_SET_PDEATHSIG).  A SIGTERM to the worker alone ends it after the grace.
+    deadline = time.monotonic() + WORKER_TERM_GRACE_SECONDS
+    while os.getppid() == parent_pid and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os._exit(128 + signum)
+
+
 def _end_with_parent(worker_id, parent_pid):
     import signal
 
     # Ctrl-C reaches the whole process group: only the parent reports it, the worker goes on
-    # until the parent shuts it down.  SIGTERM ends it silently.
+    # until the parent shuts it down.  SIGTERM ends it silently, after the parent.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, functools.partial(_end_after_parent, parent_pid))
     if sys.platform.startswith("linux"):
         import ctypes
 
@@ -47,7 +63,8 @@ def worker_init_function():
     """The ``worker_init_fn`` of every DataLoader with workers: a worker never outlives its parent.
 
     Workers ignore SIGINT (the parent prints the one line), die with SIGTERM without a
-    traceback, and on Linux receive SIGKILL when the parent ends, even by ``kill -9``.
+    traceback (after the parent when the whole group received it), and on Linux receive
+    SIGKILL when the parent ends, even by ``kill -9``.
     """
     return functools.partial(_end_with_parent, parent_pid=os.getpid())
 
@@ -184,6 +201,7 @@ def iterate_batches(loader, failures):
     """
     iterator = iter(loader)
     while True:
+        raise_if_stopped()
         try:
             batch = next(iterator)
         except StopIteration:
