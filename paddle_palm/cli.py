@@ -194,9 +194,14 @@ def _quiet_while_stopping(previous):
 
 
 def _redeliver(signum):
-    if threading.current_thread() is threading.main_thread() and os.getpid() == _SignalState.main_pid:
-        _SignalState.redeliver = True
-        signal.raise_signal(signum)
+    if os.getpid() != _SignalState.main_pid:
+        return
+    _SignalState.redeliver = True
+    # From another thread and a moment later: raised here, the handler would run inside this hook,
+    # whose exceptions Python drops as well.
+    timer = threading.Timer(0.01, signal.pthread_kill, (threading.main_thread().ident, signum))
+    timer.daemon = True
+    timer.start()
 
 
 def handle_signals_early():

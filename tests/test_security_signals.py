@@ -213,3 +213,58 @@ def terminal_lines(text):
         if "".join(shown).strip():
             shown_lines.append("".join(shown).rstrip())
     return shown_lines
+
+
+# --------------------------------------------------------------------------- a swallowed interruption
+
+
+def _signal_self():
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.05)  # the handler runs at the next step of this frame
+
+
+def _run_and_count(main, capsys):
+    from paddle_palm import cli
+
+    with pytest.raises(SystemExit) as stop:
+        cli.run(main, [])
+    return stop.value.code, capsys.readouterr().err.strip().splitlines()
+
+
+def test_an_interruption_a_library_swallows_is_raised_at_the_next_batch(capsys):
+    """Paddle's DataLoader shutdown has bare ``except:`` clauses: the Stopped must come back."""
+    from paddle_palm import cli
+
+    steps = []
+
+    def main(argv):
+        try:
+            _signal_self()
+        except BaseException:  # noqa: B036  what the library does
+            pass
+        for step in range(5):
+            cli.raise_if_stopped()
+            steps.append(step)
+        return 0
+
+    assert _run_and_count(main, capsys) == (130, ["error: interrupted"])
+    assert steps == []
+
+
+def test_an_interruption_inside_del_is_raised_again(capsys):
+    """Python drops exceptions raised in ``__del__`` (and in at-fork handlers such as logging's)."""
+    steps = []
+
+    class Finalised:
+        def __del__(self):
+            _signal_self()
+
+    def main(argv):
+        Finalised()  # collected at once: the Stopped is raised inside __del__
+        for step in range(100):
+            time.sleep(0.01)
+            steps.append(step)
+        return 0
+
+    assert _run_and_count(main, capsys) == (130, ["error: interrupted"])
+    assert len(steps) < 5
