@@ -114,7 +114,8 @@ def summarise(rows):
 
 
 def markdown(report):
-    lines = [f"Seed study: {report['config']}, seeds {report['seeds']} ({report['when']})", "",
+    extra = f" {report['train_args']}" if report.get("train_args") else ""
+    lines = [f"Seed study: {report['config']}{extra}, seeds {report['seeds']} ({report['when']})", "",
              "| data | variant | seed | threshold | accuracy | AUC | sensitivity | specificity |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in report["runs"]:
@@ -174,7 +175,7 @@ def main(argv=None):
                              **{f: m.get(f) for f in (*FIGURES, "threshold")}})
                 print(f"  {data_name:10s} {variant:8s} threshold {m['threshold']:.4f}  " +
                       "  ".join(f"{f} {m[f]:.4f}" for f in FIGURES), flush=True)
-    report = {"config": os.path.relpath(args.config, ROOT), "seeds": args.seeds, "data_dir": args.data_dir,
+    report = {"config": os.path.relpath(args.config, ROOT), "train_args": args.train_args, "seeds": args.seeds, "data_dir": args.data_dir,
               "holdout_dir": args.holdout_dir, "when": time.strftime("%Y-%m-%d %H:%M"), "runs": rows,
               "summary": summarise(rows), "train_seconds": train_seconds, "log": str(log)}
     path = write_report(report, args.out_dir)
