@@ -19,6 +19,7 @@ commands share (:func:`add_model_options`, :func:`add_loading_options`,
 """
 
 import argparse
+import atexit
 import logging
 import math
 import os
@@ -258,7 +259,8 @@ def run(main, argv=None, hard_exit=None):
             ``argv`` is None (a real command line), False when called from Python.
 
     Returns:
-        Never: it calls ``sys.exit`` (or ``os._exit`` after a signal with ``hard_exit``).
+        Never: it calls ``sys.exit``; with ``hard_exit``, ``os._exit`` after a signal, and after
+        the exit functions when the work is done (:func:`_exit_after_work`).
     """
     _SignalState.main_pid = os.getpid()
     _SignalState.stopping = False
@@ -277,7 +279,9 @@ def run(main, argv=None, hard_exit=None):
         code = main(argv)
     except BaseException as exc:  # noqa: B036  every way out is decided here, in one place
         if isinstance(exc, SystemExit) and not _SignalState.stopping:
-            raise
+            if not _SignalState.hard_exit or not isinstance(exc.code, (int, type(None))):
+                raise
+            code = exc.code  # e.g. argparse's usage error: ended like any other
         if _SignalState.stopping or isinstance(exc, (Stopped, KeyboardInterrupt)):
             # Also when a library turned our Stopped into its own error (paddle's import does).
             code = _stopped(_SignalState.signum or signal.SIGINT)
@@ -301,7 +305,33 @@ def run(main, argv=None, hard_exit=None):
             for signum, handler in handlers.items():
                 signal.signal(signum, handler)
         threading.excepthook, sys.unraisablehook = hooks
+    if _SignalState.hard_exit:
+        _exit_after_work(code or 0)
     sys.exit(code or 0)
+
+
+def _exit_after_work(code):
+    """End a command line with ``code`` once its work is done, our signal handlers still in place.
+
+    Python's own shutdown puts SIGINT and SIGTERM back to their defaults before it tears down
+    the modules (Paddle's take a noticeable moment), so a signal then killed the process
+    without a line.  Instead: wait for the threads a normal exit waits for, run the exit
+    functions (logging's flush among them), flush the standard streams and end; a signal
+    meanwhile ends it with its one line.
+    """
+    if not isinstance(code, int):
+        return  # sys.exit prints a message code: leave that to Python
+    main_thread = threading.main_thread()
+    for thread in threading.enumerate():
+        if thread is not main_thread and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+    os._exit(code)
 
 
 def _stopped(signum):

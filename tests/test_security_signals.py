@@ -202,6 +202,40 @@ def test_every_tool_ends_on_a_signal_with_one_line(data, trained, tmp_path, tool
     assert (proc.returncode, lines) == (128 + signum, [message]), err
 
 
+_SLOW_TEARDOWN = """
+import sys, time
+sys.path.insert(0, {repo!r})
+from paddle_palm import cli
+
+class SlowTeardown:
+    def __del__(self):  # runs in Python's module clean-up, after it restored the default signal actions
+        time.sleep(3)
+
+keep = SlowTeardown()
+
+def main(argv):
+    print("done", flush=True)
+    return 0
+
+cli.start(main)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_a_finished_tool_exits_is_one_line_or_nothing(tmp_path, signum):
+    """Python's shutdown resets SIGINT/SIGTERM before tearing the modules down: a tool must not be
+    killed by the default action (no line, exit -signal) while it exits."""
+    script = tmp_path / "tool.py"
+    script.write_text(_SLOW_TEARDOWN.format(repo=REPO))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    assert proc.stdout.readline().strip() == b"done"
+    time.sleep(0.5)  # the work is done: the process is exiting
+    err = signal_and_reap(proc, signum, "the tool outlived it").decode("utf-8", "replace")
+    message = {signal.SIGINT: "error: interrupted", signal.SIGTERM: "error: terminated"}[signum]
+    assert (proc.returncode, terminal_lines(err)) in ((0, []), (128 + signum, [message])), err
+
+
 def terminal_lines(text):
     """The non-empty lines a terminal shows for ``text``: a carriage return overwrites from column 0,
     so a progress bar that clears itself (tqdm's ``leave=False``) leaves nothing."""
