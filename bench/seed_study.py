@@ -52,7 +52,10 @@ def parse_args(argv=None):
     parser.add_argument("--reuse", action="store_true", help="keep runs that already finished in --runs-dir")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=ARGS",
                         help="also score with extra tools/eval.py arguments, e.g. tta=--tta (repeatable)")
-    parser.add_argument("--train-args", default="", help="extra tools/train.py arguments for every seed")
+    parser.add_argument("--train-args", default="", help="extra tools/train.py arguments for every seed "
+                        "(write --train-args=--amp when they start with a dash)")
+    parser.add_argument("--auc-target", type=float, default=0.98,
+                        help="report each seed's training time until its validation AUC first reaches this (default 0.98)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 seeds, 1 epoch on synthetic data")
     parser.add_argument("--out-dir", default=str(RESULTS), help="results folder (default bench/results)")
     return parser.parse_args(argv)
@@ -86,6 +89,25 @@ def train_seed(args, seed, run_dir, log):
     started = time.perf_counter()
     run(cmd, log)
     return time.perf_counter() - started
+
+
+def time_to_auc(run_dir, target):
+    """From a run's ``history.csv``: minutes of training (epochs with their validation) until the
+    validation AUC first reached ``target`` (None if it never did), and until its best AUC."""
+    import csv
+
+    with open(Path(run_dir) / "history.csv", newline="", encoding="utf-8") as handle:
+        epochs = list(csv.DictReader(handle))
+    elapsed, to_target, best, to_best = 0.0, None, -1.0, None
+    for row in epochs:
+        elapsed += float(row["seconds"])
+        auc = float(row["val_auc"])
+        if to_target is None and auc >= target:
+            to_target = elapsed / 60
+        if auc > best:
+            best, to_best = auc, elapsed / 60
+    return {"target": target, "minutes_to_target": to_target, "best_val_auc": best, "minutes_to_best": to_best,
+            "minutes_all": elapsed / 60, "epochs": len(epochs)}
 
 
 def score(run_dir, data_dir, out_dir, extra, log):
@@ -130,6 +152,14 @@ def markdown(report):
     times = [t for t in report["train_seconds"].values() if t]
     if times:
         lines += ["", f"training time per seed: {', '.join(f'{t / 60:.1f}' for t in times)} min"]
+    curves = report.get("time_to_auc") or {}
+    if curves:
+        lines += ["", "| seed | epochs | minutes of training (with validation) | validation AUC >= target after | "
+                  "best validation AUC | reached after |", "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for seed, c in curves.items():
+            reached = "never" if c["minutes_to_target"] is None else f"{c['minutes_to_target']:.1f} min"
+            lines.append(f"| {seed} | {c['epochs']} | {c['minutes_all']:.1f} | {reached} (target {c['target']:g}) | "
+                         f"{c['best_val_auc']:.4f} | {c['minutes_to_best']:.1f} min |")
     return "\n".join(lines)
 
 
@@ -163,11 +193,12 @@ def main(argv=None):
     variants = [("plain", [])] + [(v.split("=", 1)[0], v.split("=", 1)[1].split()) for v in args.variant]
     datasets = [("validation", args.data_dir)] + ([("holdout", args.holdout_dir)] if args.holdout_dir else [])
     log = work / "seed_study.log"
-    rows, train_seconds = [], {}
+    rows, train_seconds, curves = [], {}, {}
     for seed in args.seeds:
         run_dir = runs_dir / f"seed{seed}"
         print(f"seed {seed}: training in {run_dir} ...", flush=True)
         train_seconds[str(seed)] = train_seed(args, seed, run_dir, log)
+        curves[str(seed)] = time_to_auc(run_dir, args.auc_target)
         for data_name, data_dir in datasets:
             for variant, extra in variants:
                 m = score(run_dir, data_dir, work / "eval" / f"seed{seed}-{data_name}-{variant}", extra, log)
@@ -177,7 +208,7 @@ def main(argv=None):
                       "  ".join(f"{f} {m[f]:.4f}" for f in FIGURES), flush=True)
     report = {"config": os.path.relpath(args.config, ROOT), "train_args": args.train_args, "seeds": args.seeds, "data_dir": args.data_dir,
               "holdout_dir": args.holdout_dir, "when": time.strftime("%Y-%m-%d %H:%M"), "runs": rows,
-              "summary": summarise(rows), "train_seconds": train_seconds, "log": str(log)}
+              "summary": summarise(rows), "train_seconds": train_seconds, "time_to_auc": curves, "log": str(log)}
     path = write_report(report, args.out_dir)
     print("\n" + markdown(report) + f"\n\nwrote {path}")
 

@@ -51,6 +51,7 @@ Examples::
 
     python bench/train_vs_torch.py                      # ResNet-50, 224 px, batch 10, 3 epochs, 2 rounds
     python bench/train_vs_torch.py --with-no-fast       # also tools/train.py --no-fast (plain dygraph)
+    python bench/train_vs_torch.py --with-amp           # also tools/train.py --amp (bf16 convolutions)
     python bench/train_vs_torch.py --epochs 4 --rounds 3 --train-images 200
     python bench/train_vs_torch.py --quick              # smoke run: SqueezeNet 1.1, 64 px, 8 images
     python bench/train_vs_torch.py --config configs/palm_cpu.yaml --arch se_resnet18 --image-size 128 \\
@@ -86,6 +87,7 @@ REPLY_PREFIX = "@@TRAIN_VS_TORCH "
 #: Names of the contenders in the report.
 TRAIN_PY = "tools/train.py"
 TRAIN_PY_NO_FAST = "tools/train.py --no-fast"
+TRAIN_PY_AMP = "tools/train.py --amp"
 TORCH = "PyTorch loop"
 #: Settings of ``--quick``.
 QUICK = {"arch": "squeezenet1_1", "image_size": 64, "batch_size": 4, "epochs": 2, "rounds": 1,
@@ -174,7 +176,7 @@ def count_training_images(data_dir):
 # --------------------------------------------------------------------------- tools/train.py
 
 
-def train_py_command(args, data_dir, run_dir, fast=True, print_config=False):
+def train_py_command(args, data_dir, run_dir, fast=True, print_config=False, amp=False):
     """The ``tools/train.py`` command line of one timing run."""
     command = [sys.executable, str(REPO / "tools" / "train.py"), "--arch", args.arch,
                "--image-size", str(args.image_size), "--batch-size", str(args.batch_size),
@@ -186,6 +188,8 @@ def train_py_command(args, data_dir, run_dir, fast=True, print_config=False):
         command += ["--threads", str(args.threads)]
     if not fast:
         command.append("--no-fast")
+    if amp:
+        command.append("--amp")
     if print_config:
         return command + ["--print-config"]
     return command + ["--output-dir", str(run_dir)]
@@ -239,7 +243,7 @@ def _run_timed(command, timeout, result):
     return done
 
 
-def run_train_py(args, data_dir, run_dir, n_train, fast=True):
+def run_train_py(args, data_dir, run_dir, n_train, fast=True, amp=False):
     """Run ``tools/train.py`` once; return its per-epoch training rates read from ``history.csv``.
 
     Returns:
@@ -249,7 +253,7 @@ def run_train_py(args, data_dir, run_dir, n_train, fast=True):
         trainer's note when the oneDNN operator was unavailable), ``wall_s``, ``command``, or
         ``error`` when the run failed.
     """
-    command = train_py_command(args, data_dir, run_dir, fast=fast)
+    command = train_py_command(args, data_dir, run_dir, fast=fast, amp=amp)
     result = {"command": " ".join(command[1:]), "load_1min_before": round(os.getloadavg()[0], 2)}
     done = _run_timed(command, args.timeout, result)
     if done is None:
@@ -476,6 +480,10 @@ def markdown(report):
     lines.append("")
     lines.append(f"**tools/train.py / PyTorch: {_fmt(fast.get('vs_torch'), suffix='x')}** (ratio of the medians; "
                  ">1: tools/train.py trains faster).")
+    amp = summary.get(TRAIN_PY_AMP)
+    if amp and amp.get("median") and fast.get("median"):
+        lines.append(f"**tools/train.py --amp / tools/train.py: {_fmt(amp['median'] / fast['median'], suffix='x')}** "
+                     f"({amp['execution']}).")
     for name, entry in summary.items():
         for failure in entry["failed"]:
             lines.append(f"- {name} failed, {failure}")
@@ -562,6 +570,9 @@ def build_parser():
                       help="threads of both (default: every usable core, the trainer's default)")
     what.add_argument("--with-no-fast", action="store_true",
                       help="also time tools/train.py --no-fast (plain Paddle dygraph; about 2.5x slower)")
+    what.add_argument("--with-amp", action="store_true",
+                      help="also time tools/train.py --amp (bf16 convolutions on CPUs with AVX-512 BF16 or AMX; "
+                           "float32 elsewhere) and report its speed over tools/train.py's")
     data = parser.add_argument_group("data")
     data.add_argument("--data-dir", metavar="DIR", default=None,
                       help="an existing dataset folder (tools/prepare_data.py's layout) to train on; default: build a small one")
@@ -653,7 +664,8 @@ def main(argv=None):
         if n_train % args.batch_size:
             log(f"note: {n_train} training images are not a multiple of the batch ({args.batch_size}): "
                 "each epoch ends with a smaller batch")
-        contenders = [TRAIN_PY, TORCH] + ([TRAIN_PY_NO_FAST] if args.with_no_fast else [])
+        contenders = ([TRAIN_PY, TORCH] + ([TRAIN_PY_NO_FAST] if args.with_no_fast else [])
+                      + ([TRAIN_PY_AMP] if args.with_amp else []))
         meta = {
             "date": datetime.datetime.now().isoformat(timespec="seconds"),
             "command": "python bench/train_vs_torch.py " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -674,8 +686,10 @@ def main(argv=None):
                 if name == TORCH:
                     result = run_torch(args, spec)
                 else:
-                    run_dir = work / "runs" / f"round{round_index + 1}-{'fast' if name == TRAIN_PY else 'no-fast'}"
-                    result = run_train_py(args, data_dir, run_dir, n_train, fast=(name == TRAIN_PY))
+                    kind = {TRAIN_PY: "fast", TRAIN_PY_NO_FAST: "no-fast", TRAIN_PY_AMP: "amp"}[name]
+                    run_dir = work / "runs" / f"round{round_index + 1}-{kind}"
+                    result = run_train_py(args, data_dir, run_dir, n_train, fast=(name != TRAIN_PY_NO_FAST),
+                                          amp=(name == TRAIN_PY_AMP))
                     if not keep:
                         shutil.rmtree(run_dir, ignore_errors=True)
                 result.update(name=name, round=round_index + 1)

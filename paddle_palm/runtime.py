@@ -309,7 +309,7 @@ def setup_runtime(device="auto", fast=True, threads=None):
     return info
 
 
-def accelerate_model(model, threads=None, log=None, channels_last=False):
+def accelerate_model(model, threads=None, log=None, channels_last=False, bf16=False):
     """Run ``model``'s convolutions with oneDNN on the CPU (:mod:`paddle_palm.ops`).
 
     Paddle's dynamic-graph convolution on a CPU is im2col + MKL; oneDNN's direct
@@ -330,6 +330,8 @@ def accelerate_model(model, threads=None, log=None, channels_last=False):
             tensors, with the operators' fused batch norm + ReLU (+ add) in training
             (:func:`paddle_palm.ops.accelerate`; feature maps seen by hooks inside those
             layers are then NHWC, so evaluation tools leave it off).
+        bf16: the convolutions multiply in bfloat16 where oneDNN has a bf16 convolution
+            for this CPU (:func:`paddle_palm.ops.bf16_convolution_supported`); float32 elsewhere.
 
     Returns:
         str: ``"onednn"`` when convolutions now run on oneDNN, else ``"paddle"``.
@@ -343,7 +345,8 @@ def accelerate_model(model, threads=None, log=None, channels_last=False):
             log(f"note: oneDNN convolutions unavailable ({ops.unavailable_reason()}); using Paddle's convolution")
         return "paddle"
     ops.set_threads(threads or default_threads())
-    return "onednn" if ops.accelerate(model, channels_last=channels_last) else "paddle"
+    bf16 = bool(bf16) and ops.bf16_convolution_supported()
+    return "onednn" if ops.accelerate(model, channels_last=channels_last, bf16=bf16) else "paddle"
 
 
 # --------------------------------------------------------------------------- the execution path
@@ -375,6 +378,8 @@ class ExecutionPath:
             processes of a data-parallel run (fast), or Paddle's default.
         channels_last: also run the stages of networks where it pays (ResNets) on NHWC
             tensors (training; evaluation tools leave it off so hooks see NCHW maps).
+        bf16: convolutions in bfloat16 where the CPU has them (``--amp`` training on a CPU);
+            ``info["bf16"]`` says whether they do.
         log: optional ``log(message)``, told when the oneDNN operator is unavailable.
 
     Attributes:
@@ -382,11 +387,12 @@ class ExecutionPath:
             model was applied); empty before :meth:`setup`.
     """
 
-    def __init__(self, fast=True, device=None, threads=None, channels_last=False, log=None):
+    def __init__(self, fast=True, device=None, threads=None, channels_last=False, log=None, bf16=False):
         self.fast = bool(fast)
         self.device = device
         self.threads = _check_threads(threads)
         self.channels_last = bool(channels_last)
+        self.bf16 = bool(bf16)
         self.log = log
         self.info = {}
         self._models = []
@@ -420,8 +426,9 @@ class ExecutionPath:
             return model
         self._remember_threads()
         threads = self.info.get("threads") or self.threads
-        conv = accelerate_model(model, threads=threads, log=self.log, channels_last=self.channels_last)
+        conv = accelerate_model(model, threads=threads, log=self.log, channels_last=self.channels_last, bf16=self.bf16)
         self.info["conv"] = conv
+        self.info["bf16"] = ops.is_bf16(model)
         self._models.append(model)
         return model
 

@@ -21,6 +21,21 @@ def test_quick_study_trains_two_seeds_and_reports_their_spread(repo_root, tmp_pa
         assert summary[figure]["min"] == min(values) and summary[figure]["max"] == max(values)
         assert summary[figure]["mean"] == pytest.approx(sum(values) / 2)
     assert "| validation | plain | accuracy |" in proc.stdout
+    for seed in ("0", "1"):  # one epoch each: its time and AUC from the run's history
+        curve = report["time_to_auc"][seed]
+        assert curve["epochs"] == 1 and curve["minutes_to_best"] == pytest.approx(curve["minutes_all"])
+
+
+def test_time_to_auc_reads_the_history(repo_root, tmp_path):
+    sys.path.insert(0, str(repo_root / "bench"))
+    import seed_study
+
+    rows = [(1, 0.90), (2, 0.985), (3, 0.99), (4, 0.97)]
+    (tmp_path / "history.csv").write_text("epoch,val_auc,seconds\n" + "".join(f"{e},{a},60\n" for e, a in rows))
+    curve = seed_study.time_to_auc(tmp_path, 0.98)
+    assert curve == {"target": 0.98, "minutes_to_target": 2.0, "best_val_auc": 0.99, "minutes_to_best": 3.0,
+                     "minutes_all": 4.0, "epochs": 4}
+    assert seed_study.time_to_auc(tmp_path, 0.995)["minutes_to_target"] is None
 
 
 @pytest.mark.slow

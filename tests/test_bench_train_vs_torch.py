@@ -115,6 +115,31 @@ def test_summary_ratios_are_against_the_torch_loop_of_the_same_run():
     assert summary[train_vs_torch.TRAIN_PY_NO_FAST]["failed"] == ["round 1: exit code 1: boom"]
 
 
+def test_the_amp_contender_runs_tools_train_with_amp_and_is_reported_against_float32():
+    args = train_vs_torch.parse_args(["--with-amp"])
+    assert args.with_amp
+    command = train_vs_torch.train_py_command(args, Path("data"), Path("run"), amp=True)
+    assert "--amp" in command and "--no-fast" not in command
+    assert "--amp" not in train_vs_torch.train_py_command(args, Path("data"), Path("run"))
+    runs = [
+        {"name": train_vs_torch.TRAIN_PY, "round": 1, "ok": True, "rate": 8.0, "execution": "fast path"},
+        {"name": train_vs_torch.TORCH, "round": 1, "ok": True, "rate": 8.0, "execution": "torch"},
+        {"name": train_vs_torch.TRAIN_PY_AMP, "round": 1, "ok": True, "rate": 12.0,
+         "execution": "fast path: 2 threads, oneDNN bf16 convolutions"},
+    ]
+    contenders = [train_vs_torch.TRAIN_PY, train_vs_torch.TORCH, train_vs_torch.TRAIN_PY_AMP]
+    report = {"meta": {"date": "d", "machine": {"cpu": "c", "cores": 2, "flags": []}, "versions": {"python": "3"},
+                       "command": "c", "arch": "resnet50", "image_size": 224, "batch_size": 10, "epochs": 3,
+                       "train_images": 100, "warmup_epochs": 1, "rounds": 1, "threads": 2, "data": "d",
+                       "load_before": "0", "load_after": "0"},
+              "summary": train_vs_torch.summarise(runs, contenders), "runs": runs}
+    for run_ in runs:
+        run_["load_1min_before"] = 0.0
+    text = train_vs_torch.markdown(report)
+    assert "**tools/train.py --amp / tools/train.py: 1.50x** (fast path: 2 threads, oneDNN bf16 convolutions)" in text
+    assert "| tools/train.py --amp | fast path: 2 threads, oneDNN bf16 convolutions | 12.00 | 12.00 | 1.50x |" in text
+
+
 # --------------------------------------------------------------------------- bench/run.py's trainer path
 
 

@@ -155,8 +155,9 @@ def _optimisation_options(parser):
                    help="validate and save as best_model an exponential moving average of the weights")
     o.add_argument("--ema-decay", type=cli.positive_float, metavar="F", help="EMA decay (default 0.999)")
     o.add_argument("--amp", action=argparse.BooleanOptionalAction,
-                   help="mixed precision: float16 with loss scaling on GPU; bfloat16 auto-cast on CPU (Paddle 3.3 keeps "
-                   "convolutions in float32 there, so expect no speed-up on CPU; docs/BENCHMARKS.md)")
+                   help="mixed precision: float16 with loss scaling on GPU; on a CPU with AVX-512 BF16 or AMX the "
+                   "oneDNN operator's convolutions multiply in bfloat16 (float32 weights; about 1.5x faster, "
+                   "docs/BENCHMARKS.md 3.6), on other CPUs training stays float32")
     o.add_argument("--amp-dtype", choices=cfg.CHOICES["amp_dtype"],
                    help="with --amp: auto (float16 on GPU, bfloat16 on CPU), float16 (GPU, with loss scaling) or "
                    "bfloat16 (CPU, or a GPU of compute capability 8.0+)")

@@ -166,8 +166,9 @@ class Trainer:
         import paddle
 
         c = self.config
+        # --amp on a CPU: the operator's convolutions in bf16 where the CPU has them (ops.bf16_training_note).
         self.execution = ExecutionPath(fast=c["fast"], device=c["device"], threads=c["threads"],
-                                       channels_last=True, log=self.log)
+                                       channels_last=True, log=self.log, bf16=bool(c["amp"]))
         self.runtime = self.execution.setup()
         self.device = self.runtime["device"]
         self.train_set, self.valid_set, c["data_dir"] = build_datasets(c, self.run_dir, self.log)
@@ -188,8 +189,8 @@ class Trainer:
             self._restore()
         self.net = paddle.DataParallel(self.model) if self.world_size > 1 else self.model
         self.execution.apply(self.model)
-        # Paddle's auto-cast does nothing on a CPU place (it warns at every step): the CPU trains in
-        # float32, and the log says why (ops.bf16_training_note).
+        # Paddle's auto-cast does nothing on a CPU place (it warns at every step): on the CPU the
+        # operator's convolutions are bf16 instead (the execution path above), or it trains in float32.
         self.train_step = make_train_step(self.net, c["loss"], amp=self.amp if self.device != "cpu" else None)
         self.recorder.open()
 
@@ -546,7 +547,7 @@ class Trainer:
                  + (f", amp {self.amp}" if self.amp else "") + (", EMA" if self.ema else "")
                  + (f", {self.finetune.describe()}" if self.finetune else ""))
         if self.amp and self.device == "cpu":
-            self.log(ops.bf16_training_note())
+            self.log(ops.bf16_training_note(enabled=bool(self.runtime.get("bf16"))))
         self.log(f"outputs in {self.run_dir}")
 
     def _execution(self):
@@ -557,6 +558,8 @@ class Trainer:
         if not info.get("fast"):
             return " (plain dygraph)"
         conv = "oneDNN convolutions" if info.get("conv") == "onednn" else "Paddle convolutions"
+        if info.get("bf16"):
+            conv = "oneDNN bf16 convolutions"
         threads = info.get("threads")
         return f" (fast path: {threads} thread{'s' if threads != 1 else ''}, {conv})"
 

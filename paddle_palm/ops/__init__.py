@@ -507,21 +507,28 @@ def bf16_convolution_supported():
     return status == 0  # 3 = dnnl_unimplemented
 
 
-def bf16_training_note():
-    """One line for ``--amp bf16`` on a CPU: why training stays float32 here.
+def bf16_training_note(enabled=False):
+    """One line for ``--amp`` (bfloat16) on a CPU: what runs in bf16, or why training stays float32.
 
-    The operators compute in float32 only.  On a CPU whose oneDNN has no bf16 convolution
-    (AVX2 only) bf16 could be neither faster nor checked; on AVX-512-BF16 / AMX CPUs a bf16
-    path through the operator is not written (Paddle's own autocast is a no-op for CPU
-    training, ``docs/BENCHMARKS.md`` 2.7).
+    On a CPU whose oneDNN has a bf16 convolution (AVX-512 BF16 natively, or AMX), the
+    operator's convolutions multiply in bf16; everything else, the weights and the
+    optimizer stay float32 (Paddle's own auto-cast does nothing for CPU training,
+    ``docs/BENCHMARKS.md`` 2.7).  Elsewhere training runs in float32.
+
+    Args:
+        enabled: whether the convolutions were switched to bf16 (:func:`accelerate`).
 
     Returns:
         str: the message (no trailing newline).
     """
+    if enabled:
+        return ("amp bfloat16 on the CPU: convolutions multiply in bf16 (oneDNN operator); weights, batch norm "
+                "and the optimizer stay float32")
     if not bf16_convolution_supported():
         return ("--amp bf16: this CPU has no bf16 convolution in oneDNN (it needs AVX-512 or AMX); "
                 "training runs in float32")
-    return "--amp bf16: bf16 training on the CPU is not implemented by paddle_palm.ops; training runs in float32"
+    return ("--amp bf16: the oneDNN operator is not in use (--no-fast, or unavailable); "
+            "training runs in float32")
 
 
 # --------------------------------------------------------------------------- the operator
@@ -565,7 +572,7 @@ def _check_shapes(x, weight, groups, channels_last=False):
                          f"with groups={groups} expects {weight.shape[1] * groups}")
 
 
-def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, data_format="NCHW"):
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, data_format="NCHW", bf16=False):
     """``paddle.nn.functional.conv2d`` (float32, CPU) computed by oneDNN.
 
     Args:
@@ -576,6 +583,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, data
         padding: int, ``[h, w]`` or ``[top, bottom, left, right]``.
         groups: number of groups.
         data_format: ``"NCHW"`` or ``"NHWC"`` (channels last: no layout conversions inside).
+        bf16: multiply in bfloat16 (``x``, ``weight`` and the output gradient rounded to
+            bf16, float32 sums and results; :func:`bf16_convolution_supported` CPUs only).
+            Tensors, gradients and weights stay float32.
 
     Returns:
         paddle.Tensor: ``[N, O, OH, OW]`` (``[N, OH, OW, O]`` for NHWC), differentiable with respect to ``x``, ``weight``, ``bias``.
@@ -597,7 +607,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, data
     channels_last = data_format == "NHWC"
     _check_shapes(x, weight, int(groups), channels_last)
     out = _C_ops._run_custom_op("palm_conv2d", x, weight, _pair(stride, "stride"), paddings,
-                                _pair(dilation, "dilation"), int(groups), not x.stop_gradient, channels_last)
+                                _pair(dilation, "dilation"), int(groups), not x.stop_gradient, channels_last,
+                                bool(bf16))
     if isinstance(out, (list, tuple)):
         out = out[0]
     if bias is not None:
@@ -669,11 +680,11 @@ def _onednn_forward(self, x):
     if (paddle.in_dynamic_mode() and x.dtype == paddle.float32 and x.place.is_cpu_place()
             and self.weight.dtype == paddle.float32):
         return conv2d(x, self.weight, self.bias, self._stride, self._padding, self._dilation, self._groups,
-                      self._data_format)
+                      self._data_format, bf16=vars(self).get("_palm_bf16", False))
     return type(self).forward(self, x)  # graphs being traced, other dtypes or devices: Paddle's own
 
 
-def accelerate(model, channels_last=False):
+def accelerate(model, channels_last=False, bf16=False):
     """Make every ``paddle.nn.Conv2D`` of ``model`` (zero padding) run ``palm_conv2d``.
 
     Only the forward method of each layer instance changes: parameters, state dicts,
@@ -687,14 +698,21 @@ def accelerate(model, channels_last=False):
             on NHWC tensors, which spares the convolutions their layout conversions
             (ResNet-50 training about 1.2x faster again).  Inputs and outputs keep their
             layout; :func:`restore` switches back.
+        bf16: the convolutions multiply in bfloat16 (float32 weights, gradients and
+            everything else): mixed-precision training on CPUs with AVX-512 BF16 or AMX.
 
     Returns:
         int: the number of layers switched (0 when the operator is unavailable).
+
+    Raises:
+        OpsUnavailable: ``bf16`` on a CPU without a bf16 convolution in oneDNN.
     """
     import paddle
 
     if load() is None:
         return 0
+    if bf16 and not bf16_convolution_supported():
+        raise OpsUnavailable("this CPU has no bf16 convolution in oneDNN (it needs AVX-512 or AMX)")
     if channels_last:
         for layer in model.sublayers(include_self=True):
             # Networks say whether channels-last was measured to pay for them (channels_last_pays).
@@ -704,6 +722,8 @@ def accelerate(model, channels_last=False):
     for layer in model.sublayers(include_self=True):
         if type(layer) is paddle.nn.Conv2D and _supported(layer) and "forward" not in vars(layer):
             layer.forward = types.MethodType(_onednn_forward, layer)
+            if bf16:
+                layer._palm_bf16 = True
             switched += 1
     return switched
 
@@ -720,6 +740,7 @@ def restore(model):
             layer.set_channels_last(False)
         if _switched(layer):
             del layer.forward
+            vars(layer).pop("_palm_bf16", None)
             restored += 1
     return restored
 
@@ -733,3 +754,8 @@ def _switched(layer):
 def is_accelerated(model):
     """Whether any layer of ``model`` runs ``palm_conv2d``."""
     return any(_switched(layer) for layer in model.sublayers(include_self=True))
+
+
+def is_bf16(model):
+    """Whether ``model``'s convolutions run ``palm_conv2d`` in bfloat16 (:func:`accelerate` with ``bf16``)."""
+    return any(_switched(layer) and vars(layer).get("_palm_bf16", False) for layer in model.sublayers(include_self=True))

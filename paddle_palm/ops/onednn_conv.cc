@@ -14,6 +14,11 @@
 // tensors are used as they are: no reorders but the weights'.  Primitives are cached
 // by shape.  Threads: oneDNN runs on the OpenMP runtime Paddle loads (Intel OpenMP),
 // so paddle.base.core.set_num_threads sets them.
+//
+// bf16 (the `bf16` attribute, for CPUs with AVX-512 BF16 or AMX): the input, the weights
+// and the output gradient are rounded to bfloat16 on their way in (in the same reorders),
+// the products accumulate in float32 and every result (output, input and weight
+// gradients) is float32: the network, its master weights and the optimizer stay float32.
 
 #include <cstdint>
 #include <map>
@@ -68,12 +73,13 @@ struct Geometry {
   memory::dims src, weights, dst, strides, dilates, pad_before, pad_after;
   int groups = 1;
   bool channels_last = false;  // tensors are NHWC (the dims above stay N, C, H, W)
+  DType low = DType::f32;      // what the input, weights and output gradient are computed in
   std::string key;
 };
 
 Geometry make_geometry(std::vector<int64_t> x, const std::vector<int64_t>& w,
                        const std::vector<int>& strides, const std::vector<int>& paddings,
-                       const std::vector<int>& dilations, int groups, bool channels_last) {
+                       const std::vector<int>& dilations, int groups, bool channels_last, bool bf16) {
   PD_CHECK(x.size() == 4 && w.size() == 4, "palm_conv2d expects a 4-D input and a 4-D weight");
   if (channels_last) x = {x[0], x[3], x[1], x[2]};  // NHWC shape -> N, C, H, W
   PD_CHECK(strides.size() == 2 && dilations.size() == 2 && paddings.size() == 4,
@@ -86,6 +92,7 @@ Geometry make_geometry(std::vector<int64_t> x, const std::vector<int64_t>& w,
   Geometry g;
   g.groups = groups;
   g.channels_last = channels_last;
+  g.low = bf16 ? DType::bf16 : DType::f32;
   g.src = {x[0], x[1], x[2], x[3]};
   g.weights = groups == 1 ? memory::dims{w[0], w[1], w[2], w[3]}
                           : memory::dims{groups, w[0] / groups, w[1], w[2], w[3]};
@@ -105,21 +112,22 @@ Geometry make_geometry(std::vector<int64_t> x, const std::vector<int64_t>& w,
   for (auto v : strides) key << v << ',';
   for (auto v : paddings) key << v << ',';
   for (auto v : dilations) key << v << ',';
-  key << groups << (channels_last ? "nhwc" : "nchw");
+  key << groups << (channels_last ? "nhwc" : "nchw") << (bf16 ? "bf16" : "f32");
   g.key = key.str();
   return g;
 }
 
-memory::desc any_layout(const memory::dims& dims) {
-  return memory::desc(dims, DType::f32, Tag::any);
+memory::desc any_layout(const memory::dims& dims, DType type = DType::f32) {
+  return memory::desc(dims, type, Tag::any);
 }
 Tag activation_tag(const Geometry& g) { return g.channels_last ? Tag::nhwc : Tag::nchw; }
 memory::desc plain_src(const Geometry& g) { return memory::desc(g.src, DType::f32, activation_tag(g)); }
 memory::desc plain_dst(const Geometry& g) { return memory::desc(g.dst, DType::f32, activation_tag(g)); }
 // NCHW tensors: oneDNN picks its blocked layout and the data is reordered in and out.
 // NHWC tensors: computed in place in that layout (oneDNN's brgemm kernels), no reorders.
-memory::desc activation_layout(const Geometry& g, const memory::dims& dims) {
-  return g.channels_last ? memory::desc(dims, DType::f32, Tag::nhwc) : any_layout(dims);
+// `type`: the data type the primitive computes that tensor in (g.low for its inputs).
+memory::desc activation_layout(const Geometry& g, const memory::dims& dims, DType type = DType::f32) {
+  return g.channels_last ? memory::desc(dims, type, Tag::nhwc) : any_layout(dims, type);
 }
 memory::desc plain_weights(const Geometry& g) {
   return memory::desc(g.weights, DType::f32, g.groups == 1 ? Tag::oihw : Tag::goihw);
@@ -152,8 +160,8 @@ Primitives& primitives(const Geometry& g, bool backward) {
     auto made = std::make_unique<Primitives>();
     made->forward_pd = dnnl::convolution_forward::primitive_desc(
         cpu_engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
-        activation_layout(g, g.src), any_layout(g.weights), activation_layout(g, g.dst), g.strides, g.dilates,
-        g.pad_before, g.pad_after, attributes());
+        activation_layout(g, g.src, g.low), any_layout(g.weights, g.low), activation_layout(g, g.dst), g.strides,
+        g.dilates, g.pad_before, g.pad_after, attributes());
     made->forward = dnnl::convolution_forward(made->forward_pd);
     found = cache.emplace(g.key, std::move(made)).first;
   }
@@ -161,12 +169,12 @@ Primitives& primitives(const Geometry& g, bool backward) {
   if (backward && !p.data_pd) {
     p.data_pd = std::make_unique<dnnl::convolution_backward_data::primitive_desc>(
         cpu_engine(), dnnl::algorithm::convolution_direct, activation_layout(g, g.src),
-        any_layout(g.weights), activation_layout(g, g.dst), g.strides, g.dilates, g.pad_before,
+        any_layout(g.weights, g.low), activation_layout(g, g.dst, g.low), g.strides, g.dilates, g.pad_before,
         g.pad_after, p.forward_pd, attributes());
     p.data = dnnl::convolution_backward_data(*p.data_pd);
     p.weights_pd = std::make_unique<dnnl::convolution_backward_weights::primitive_desc>(
-        cpu_engine(), dnnl::algorithm::convolution_direct, activation_layout(g, g.src),
-        any_layout(g.weights), activation_layout(g, g.dst), g.strides, g.dilates, g.pad_before,
+        cpu_engine(), dnnl::algorithm::convolution_direct, activation_layout(g, g.src, g.low),
+        any_layout(g.weights), activation_layout(g, g.dst, g.low), g.strides, g.dilates, g.pad_before,
         g.pad_after, p.forward_pd, attributes());
     p.weights = dnnl::convolution_backward_weights(*p.weights_pd);
   }
@@ -213,12 +221,12 @@ std::vector<paddle::Tensor> PalmConv2dForward(const paddle::Tensor& x, const pad
                                               const std::vector<int>& strides,
                                               const std::vector<int>& paddings,
                                               const std::vector<int>& dilations, int groups,
-                                              bool input_grad, bool channels_last) {
+                                              bool input_grad, bool channels_last, bool bf16) {
   (void)input_grad;
   check_tensor(x, "input");
   check_tensor(w, "weight");
   std::lock_guard<std::mutex> lock(op_mutex());
-  const Geometry g = make_geometry(x.shape(), w.shape(), strides, paddings, dilations, groups, channels_last);
+  const Geometry g = make_geometry(x.shape(), w.shape(), strides, paddings, dilations, groups, channels_last, bf16);
   Primitives& p = primitives(g, false);
   std::vector<int64_t> out_shape = {g.dst[0], g.dst[1], g.dst[2], g.dst[3]};
   if (channels_last) out_shape = {g.dst[0], g.dst[2], g.dst[3], g.dst[1]};
@@ -242,12 +250,12 @@ std::vector<paddle::Tensor> PalmConv2dBackward(const paddle::Tensor& x, const pa
                                                const std::vector<int>& strides,
                                                const std::vector<int>& paddings,
                                                const std::vector<int>& dilations, int groups,
-                                               bool input_grad, bool channels_last) {
+                                               bool input_grad, bool channels_last, bool bf16) {
   check_tensor(x, "input");
   check_tensor(w, "weight");
   check_tensor(dy, "output gradient");
   std::lock_guard<std::mutex> lock(op_mutex());
-  const Geometry g = make_geometry(x.shape(), w.shape(), strides, paddings, dilations, groups, channels_last);
+  const Geometry g = make_geometry(x.shape(), w.shape(), strides, paddings, dilations, groups, channels_last, bf16);
   Primitives& p = primitives(g, true);
   auto dx = paddle::empty(x.shape(), paddle::DataType::FLOAT32, paddle::CPUPlace());
   auto dw = paddle::empty(w.shape(), paddle::DataType::FLOAT32, paddle::CPUPlace());
@@ -291,12 +299,14 @@ PD_BUILD_OP(palm_conv2d)
     .Inputs({"X", "W"})
     .Outputs({"Out"})
     .Attrs({"strides: std::vector<int>", "paddings: std::vector<int>",
-            "dilations: std::vector<int>", "groups: int", "input_grad: bool", "channels_last: bool"})
+            "dilations: std::vector<int>", "groups: int", "input_grad: bool", "channels_last: bool",
+            "bf16: bool"})
     .SetKernelFn(PD_KERNEL(PalmConv2dForward));
 
 PD_BUILD_GRAD_OP(palm_conv2d)
     .Inputs({"X", "W", paddle::Grad("Out")})
     .Outputs({paddle::Grad("X"), paddle::Grad("W")})
     .Attrs({"strides: std::vector<int>", "paddings: std::vector<int>",
-            "dilations: std::vector<int>", "groups: int", "input_grad: bool", "channels_last: bool"})
+            "dilations: std::vector<int>", "groups: int", "input_grad: bool", "channels_last: bool",
+            "bf16: bool"})
     .SetKernelFn(PD_KERNEL(PalmConv2dBackward));
