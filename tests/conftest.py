@@ -53,3 +53,14 @@ def _restore_denormal_mode():
     runtime = sys.modules.get("paddle_palm.runtime")
     if runtime is not None and runtime.flush_denormal_enabled():
         runtime.set_flush_denormal(False)
+
+
+@pytest.fixture(scope="session")
+def onednn():
+    """The loaded oneDNN operators (:mod:`paddle_palm.ops`), or skip (with the reason) where they cannot be built."""
+    from paddle_palm import ops
+
+    module = ops.load()
+    if module is None:
+        pytest.skip(f"oneDNN operator unavailable here: {ops.unavailable_reason()}")
+    return module

@@ -28,14 +28,6 @@ RTOL = 2e-5
 
 
 @pytest.fixture(scope="module")
-def onednn():
-    module = ops.load()
-    if module is None:
-        pytest.skip(f"oneDNN operator unavailable here: {ops.unavailable_reason()}")
-    return module
-
-
-@pytest.fixture(scope="module")
 def bf16(onednn):
     if not ops.bf16_convolution_supported():
         pytest.skip("this CPU has no bf16 convolution in oneDNN (it needs AVX-512 or AMX)")

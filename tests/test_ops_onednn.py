@@ -40,15 +40,6 @@ MODEL_RTOL = 2e-4
 GRAD_NORM_RTOL = 0.1
 
 
-@pytest.fixture(scope="module")
-def onednn():
-    """The loaded operator, or skip (with the reason) on a machine that cannot build it."""
-    module = ops.load()
-    if module is None:
-        pytest.skip(f"oneDNN operator unavailable here: {ops.unavailable_reason()}")
-    return module
-
-
 def assert_close(got, want, rtol, what):
     got, want = np.asarray(got), np.asarray(want)
     assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
