@@ -236,6 +236,54 @@ def test_a_signal_while_a_finished_tool_exits_is_one_line_or_nothing(tmp_path, s
     assert (proc.returncode, terminal_lines(err)) in ((0, []), (128 + signum, [message])), err
 
 
+_LONE_WORKER = """
+import os, signal, sys, time
+sys.path.insert(0, {repo!r})
+import paddle
+from paddle_palm.engine import loaders
+
+loaders.WORKER_TERM_GRACE_SECONDS = 1.0  # read by the forked worker
+
+
+class Pids(paddle.io.Dataset):
+    def __len__(self):
+        return 10000
+
+    def __getitem__(self, index):
+        time.sleep(0.01)
+        return [os.getpid()]
+
+
+loader = paddle.io.DataLoader(Pids(), batch_size=1, num_workers=1, worker_init_fn=loaders.worker_init_function(),
+                              timeout=20)
+batches = iter(loader)
+worker = int(next(batches)[0].numpy().ravel()[0])
+signal.signal(signal.SIGCHLD, lambda *_: None)  # Paddle's handler would raise when the worker ends: expected here
+os.kill(worker, signal.SIGTERM)
+served = {{int(next(batches)[0].numpy().ravel()[0]) for _ in range(20)}}
+print("served after SIGTERM by", "the worker" if served == {{worker}} else served, flush=True)
+time.sleep(3.0)
+try:
+    with open(f"/proc/{{worker}}/stat") as stat:
+        state = stat.read().rsplit(")", 1)[1].split()[0]
+except OSError:
+    state = "gone"
+print("worker after the grace:", "ended" if state in ("gone", "Z") else state, flush=True)
+os._exit(0)
+"""
+
+
+def test_a_worker_given_sigterm_alone_goes_on_serving_then_ends(tmp_path):
+    """The tool's main thread may be waiting in Paddle for the worker's next batch when a group SIGTERM
+    arrives: the worker keeps serving (so the tool reaches its own handler) and ends after its grace."""
+    script = tmp_path / "lone_worker.py"
+    script.write_text(_LONE_WORKER.format(repo=REPO))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          start_new_session=True)
+    assert proc.stdout.splitlines() == ["served after SIGTERM by the worker", "worker after the grace: ended"], (
+        proc.stdout + proc.stderr)
+
+
 def terminal_lines(text):
     """The non-empty lines a terminal shows for ``text``: a carriage return overwrites from column 0,
     so a progress bar that clears itself (tqdm's ``leave=False``) leaves nothing."""

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from paddle_palm.cli import raise_if_stopped
+from paddle_palm.cli import SIGNAL_GRACE_SECONDS, raise_if_stopped
 from paddle_palm.errors import ConfigError, DataError, MissingFileError, PalmError
 
 #: Most data-loading worker processes accepted (each holds a copy of the data set).
@@ -28,19 +28,23 @@ MAX_WORKERS = 64
 _PR_SET_PDEATHSIG = 1
 
 
-#: Seconds a worker that received SIGTERM waits for its parent to end first (see :func:`_end_with_parent`).
-WORKER_TERM_GRACE_SECONDS = 2.0
+#: Seconds a worker that received SIGTERM goes on serving batches before it ends (see
+#: :func:`_end_after_parent`): longer than the parent may take to end after the same signal.
+WORKER_TERM_GRACE_SECONDS = SIGNAL_GRACE_SECONDS + 2
 
 
-def _end_after_parent(parent_pid, signum, frame):
+def _end_after_parent(signum, frame):
     # SIGTERM sent to the process group (a job controller, ``kill -- -PGID``) reaches the parent
     # too.  Ending at once would let Paddle's reader thread log the workers' end as unexpected
-    # before the parent's handler runs; waiting lets the parent print its one line and end, which
-    # ends this worker (PR_SET_PDEATHSIG).  A SIGTERM to the worker alone ends it after the grace.
-    deadline = time.monotonic() + WORKER_TERM_GRACE_SECONDS
-    while os.getppid() == parent_pid and time.monotonic() < deadline:
-        time.sleep(0.02)
-    os._exit(128 + signum)
+    # before the parent's handler runs; so would pausing here, because the parent's main thread
+    # may be waiting inside Paddle (C++) for this worker's next batch, where its own handler
+    # cannot run until the batch comes.  So the worker goes on serving; the parent prints its one
+    # line and ends, which ends this worker (PR_SET_PDEATHSIG).  A SIGTERM to the worker alone
+    # ends it after the grace (the kernel's alarm, whose default action ends the process).
+    import signal
+
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    signal.alarm(math.ceil(WORKER_TERM_GRACE_SECONDS))
 
 
 def _end_with_parent(worker_id, parent_pid):
@@ -49,7 +53,7 @@ def _end_with_parent(worker_id, parent_pid):
     # Ctrl-C reaches the whole process group: only the parent reports it, the worker goes on
     # until the parent shuts it down.  SIGTERM ends it silently, after the parent.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, functools.partial(_end_after_parent, parent_pid))
+    signal.signal(signal.SIGTERM, _end_after_parent)
     if sys.platform.startswith("linux"):
         import ctypes
 
