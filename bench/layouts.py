@@ -25,7 +25,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -101,7 +100,8 @@ def measure(args, log):
         rng = np.random.default_rng(0)
         images = paddle.to_tensor(rng.standard_normal((batch, 3, size, size)).astype("float32"))
         labels = paddle.to_tensor(rng.integers(0, 2, (batch, 1)).astype("float32"))
-        candidates = ways(build_model(arch, num_classes=1), bf16_ok)
+        probe = build_model(arch, num_classes=1)  # what the network offers, and what the trainer picks
+        candidates = ways(probe, bf16_ok)
         steps = {name: make_step(arch, cl, b, images, labels) for name, cl, b in candidates}
         for name, step in steps.items():  # warm-up: primitives, allocations
             for _ in range(args.warmup):
@@ -114,11 +114,10 @@ def measure(args, log):
             log(f"{arch} round {round_index + 1}/{args.rounds}: "
                 + ", ".join(f"{n} {statistics.median(t) * 1000:.0f} ms" for n, t in times.items()))
         base = statistics.median(times["nchw fp32"])
-        model = build_model(arch, num_classes=1)
         results[arch] = {
             "image_size": size, "batch_size": batch,
-            "channels_last_pays": bool(getattr(model, "channels_last_pays", False))
-            and callable(getattr(model, "set_channels_last", None)),
+            "channels_last_pays": bool(getattr(probe, "channels_last_pays", False))
+            and callable(getattr(probe, "set_channels_last", None)),
             "ways": {name: {"median_ms": statistics.median(t) * 1000, "steps_ms": [x * 1000 for x in t],
                             "speed_vs_nchw_fp32": base / statistics.median(t)} for name, t in times.items()},
         }
@@ -167,6 +166,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    from bench.run import machine_description
     from paddle_palm import runtime
     from paddle_palm.fileio import write_text_atomic
 
@@ -179,12 +179,11 @@ def main(argv=None):
     results, bf16_ok = measure(args, log)
     import paddle
 
-    cpu = runtime.cpu_info()
+    machine = machine_description()
     meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
             "command": "python bench/layouts.py " + " ".join(sys.argv[1:] if argv is None else argv),
-            "cpu": cpu.get("model", platform.processor()), "cores": os.cpu_count(),
-            "flags": " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in cpu["flags"]),
-            "python": platform.python_version(), "paddle": paddle.__version__,
+            "cpu": machine["cpu"], "cores": machine["cores"], "flags": " ".join(machine["flags"]),
+            "python": machine["python"], "paddle": paddle.__version__,
             "threads": args.threads or runtime.default_threads(), "rounds": args.rounds, "steps": args.steps,
             "warmup": args.warmup, "bf16": bf16_ok, "load_before": load_before,
             "load_after": " ".join(f"{x:.2f}" for x in os.getloadavg())}

@@ -557,9 +557,9 @@ class Trainer:
             return ""
         if not info.get("fast"):
             return " (plain dygraph)"
-        conv = "oneDNN convolutions" if info.get("conv") == "onednn" else "Paddle convolutions"
-        if info.get("bf16"):
-            conv = "oneDNN bf16 convolutions"
+        conv = "Paddle convolutions"
+        if info.get("conv") == "onednn":
+            conv = "oneDNN bf16 convolutions" if info.get("bf16") else "oneDNN convolutions"
         threads = info.get("threads")
         return f" (fast path: {threads} thread{'s' if threads != 1 else ''}, {conv})"
 
