@@ -89,3 +89,18 @@ def test_ema_follows_the_weights():
         assert np.allclose(layer[0].weight.numpy(), start * d)
     assert np.allclose(layer[0].weight.numpy(), 0.0)  # restored after the block
     assert math.isclose(ema.state_dict()["updates"], 1)
+
+
+def test_ema_restored_from_arrays_updates_its_own_copies():
+    """A resumed average (arrays from the checkpoint file) becomes tensors of its own."""
+    layer = paddle.nn.Linear(2, 2)
+    saved = {k: v.numpy().copy() for k, v in layer.state_dict().items()}
+    original = saved["weight"].copy()
+    ema = ModelEMA(layer, decay=0.5)
+    ema.set_state_dict({"shadow": saved, "updates": 100})
+    with paddle.no_grad():
+        layer.weight.set_value(paddle.zeros([2, 2]))
+    ema.update(layer)
+    assert np.allclose(ema.shadow["weight"].numpy(), saved["weight"] * 0.5)
+    assert np.array_equal(saved["weight"], original)  # the loaded arrays are not written to
+    assert ema.updates == 101

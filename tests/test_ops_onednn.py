@@ -305,7 +305,7 @@ def snapshot(model):
 
 
 # arch, input side, batch
-MODELS = [("squeezenet1_1", 64, 2), ("senet18_cifar", 32, 2), ("resnet50", 64, 4)]
+MODELS = [("squeezenet1_1", 64, 2), ("senet18_cifar", 32, 2), ("se_resnet18", 64, 4), ("resnet50", 64, 4)]
 
 
 @pytest.mark.parametrize("arch, size, batch", MODELS)
@@ -509,7 +509,7 @@ def test_an_accelerated_model_exports_with_paddle_jit(onednn, tmp_path, full_gra
     with paddle.no_grad():
         assert_close(loaded(x).numpy(), want, MODEL_RTOL, "exported program")
     program = str(loaded.program())
-    assert "conv2d" in program and "palm_conv2d" not in program, "the exported program calls the custom operator"
+    assert "conv2d" in program and "palm_" not in program, "the exported program calls a custom operator"
 
 
 def test_float64_falls_back_to_paddle_convolution(onednn):
@@ -818,10 +818,10 @@ BN_SHAPES = [(10, 56, 56, 64), (10, 56, 56, 256), (10, 28, 28, 128), (10, 28, 28
 BN_VARIANTS = {"relu": (True, False), "plain": (False, False), "add_relu": (True, True)}
 
 
-def batch_norm_layer(channels, seed):
-    """A channels-last BatchNorm2D with non-trivial scale, shift and running statistics."""
+def batch_norm_layer(channels, seed, data_format="NHWC"):
+    """A BatchNorm2D (channels-last by default) with non-trivial scale, shift and running statistics."""
     rng = np.random.default_rng(seed)
-    bn = paddle.nn.BatchNorm2D(channels, data_format="NHWC")
+    bn = paddle.nn.BatchNorm2D(channels, data_format=data_format)
     bn.weight.set_value(rng.uniform(0.5, 1.5, channels).astype("float32"))
     bn.bias.set_value(rng.uniform(-0.5, 0.5, channels).astype("float32"))
     bn._mean.set_value(rng.uniform(-0.1, 0.1, channels).astype("float32"))
@@ -829,7 +829,13 @@ def batch_norm_layer(channels, seed):
     return bn
 
 
-def batch_norm_case(shape, relu, residual, seed=0):
+def layout_shape(shape, data_format):
+    """An NHWC shape of BN_SHAPES in ``data_format``."""
+    n, h, w, c = shape
+    return shape if data_format == "NHWC" else (n, c, h, w)
+
+
+def batch_norm_case(shape, relu, residual, seed=0, data_format="NHWC"):
     """Inputs of one case: x (mean 1, spread 3), the residual and the output gradient.
 
     Where Paddle's pre-activation is within 1e-4 of 0 the output gradient is set to 0: there a
@@ -840,17 +846,18 @@ def batch_norm_case(shape, relu, residual, seed=0):
     z = rng.standard_normal(shape).astype("float32") if residual else None
     g = rng.standard_normal(shape).astype("float32")
     if relu:
-        pre = batch_norm_layer(shape[-1], seed)(paddle.to_tensor(x)).numpy()
+        channels = shape[-1] if data_format == "NHWC" else shape[1]
+        pre = batch_norm_layer(channels, seed, data_format)(paddle.to_tensor(x)).numpy()
         if residual:
             pre = pre + z
         g[np.abs(pre) < 1e-4] = 0
     return x, z, g
 
 
-def run_batch_norm(fused, shape, relu, residual, seed=0):
+def run_batch_norm(fused, shape, relu, residual, seed=0, data_format="NHWC"):
     """Output, gradients of x, scale, bias (and residual) and the running statistics after one step."""
-    x, z, g = batch_norm_case(shape, relu, residual, seed)
-    bn = batch_norm_layer(shape[-1], seed)
+    x, z, g = batch_norm_case(shape, relu, residual, seed, data_format)
+    bn = batch_norm_layer(shape[-1] if data_format == "NHWC" else shape[1], seed, data_format)
     xt, zt = tensor(x), (tensor(z) if z is not None else None)
     if fused:
         y = ops.batch_norm_act(xt, bn, relu=relu, residual=zt)
@@ -867,30 +874,33 @@ def run_batch_norm(fused, shape, relu, residual, seed=0):
     return results
 
 
+@pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
 @pytest.mark.parametrize("variant", list(BN_VARIANTS))
 @pytest.mark.parametrize("shape", BN_SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_fused_batch_norm_matches_paddle_at_the_networks_sizes_with_2_threads(onednn, shape, variant):
+def test_fused_batch_norm_matches_paddle_at_the_networks_sizes_with_2_threads(onednn, shape, variant, data_format):
     relu, residual = BN_VARIANTS[variant]
+    shape = layout_shape(shape, data_format)
     threads = ops.set_threads(0)
     try:
         assert ops.set_threads(2) == 2
-        want = run_batch_norm(False, shape, relu, residual)
-        got = run_batch_norm(True, shape, relu, residual)
+        want = run_batch_norm(False, shape, relu, residual, data_format=data_format)
+        got = run_batch_norm(True, shape, relu, residual, data_format=data_format)
     finally:
         ops.set_threads(threads)
     assert got.keys() == want.keys()
     for what in want:
-        assert_close(got[what], want[what], RTOL, f"{shape} {variant}: {what}")
+        assert_close(got[what], want[what], RTOL, f"{shape} {variant} {data_format}: {what}")
 
 
-def test_fused_batch_norm_is_bit_identical_across_threads_and_calls(onednn):
-    shape = (10, 28, 28, 128)
+@pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
+def test_fused_batch_norm_is_bit_identical_across_threads_and_calls(onednn, data_format):
+    shape = layout_shape((10, 28, 28, 128), data_format)
     threads = ops.set_threads(0)
     try:
         runs = []
         for count in (1, 2, 2):
             ops.set_threads(count)
-            runs.append(run_batch_norm(True, shape, True, True, seed=3))
+            runs.append(run_batch_norm(True, shape, True, True, seed=3, data_format=data_format))
     finally:
         ops.set_threads(threads)
     for run in runs[1:]:
@@ -898,29 +908,32 @@ def test_fused_batch_norm_is_bit_identical_across_threads_and_calls(onednn):
             assert np.array_equal(run[what], runs[0][what]), what
 
 
-def test_fused_batch_norm_keeps_its_precision_when_the_mean_is_large(onednn):
-    """Values around 1000 with spread 0.01: the statistics are summed around a shift (the first row)
-    in float and added up in double, so the normalised output stays within 1% of the spread of a
-    float64 computation (Paddle's own kernel: 6.7% here)."""
+@pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
+def test_fused_batch_norm_keeps_its_precision_when_the_mean_is_large(onednn, data_format):
+    """Values around 1000 with spread 0.01: the statistics are summed around a shift (the first
+    value of each channel) in float and added up in double, so the normalised output stays within
+    1% of the spread of a float64 computation (Paddle's own kernel: 6.7% here)."""
     rng = np.random.default_rng(5)
     x = (1000 + 0.01 * rng.standard_normal((4, 16, 16, 32))).astype("float32")
     x64 = x.astype("float64")
     bn = batch_norm_layer(32, 5)
     want = (x64 - x64.mean((0, 1, 2))) / np.sqrt(x64.var((0, 1, 2)) + 1e-5) * bn.weight.numpy() + bn.bias.numpy()
+    if data_format == "NCHW":
+        x, want = x.transpose(0, 3, 1, 2).copy(), want.transpose(0, 3, 1, 2)
+        bn = batch_norm_layer(32, 5, "NCHW")
     got = ops.batch_norm_act(tensor(x), bn, relu=False).numpy()
     assert float(np.abs(got - want).max()) < 0.01
 
 
 def test_fused_batch_norm_falls_back_to_paddle_where_it_does_not_apply(onednn):
-    """Evaluation mode, NCHW layers and float64 are Paddle's own batch norm, bit for bit."""
+    """Evaluation mode is Paddle's own batch norm, bit for bit, in both layouts."""
     rng = np.random.default_rng(6)
     x = rng.standard_normal((2, 8, 8, 16)).astype("float32")
-    bn = batch_norm_layer(16, 6)
-    bn.eval()
-    assert np.array_equal(ops.batch_norm_act(tensor(x), bn).numpy(), F.relu(bn(tensor(x))).numpy())
-    nchw = paddle.nn.BatchNorm2D(8)
-    x_nchw = paddle.to_tensor(rng.standard_normal((2, 8, 4, 4)).astype("float32"))
-    assert np.array_equal(ops.batch_norm_act(x_nchw, nchw, relu=False).numpy(), nchw(x_nchw).numpy())
+    for data_format in ("NHWC", "NCHW"):
+        bn = batch_norm_layer(16, 6, data_format)
+        bn.eval()
+        xt = tensor(x if data_format == "NHWC" else x.transpose(0, 3, 1, 2).copy())
+        assert np.array_equal(ops.batch_norm_act(xt, bn).numpy(), F.relu(bn(xt)).numpy())
 
 
 def test_fused_batch_norm_rejects_mismatched_sizes(onednn):
@@ -929,7 +942,7 @@ def test_fused_batch_norm_rejects_mismatched_sizes(onednn):
         from paddle import _C_ops
 
         _C_ops._run_custom_op("palm_batch_norm", paddle.ones([2, 4, 4, 8]), bn.weight, bn.bias, bn._mean,
-                              bn._variance, 0.9, 1e-5, True)
+                              bn._variance, 0.9, 1e-5, True, True)
 
 
 @pytest.mark.parametrize("arch, size", [("se_resnet18", 64), ("senet18_cifar", 32)])

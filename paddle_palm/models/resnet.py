@@ -184,6 +184,20 @@ class ResNet(nn.Layer):
         set_stage_layout((self.layer1, self.layer2, self.layer3, self.layer4), enabled, switch_block)
         self.channels_last = bool(enabled)
 
+    def set_fused(self, enabled=True):
+        """Let every conv-BN layer (the stem's too) use the operators' fused batch norm.
+
+        :func:`paddle_palm.ops.accelerate` calls this: in training each batch norm runs
+        with its ReLU and residual add as one ``palm_batch_norm`` kernel, on NCHW or
+        channels-last tensors; elsewhere Paddle's own layers run.
+
+        Args:
+            enabled: True for the fused kernels, False for Paddle's layers only.
+        """
+        for layer in self.sublayers():
+            if isinstance(layer, ConvBNLayer):
+                layer.fused = bool(enabled) or self.channels_last
+
     def forward_features(self, x):
         """Stem and stages: ``[N, C, H, W]`` -> ``[N, 2048, H/32, W/32]``."""
         self.input_check(x)

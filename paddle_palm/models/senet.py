@@ -90,17 +90,11 @@ class PreActBlock(nn.Layer):
         self.fc1 = nn.Conv2D(planes, planes // reduction, 1)
         self.fc2 = nn.Conv2D(planes // reduction, planes, 1)
         self.channels_last = False  # SENet.set_channels_last
+        self.fused = False  # SENet.set_fused
 
     def forward(self, x):
-        if self.channels_last:
-            from paddle_palm import ops
-
-            out = ops.batch_norm_act(x, self.bn1)
-            shortcut = self.shortcut(out) if self.shortcut is not None else x
-            out = self.conv2(ops.batch_norm_act(self.conv1(out), self.bn2))
-            w = F.adaptive_avg_pool2d(out, 1, data_format="NHWC")
-            w = F.sigmoid(self.fc2(F.relu(self.fc1(w))))
-            return out * w + shortcut
+        if self.channels_last or self.fused:
+            return self._fused_forward(x)
         out = F.relu(self.bn1(x))
         shortcut = self.shortcut(out) if self.shortcut is not None else x
         out = self.conv1(out)
@@ -112,6 +106,17 @@ class PreActBlock(nn.Layer):
         w = F.sigmoid(self.fc2(w))
         # Excitation: reweight the channels, then add the shortcut.
         return out * w + shortcut
+
+    def _fused_forward(self, x):
+        """The same block on the operators' fused kernels (:mod:`paddle_palm.ops`), NCHW or NHWC."""
+        from paddle_palm import ops
+
+        data_format = "NHWC" if self.channels_last else "NCHW"
+        out = ops.batch_norm_act(x, self.bn1)
+        shortcut = self.shortcut(out) if self.shortcut is not None else x
+        out = self.conv2(ops.batch_norm_act(self.conv1(out), self.bn2))
+        w = F.sigmoid(self.fc2(F.relu(self.fc1(ops.global_avg_pool2d(out, data_format)))))
+        return ops.scale_add(out, w, shortcut, data_format=data_format)
 
 
 class SqueezeExcitation(nn.Layer):
@@ -133,12 +138,22 @@ class SqueezeExcitation(nn.Layer):
         self.fc1 = nn.Linear(channels, channels // reduction, bias_attr=bias_attr)
         self.fc2 = nn.Linear(channels // reduction, channels, bias_attr=bias_attr)
         self.channels_last = False  # SENet.set_channels_last: x is [N, H, W, C]
+        self.fused = False  # SENet.set_fused
+
+    def weights(self, x):
+        """The excitation weights of the map ``x``: ``[N, C, 1, 1]`` (``[N, 1, 1, C]`` channels-last)."""
+        data_format = "NHWC" if self.channels_last else "NCHW"
+        if self.fused or self.channels_last:
+            from paddle_palm import ops
+
+            pooled = ops.global_avg_pool2d(x, data_format)
+        else:
+            pooled = F.adaptive_avg_pool2d(x, 1, data_format=data_format)
+        w = F.sigmoid(self.fc2(F.relu(self.fc1(paddle.flatten(pooled, 1)))))
+        return paddle.unsqueeze(w, [1, 2] if self.channels_last else [2, 3])
 
     def forward(self, x):
-        data_format = "NHWC" if self.channels_last else "NCHW"
-        w = paddle.flatten(F.adaptive_avg_pool2d(x, 1, data_format=data_format), 1)
-        w = F.sigmoid(self.fc2(F.relu(self.fc1(w))))
-        return x * paddle.unsqueeze(w, [1, 2] if self.channels_last else [2, 3])
+        return x * self.weights(x)
 
 
 class SEBasicBlock(nn.Layer):
@@ -174,26 +189,33 @@ class SEBasicBlock(nn.Layer):
         else:
             self.shortcut = None
         self.channels_last = False  # SENet.set_channels_last
+        self.fused = False  # SENet.set_fused
 
     def forward(self, x):
-        if self.channels_last:
-            from paddle_palm import ops
-
-            out = ops.batch_norm_act(self.conv1(x), self.bn1)
-            out = ops.batch_norm_act(self.conv2(out), self.bn2, relu=False)
-            scaled = self.se(out)
-            out = out * scaled if self.double_scale else scaled
-            if self.shortcut is None:
-                shortcut = x
-            else:
-                shortcut = ops.batch_norm_act(self.shortcut[0](x), self.shortcut[1], relu=False)
-            return F.relu(out + shortcut)
+        if self.channels_last or self.fused:
+            return self._fused_forward(x)
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         scaled = self.se(out)
         out = out * scaled if self.double_scale else scaled
         shortcut = self.shortcut(x) if self.shortcut is not None else x
         return F.relu(out + shortcut)
+
+    def _fused_forward(self, x):
+        """The same block on the operators' fused kernels (:mod:`paddle_palm.ops`), NCHW or NHWC:
+        batch norms with their ReLUs, and the SE scale, the shortcut's add and the ReLU in one pass."""
+        from paddle_palm import ops
+
+        out = ops.batch_norm_act(self.conv1(x), self.bn1)
+        out = ops.batch_norm_act(self.conv2(out), self.bn2, relu=False)
+        if self.shortcut is None:
+            shortcut = x
+        else:
+            shortcut = ops.batch_norm_act(self.shortcut[0](x), self.shortcut[1], relu=False)
+        if self.double_scale:
+            return F.relu(out * self.se(out) + shortcut)
+        return ops.scale_add(out, self.se.weights(out), shortcut, relu=True,
+                             data_format="NHWC" if self.channels_last else "NCHW")
 
 
 class SENet(nn.Layer):
@@ -256,6 +278,7 @@ class SENet(nn.Layer):
         self.num_classes = num_classes
         self.head = head
         self.channels_last = False  # see set_channels_last
+        self.fused = False  # see set_fused
         self.input_check = InputCheck(
             arch,
             in_channels,
@@ -343,10 +366,32 @@ class SENet(nn.Layer):
         set_stage_layout((self.layer1, self.layer2, self.layer3, self.layer4), enabled, switch_block)
         self.channels_last = bool(enabled)
 
+    def set_fused(self, enabled=True):
+        """Let the blocks and the head use the operators' fused kernels (:mod:`paddle_palm.ops`).
+
+        :func:`paddle_palm.ops.accelerate` calls this: batch norms run with their ReLUs as
+        ``palm_batch_norm`` in training, the SE blocks end in one ``palm_scale_add`` pass
+        (scale, shortcut add, ReLU) and pool with ``palm_pool2d``.
+        Where the operators cannot run (traced graphs, other devices) each kernel falls
+        back to Paddle's own, so the network computes the same function either way.
+
+        Args:
+            enabled: True for the fused kernels, False for Paddle's layers only.
+        """
+        for layer in self.sublayers():
+            if isinstance(layer, (PreActBlock, SEBasicBlock, SqueezeExcitation)):
+                layer.fused = bool(enabled)
+        self.fused = bool(enabled)
+
     def forward_features(self, x):
         """The stem and the four stages: ``[N, C, H, W]`` -> ``[N, 512, h, w]``."""
         self.input_check(x)
-        out = F.relu(self.bn1(self.conv1(x)))
+        if self.fused:
+            from paddle_palm import ops
+
+            out = ops.batch_norm_act(self.conv1(x), self.bn1)
+        else:
+            out = F.relu(self.bn1(self.conv1(x)))
         if self.maxpool is not None:
             out = self.maxpool(out)
         if self.channels_last:
@@ -359,7 +404,11 @@ class SENet(nn.Layer):
 
     def forward_head(self, x):
         """Pool, flatten and classify: ``[N, 512, h, w]`` -> ``[N, num_classes]``."""
-        if self.head == "avg4":
+        if self.fused:
+            from paddle_palm import ops
+
+            x = ops.pool2d(x, 4, mode="avg") if self.head == "avg4" else ops.global_avg_pool2d(x)
+        elif self.head == "avg4":
             x = F.avg_pool2d(x, 4)
         else:
             x = F.adaptive_avg_pool2d(x, 1)

@@ -60,8 +60,10 @@ from paddle_palm.cpu import cpu_info
 from paddle_palm.errors import PalmError
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-#: The operators' sources, next to this file: the oneDNN convolution and the fused batch norm.
-SOURCES = (os.path.join(_HERE, "onednn_conv.cc"), os.path.join(_HERE, "batch_norm.cc"))
+#: The operators' sources, next to this file: the oneDNN convolution, the fused batch norm,
+#: pooling, the squeeze-and-excitation block's scale-add and the weights' moving average.
+SOURCES = tuple(os.path.join(_HERE, name)
+                for name in ("onednn_conv.cc", "batch_norm.cc", "pool.cc", "excite.cc", "average.cc"))
 SOURCE = SOURCES[0]
 
 #: oneDNN version (major, minor) of Paddle's libdnnl -> the ``onednn-devel`` release with
@@ -616,28 +618,34 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, data
     return out
 
 
-def _fused_batch_norm_applies(x, bn):
+def _batch_norm_layout(x, bn):
+    """"NHWC" or "NCHW" when ``palm_batch_norm`` can run ``bn`` on ``x``, else None."""
     import paddle
 
-    return (paddle.in_dynamic_mode() and bn.training and not getattr(bn, "_use_global_stats", False)
-            and getattr(bn, "_data_format", "NCHW") in ("NHWC", "NDHWC", "NLC")
-            and x.dtype == paddle.float32 and x.place.is_cpu_place() and bn.weight is not None
-            and bn.bias is not None and _state["module"] is not None)
+    data_format = getattr(bn, "_data_format", "NCHW")
+    layout = ("NHWC" if data_format in ("NHWC", "NDHWC", "NLC")
+              else "NCHW" if data_format in ("NCHW", "NCDHW", "NCL") and len(x.shape) >= 3 else None)
+    applies = (layout is not None and paddle.in_dynamic_mode() and bn.training
+               and not getattr(bn, "_use_global_stats", False)
+               and x.dtype == paddle.float32 and x.place.is_cpu_place() and bn.weight is not None
+               and bn.bias is not None and _state["module"] is not None)
+    return layout if applies else None
 
 
 def batch_norm_act(x, bn, relu=True, residual=None):
-    """``relu(bn(x) [+ residual])`` for a channels-last ``paddle.nn.BatchNorm2D`` layer, fused.
+    """``relu(bn(x) [+ residual])`` for a ``paddle.nn.BatchNorm2D`` layer, fused.
 
     In training mode, on float32 CPU tensors in dynamic mode, with the operators loaded
     (by :func:`load` or :func:`accelerate`; this function never builds them),
     the batch statistics, the normalisation, the add and the ReLU are one pass over the
-    tensor forward and two backward (``batch_norm.cc``), and ``bn``'s running mean and
-    variance are updated as Paddle's ``batch_norm`` updates them.  In every other case
-    (evaluation, NCHW layers, other dtypes or devices, a graph being traced, operators
-    unavailable) it is Paddle's own ``bn(x)``, ``+`` and ``relu``: the same results.
+    tensor forward and two backward (``batch_norm.cc``), channels-last or NCHW as ``bn``
+    says, and ``bn``'s running mean and variance are updated as Paddle's ``batch_norm``
+    updates them.  In every other case (evaluation, other dtypes or devices, a graph being
+    traced, operators unavailable) it is Paddle's own ``bn(x)``, ``+`` and ``relu``: the
+    same results up to float rounding.
 
     Args:
-        x: the input, ``[N, H, W, C]`` when ``bn`` is channels-last.
+        x: the input, ``[N, H, W, C]`` when ``bn`` is channels-last, else ``[N, C, H, W]``.
         bn: a ``paddle.nn.BatchNorm2D`` (its ``_data_format`` says the layout).
         relu: apply the ReLU.
         residual: optional tensor of ``x``'s shape added before the ReLU.
@@ -647,21 +655,122 @@ def batch_norm_act(x, bn, relu=True, residual=None):
     """
     import paddle.nn.functional as F
 
-    if _fused_batch_norm_applies(x, bn) and (residual is None or residual.shape == x.shape):
+    layout = _batch_norm_layout(x, bn)
+    if layout is not None and (residual is None or residual.shape == x.shape):
         from paddle import _C_ops
 
-        momentum, epsilon = float(bn._momentum), float(bn._epsilon)
+        momentum, epsilon, channels_last = float(bn._momentum), float(bn._epsilon), layout == "NHWC"
         if residual is None:
             out = _C_ops._run_custom_op("palm_batch_norm", x, bn.weight, bn.bias, bn._mean, bn._variance,
-                                        momentum, epsilon, bool(relu))
+                                        momentum, epsilon, bool(relu), channels_last)
         else:
             out = _C_ops._run_custom_op("palm_batch_norm_add", x, bn.weight, bn.bias, bn._mean, bn._variance,
-                                        residual, momentum, epsilon, bool(relu))
+                                        residual, momentum, epsilon, bool(relu), channels_last)
         return out[0] if isinstance(out, (list, tuple)) else out
     y = bn(x)
     if residual is not None:
         y = y + residual
     return F.relu(y) if relu else y
+
+
+def _custom_op_applies(*tensors):
+    """Dynamic mode, float32 CPU tensors and the operators loaded: a custom kernel may run."""
+    import paddle
+
+    return (_state["module"] is not None and paddle.in_dynamic_mode()
+            and all(t.dtype == paddle.float32 and t.place.is_cpu_place() for t in tensors))
+
+
+def pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, mode="max", exclusive=True,
+           data_format="NCHW"):
+    """Max or average pooling with ``palm_pool2d`` (``pool.cc``), Paddle's semantics.
+
+    The same results as ``paddle.nn.functional.max_pool2d`` / ``avg_pool2d`` (the
+    gradient of a max goes to the first maximum of its window, as in Paddle), faster:
+    the forward of max pooling records where each maximum was, so its backward does
+    not search the windows again.  Falls back to Paddle's own pooling for graphs being
+    traced, other dtypes or devices, padding strings, or when the operators are not
+    loaded.
+
+    Args:
+        x: ``[N, C, H, W]`` (or ``[N, H, W, C]`` with ``data_format="NHWC"``).
+        kernel_size: int or (height, width).
+        stride: int or pair; defaults to ``kernel_size``.
+        padding: int, (height, width) or (top, bottom, left, right).
+        ceil_mode: round the output size up.
+        mode: ``"max"`` or ``"avg"``.
+        exclusive: averages leave the padding out of the divisor.
+        data_format: ``"NCHW"`` or ``"NHWC"``.
+    """
+    import paddle.nn.functional as F
+
+    stride = kernel_size if stride is None else stride
+    pads = _paddings(padding)
+    if mode not in ("max", "avg"):
+        raise ValueError(f"mode must be 'max' or 'avg', got {mode!r}")
+    if _custom_op_applies(x) and pads is not None and data_format in ("NCHW", "NHWC") and len(x.shape) == 4:
+        from paddle import _C_ops
+
+        out = _C_ops._run_custom_op("palm_pool2d", x, _pair(kernel_size, "kernel_size"), _pair(stride, "stride"),
+                                    pads, bool(ceil_mode), mode == "max", bool(exclusive), data_format == "NHWC")
+        return out[0] if isinstance(out, (list, tuple)) else out
+    if mode == "max":
+        return F.max_pool2d(x, kernel_size, stride, padding, ceil_mode=ceil_mode, data_format=data_format)
+    return F.avg_pool2d(x, kernel_size, stride, padding, ceil_mode=ceil_mode, exclusive=exclusive,
+                        data_format=data_format)
+
+
+def global_avg_pool2d(x, data_format="NCHW"):
+    """``paddle.nn.functional.adaptive_avg_pool2d(x, 1)`` with ``palm_pool2d`` when it applies."""
+    import paddle.nn.functional as F
+
+    if _custom_op_applies(x) and len(x.shape) == 4 and data_format in ("NCHW", "NHWC"):
+        # Dynamic mode only (checked first: a traced graph may have unknown sizes here).
+        size = x.shape[1:3] if data_format == "NHWC" else x.shape[2:4]
+        return pool2d(x, size, 1, 0, mode="avg", data_format=data_format)
+    return F.adaptive_avg_pool2d(x, 1, data_format=data_format)
+
+
+def scale_add(x, w, z, relu=False, data_format="NCHW"):
+    """``act(x * w + z)``, the end of a squeeze-and-excitation residual block, in one pass.
+
+    ``x`` and ``z`` are maps of the same shape, ``w`` one weight per image and channel
+    (``[N, C, 1, 1]``, or ``[N, 1, 1, C]`` for NHWC); ``act`` is ReLU or nothing.  With
+    the operators loaded, in dynamic mode on float32 CPU tensors, this is
+    ``palm_scale_add`` (``excite.cc``: one pass forward, one backward); otherwise
+    Paddle's multiply, add and ReLU: the same results up to float rounding.
+    """
+    import paddle.nn.functional as F
+
+    if (_custom_op_applies(x, w, z) and len(x.shape) == 4 and z.shape == x.shape
+            and data_format in ("NCHW", "NHWC")):
+        from paddle import _C_ops
+
+        out = _C_ops._run_custom_op("palm_scale_add", x, w, z, bool(relu), data_format == "NHWC")
+        return out[0] if isinstance(out, (list, tuple)) else out
+    y = x * w + z
+    return F.relu(y) if relu else y
+
+
+def ema_update(shadows, weights, decay):
+    """``shadow = decay * shadow + (1 - decay) * weight`` for each pair, in place, in one pass.
+
+    With the operators loaded (``average.cc``), float32 CPU tensors in dynamic mode: one
+    ``palm_ema_update`` call for all of them, the same float32 values as Paddle's
+    ``shadow * decay + weight * (1 - decay)``.  Returns False (and changes nothing) when the
+    operator cannot run them; the caller then computes it with Paddle.
+    """
+    import paddle
+
+    if not shadows or not _custom_op_applies(*shadows, *weights):
+        return False
+    if any(s.shape != w.shape for s, w in zip(shadows, weights)) or len(shadows) != len(weights):
+        return False
+    with paddle.no_grad():
+        from paddle import _C_ops
+
+        _C_ops._run_custom_op("palm_ema_update", list(shadows), list(weights), float(decay), 1.0 - float(decay))
+    return True
 
 
 # --------------------------------------------------------------------------- switching layers
@@ -684,9 +793,39 @@ def _onednn_forward(self, x):
     return type(self).forward(self, x)  # graphs being traced, other dtypes or devices: Paddle's own
 
 
+def _pool_forward(self, x):
+    """``nn.MaxPool2D`` / ``nn.AvgPool2D`` through :func:`pool2d`."""
+    import paddle
+
+    mode = "max" if isinstance(self, paddle.nn.MaxPool2D) else "avg"
+    return pool2d(x, self.ksize, self.stride, self.padding, self.ceil_mode, mode,
+                  getattr(self, "exclusive", True), self.data_format)
+
+
+def _global_pool_forward(self, x):
+    """``nn.AdaptiveAvgPool2D(1)`` through :func:`global_avg_pool2d`."""
+    return global_avg_pool2d(x, self._data_format)
+
+
+def _pool_layer_forward(layer):
+    """The operator's forward for a pooling layer it can run, else None."""
+    import paddle.nn as nn
+
+    if type(layer) is nn.MaxPool2D and not layer.return_mask:
+        return _pool_forward
+    if type(layer) is nn.AvgPool2D and layer.divisor is None:
+        return _pool_forward
+    if type(layer) is nn.AdaptiveAvgPool2D and layer._output_size in (1, [1, 1], (1, 1)):
+        return _global_pool_forward
+    return None
+
+
 def accelerate(model, channels_last=False, bf16=False):
     """Make every ``paddle.nn.Conv2D`` of ``model`` (zero padding) run ``palm_conv2d``.
 
+    Its pooling layers (``MaxPool2D``, ``AvgPool2D``, ``AdaptiveAvgPool2D(1)``) run
+    ``palm_pool2d`` (:func:`pool2d`), and networks with fused blocks (a ``set_fused``
+    method, e.g. the SE-ResNets) use :func:`scale_add` and the other fused kernels.
     Only the forward method of each layer instance changes: parameters, state dicts,
     checkpoints and exported programs (``paddle.jit``) are those of the plain layers, and
     inputs that are not float32 CPU tensors in dynamic mode still go to Paddle's convolution.
@@ -702,7 +841,7 @@ def accelerate(model, channels_last=False, bf16=False):
             everything else): mixed-precision training on CPUs with AVX-512 BF16 or AMX.
 
     Returns:
-        int: the number of layers switched (0 when the operator is unavailable).
+        int: the number of convolution layers switched (0 when the operator is unavailable).
 
     Raises:
         OpsUnavailable: ``bf16`` on a CPU without a bf16 convolution in oneDNN.
@@ -720,11 +859,17 @@ def accelerate(model, channels_last=False, bf16=False):
                 layer.set_channels_last(True)
     switched = 0
     for layer in model.sublayers(include_self=True):
-        if type(layer) is paddle.nn.Conv2D and _supported(layer) and "forward" not in vars(layer):
+        if callable(getattr(layer, "set_fused", None)):
+            layer.set_fused(True)
+        if "forward" in vars(layer):
+            continue
+        if type(layer) is paddle.nn.Conv2D and _supported(layer):
             layer.forward = types.MethodType(_onednn_forward, layer)
             if bf16:
                 layer._palm_bf16 = True
             switched += 1
+        elif _pool_layer_forward(layer) is not None:
+            layer.forward = types.MethodType(_pool_layer_forward(layer), layer)
     return switched
 
 
@@ -732,23 +877,28 @@ def restore(model):
     """Undo :func:`accelerate`: the layers use Paddle's convolution again.
 
     Returns:
-        int: the number of layers restored.
+        int: the number of convolution layers restored.
     """
     restored = 0
     for layer in model.sublayers(include_self=True):
         if getattr(layer, "channels_last", False) and callable(getattr(layer, "set_channels_last", None)):
             layer.set_channels_last(False)
+        if callable(getattr(layer, "set_fused", None)):
+            layer.set_fused(False)
         if _switched(layer):
             del layer.forward
             vars(layer).pop("_palm_bf16", None)
             restored += 1
+        elif _switched(layer, (_pool_forward, _global_pool_forward)):
+            del layer.forward
     return restored
 
 
-def _switched(layer):
-    """Whether :func:`accelerate` gave this layer instance the operator's forward."""
+def _switched(layer, forwards=(_onednn_forward,)):
+    """Whether :func:`accelerate` gave this layer instance one of the operator's ``forwards``
+    (by default the convolution's)."""
     method = vars(layer).get("forward")
-    return isinstance(method, types.MethodType) and method.__func__ is _onednn_forward
+    return isinstance(method, types.MethodType) and method.__func__ in forwards
 
 
 def is_accelerated(model):

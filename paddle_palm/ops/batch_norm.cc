@@ -1,4 +1,4 @@
-// Training-mode batch norm fused with ReLU (and the residual add) on channels-last tensors.
+// Training-mode batch norm fused with ReLU (and the residual add), channels-last or NCHW.
 //
 // In a ResNet step on a CPU, after the oneDNN convolutions, Paddle's batch norm, ReLU and
 // add kernels are what is left (docs/BENCHMARKS.md 3.4): each is a separate pass over a
@@ -6,7 +6,7 @@
 //
 //     y = relu(scale * (x - mean) / sqrt(var + eps) + bias [+ z])
 //
-// for an NHWC tensor x (seen as M = N*H*W rows of C channels), its statistics, the running
+// for an NHWC tensor x (seen as M = N*H*W rows of C channels; NCHW below), its statistics, the running
 // mean and variance update, and the gradients of x, scale, bias (and z), in two passes each
 // way.  oneDNN's own NHWC batch norm was tried first and gave wrong input gradients with 2
 // threads (a barrier inside its parallel region); these loops have no barrier: every
@@ -116,16 +116,139 @@ struct GradientSums {
   }
 };
 
+// ---------------------------------------------------------------------------- NCHW
+//
+// x is N images of C planes of P = H*W values.  Each thread owns whole channels: it sums a
+// channel's planes (in float within a plane, in double across planes, always in the same
+// order, so the result does not depend on the thread count), then normalises or
+// back-propagates that channel while its planes are still in cache.
+
+struct Planes {
+  int64_t images, channels, pixels;
+  explicit Planes(const paddle::Tensor& x)
+      : images(x.shape()[0]), channels(x.shape()[1]), pixels(x.numel() / (x.shape()[0] * x.shape()[1])) {}
+  int64_t offset(int64_t n, int64_t c) const { return (n * channels + c) * pixels; }
+};
+
+void ForwardNchw(const paddle::Tensor& x, const float* S, const float* B, float* running_mean,
+                 float* running_var, const float* Z, float momentum, float epsilon, bool relu, float* Y,
+                 float* saved_mean, float* saved_inv_std) {
+  const Planes pl(x);
+  const float* X = x.data<float>();
+  const double count = static_cast<double>(pl.images * pl.pixels);
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < pl.channels; ++c) {
+    const float shift = X[pl.offset(0, c)];  // keeps the variance precise when |mean| >> spread
+    double sum = 0.0, sum_sq = 0.0;
+    for (int64_t n = 0; n < pl.images; ++n) {
+      const float* __restrict xp = X + pl.offset(n, c);
+      float a = 0.0f, b = 0.0f;
+#pragma omp simd reduction(+ : a, b)
+      for (int64_t i = 0; i < pl.pixels; ++i) {
+        const float v = xp[i] - shift;
+        a += v;
+        b += v * v;
+      }
+      sum += a;
+      sum_sq += b;
+    }
+    const double shifted_mean = sum / count;
+    const double mu = shift + shifted_mean;
+    const double var = std::max(0.0, sum_sq / count - shifted_mean * shifted_mean);  // biased, as Paddle's
+    const double inv_std = 1.0 / std::sqrt(var + static_cast<double>(epsilon));
+    saved_mean[c] = static_cast<float>(mu);
+    saved_inv_std[c] = static_cast<float>(inv_std);
+    running_mean[c] = static_cast<float>(momentum * running_mean[c] + (1.0 - momentum) * mu);
+    running_var[c] = static_cast<float>(momentum * running_var[c] + (1.0 - momentum) * var);
+    const float a = static_cast<float>(S[c] * inv_std);
+    const float b = static_cast<float>(B[c] - mu * S[c] * inv_std);
+    for (int64_t n = 0; n < pl.images; ++n) {
+      const int64_t o = pl.offset(n, c);
+      const float* __restrict xp = X + o;
+      const float* __restrict zp = Z ? Z + o : nullptr;
+      float* __restrict yp = Y + o;
+      if (zp) {
+#pragma omp simd
+        for (int64_t i = 0; i < pl.pixels; ++i) {
+          const float v = xp[i] * a + b + zp[i];
+          yp[i] = (relu && !(v > 0.0f)) ? 0.0f : v;
+        }
+      } else {
+#pragma omp simd
+        for (int64_t i = 0; i < pl.pixels; ++i) {
+          const float v = xp[i] * a + b;
+          yp[i] = (relu && !(v > 0.0f)) ? 0.0f : v;
+        }
+      }
+    }
+  }
+}
+
+void BackwardNchw(const paddle::Tensor& x, const float* S, const float* Y, const float* MU, const float* IS,
+                  const float* DY, bool relu, float* DX, float* DZ, float* dscale, float* dbias) {
+  const Planes pl(x);
+  const float* X = x.data<float>();
+  const double count = static_cast<double>(pl.images * pl.pixels);
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < pl.channels; ++c) {
+    const float mu = MU[c];
+    double sum_g = 0.0, sum_gx = 0.0;
+    for (int64_t n = 0; n < pl.images; ++n) {
+      const int64_t o = pl.offset(n, c);
+      const float* __restrict xp = X + o;
+      const float* __restrict yp = Y + o;
+      const float* __restrict dp = DY + o;
+      float a = 0.0f, b = 0.0f;
+#pragma omp simd reduction(+ : a, b)
+      for (int64_t i = 0; i < pl.pixels; ++i) {
+        const float g = (relu && !(yp[i] > 0.0f)) ? 0.0f : dp[i];
+        a += g;
+        b += g * (xp[i] - mu);
+      }
+      sum_g += a;
+      sum_gx += b;
+    }
+    // dx = scale * inv_std * (g - mean(g) - xhat * mean(g * xhat)) = k1 * g + k2 * x + k3.
+    const double inv_std = IS[c];
+    const double d_scale = sum_gx * inv_std;
+    dscale[c] = static_cast<float>(d_scale);
+    dbias[c] = static_cast<float>(sum_g);
+    const double k = S[c] * inv_std;
+    const double slope = -k * inv_std * d_scale / count;
+    const float k1 = static_cast<float>(k);
+    const float k2 = static_cast<float>(slope);
+    const float k3 = static_cast<float>(-k * sum_g / count - slope * mu);
+    for (int64_t n = 0; n < pl.images; ++n) {
+      const int64_t o = pl.offset(n, c);
+      const float* __restrict xp = X + o;
+      const float* __restrict yp = Y + o;
+      const float* __restrict dp = DY + o;
+      float* __restrict out = DX + o;
+      float* __restrict zp = DZ ? DZ + o : nullptr;
+#pragma omp simd
+      for (int64_t i = 0; i < pl.pixels; ++i) {
+        const float g = (relu && !(yp[i] > 0.0f)) ? 0.0f : dp[i];
+        out[i] = k1 * g + k2 * xp[i] + k3;
+      }
+      if (zp) {
+#pragma omp simd
+        for (int64_t i = 0; i < pl.pixels; ++i) zp[i] = (relu && !(yp[i] > 0.0f)) ? 0.0f : dp[i];
+      }
+    }
+  }
+}
+
 std::vector<paddle::Tensor> Forward(const paddle::Tensor& x, const paddle::Tensor& scale,
                                     const paddle::Tensor& bias, const paddle::Tensor& mean,
                                     const paddle::Tensor& variance, const paddle::Tensor* residual,
-                                    float momentum, float epsilon, bool relu) {
+                                    float momentum, float epsilon, bool relu, bool channels_last) {
   check_input(x, "input");
   check_input(scale, "scale");
   check_input(bias, "bias");
   check_input(mean, "running mean");
   check_input(variance, "running variance");
-  const int64_t C = channels_of(x);
+  PD_CHECK(channels_last || x.shape().size() >= 3, "palm_batch_norm: expects an NC... (channels-first) input");
+  const int64_t C = channels_last ? channels_of(x) : x.shape()[1];
   const int64_t M = x.numel() / C;
   PD_CHECK(M > 0, "palm_batch_norm: empty input");
   PD_CHECK(scale.numel() == C && bias.numel() == C && mean.numel() == C && variance.numel() == C,
@@ -134,21 +257,25 @@ std::vector<paddle::Tensor> Forward(const paddle::Tensor& x, const paddle::Tenso
     check_input(*residual, "residual");
     PD_CHECK(residual->shape() == x.shape(), "palm_batch_norm: the residual must have the input's shape");
   }
-  const Tiles t(M, C);
-  const float* X = x.data<float>();
-  std::vector<double> sum, sum_sq;
-  channel_sums(t, MomentSums{X, X, C}, &sum, &sum_sq);
-
   auto y = paddle::empty(x.shape(), paddle::DataType::FLOAT32, paddle::CPUPlace());
   auto saved_mean = paddle::empty({C}, paddle::DataType::FLOAT32, paddle::CPUPlace());
   auto saved_inv_std = paddle::empty({C}, paddle::DataType::FLOAT32, paddle::CPUPlace());
-  std::vector<float> a(C), b(C);
   // The running statistics are updated in place, as Paddle's batch_norm does (they are
   // buffers: no gradient flows through them).
   float* running_mean = const_cast<float*>(mean.data<float>());
   float* running_var = const_cast<float*>(variance.data<float>());
   const float* S = scale.data<float>();
   const float* B = bias.data<float>();
+  if (!channels_last) {
+    ForwardNchw(x, S, B, running_mean, running_var, residual ? residual->data<float>() : nullptr, momentum,
+                epsilon, relu, y.data<float>(), saved_mean.data<float>(), saved_inv_std.data<float>());
+    return {y, saved_mean, saved_inv_std};
+  }
+  const Tiles t(M, C);
+  const float* X = x.data<float>();
+  std::vector<double> sum, sum_sq;
+  channel_sums(t, MomentSums{X, X, C}, &sum, &sum_sq);
+  std::vector<float> a(C), b(C);
   for (int64_t c = 0; c < C; ++c) {
     const double shifted_mean = sum[c] / M;
     const double mu = X[c] + shifted_mean;
@@ -190,10 +317,22 @@ std::vector<paddle::Tensor> Forward(const paddle::Tensor& x, const paddle::Tenso
 std::vector<paddle::Tensor> Backward(const paddle::Tensor& x, const paddle::Tensor& scale,
                                      const paddle::Tensor& y, const paddle::Tensor& saved_mean,
                                      const paddle::Tensor& saved_inv_std, const paddle::Tensor& dy,
-                                     bool relu, bool with_residual) {
+                                     bool relu, bool with_residual, bool channels_last) {
   check_input(dy, "output gradient");
-  const int64_t C = channels_of(x);
+  const int64_t C = channels_last ? channels_of(x) : x.shape()[1];
   const int64_t M = x.numel() / C;
+  if (!channels_last) {
+    auto dx = paddle::empty(x.shape(), paddle::DataType::FLOAT32, paddle::CPUPlace());
+    auto dscale = paddle::empty({C}, paddle::DataType::FLOAT32, paddle::CPUPlace());
+    auto dbias = paddle::empty({C}, paddle::DataType::FLOAT32, paddle::CPUPlace());
+    paddle::Tensor dz;
+    if (with_residual) dz = paddle::empty(x.shape(), paddle::DataType::FLOAT32, paddle::CPUPlace());
+    BackwardNchw(x, scale.data<float>(), y.data<float>(), saved_mean.data<float>(), saved_inv_std.data<float>(),
+                 dy.data<float>(), relu, dx.data<float>(), with_residual ? dz.data<float>() : nullptr,
+                 dscale.data<float>(), dbias.data<float>());
+    if (with_residual) return {dx, dscale, dbias, dz};
+    return {dx, dscale, dbias};
+  }
   const Tiles t(M, C);
   const float* X = x.data<float>();
   const float* Y = y.data<float>();
@@ -264,25 +403,26 @@ std::vector<paddle::Tensor> Backward(const paddle::Tensor& x, const paddle::Tens
 std::vector<paddle::Tensor> PalmBatchNormForward(const paddle::Tensor& x, const paddle::Tensor& scale,
                                                  const paddle::Tensor& bias, const paddle::Tensor& mean,
                                                  const paddle::Tensor& variance, float momentum,
-                                                 float epsilon, bool relu) {
-  return Forward(x, scale, bias, mean, variance, nullptr, momentum, epsilon, relu);
+                                                 float epsilon, bool relu, bool channels_last) {
+  return Forward(x, scale, bias, mean, variance, nullptr, momentum, epsilon, relu, channels_last);
 }
 
 std::vector<paddle::Tensor> PalmBatchNormBackward(const paddle::Tensor& x, const paddle::Tensor& scale,
                                                   const paddle::Tensor& y, const paddle::Tensor& saved_mean,
                                                   const paddle::Tensor& saved_inv_std,
                                                   const paddle::Tensor& dy, float momentum, float epsilon,
-                                                  bool relu) {
+                                                  bool relu, bool channels_last) {
   (void)momentum;
   (void)epsilon;
-  return Backward(x, scale, y, saved_mean, saved_inv_std, dy, relu, false);
+  return Backward(x, scale, y, saved_mean, saved_inv_std, dy, relu, false, channels_last);
 }
 
 std::vector<paddle::Tensor> PalmBatchNormAddForward(const paddle::Tensor& x, const paddle::Tensor& scale,
                                                     const paddle::Tensor& bias, const paddle::Tensor& mean,
                                                     const paddle::Tensor& variance, const paddle::Tensor& z,
-                                                    float momentum, float epsilon, bool relu) {
-  return Forward(x, scale, bias, mean, variance, &z, momentum, epsilon, relu);
+                                                    float momentum, float epsilon, bool relu,
+                                                    bool channels_last) {
+  return Forward(x, scale, bias, mean, variance, &z, momentum, epsilon, relu, channels_last);
 }
 
 std::vector<paddle::Tensor> PalmBatchNormAddBackward(const paddle::Tensor& x, const paddle::Tensor& scale,
@@ -290,32 +430,32 @@ std::vector<paddle::Tensor> PalmBatchNormAddBackward(const paddle::Tensor& x, co
                                                      const paddle::Tensor& saved_mean,
                                                      const paddle::Tensor& saved_inv_std,
                                                      const paddle::Tensor& dy, float momentum,
-                                                     float epsilon, bool relu) {
+                                                     float epsilon, bool relu, bool channels_last) {
   (void)momentum;
   (void)epsilon;
-  return Backward(x, scale, y, saved_mean, saved_inv_std, dy, relu, true);
+  return Backward(x, scale, y, saved_mean, saved_inv_std, dy, relu, true, channels_last);
 }
 
 PD_BUILD_OP(palm_batch_norm)
     .Inputs({"X", "Scale", "Bias", "Mean", "Variance"})
     .Outputs({"Y", "SavedMean", "SavedInvStd"})
-    .Attrs({"momentum: float", "epsilon: float", "relu: bool"})
+    .Attrs({"momentum: float", "epsilon: float", "relu: bool", "channels_last: bool"})
     .SetKernelFn(PD_KERNEL(PalmBatchNormForward));
 
 PD_BUILD_GRAD_OP(palm_batch_norm)
     .Inputs({"X", "Scale", "Y", "SavedMean", "SavedInvStd", paddle::Grad("Y")})
     .Outputs({paddle::Grad("X"), paddle::Grad("Scale"), paddle::Grad("Bias")})
-    .Attrs({"momentum: float", "epsilon: float", "relu: bool"})
+    .Attrs({"momentum: float", "epsilon: float", "relu: bool", "channels_last: bool"})
     .SetKernelFn(PD_KERNEL(PalmBatchNormBackward));
 
 PD_BUILD_OP(palm_batch_norm_add)
     .Inputs({"X", "Scale", "Bias", "Mean", "Variance", "Z"})
     .Outputs({"Y", "SavedMean", "SavedInvStd"})
-    .Attrs({"momentum: float", "epsilon: float", "relu: bool"})
+    .Attrs({"momentum: float", "epsilon: float", "relu: bool", "channels_last: bool"})
     .SetKernelFn(PD_KERNEL(PalmBatchNormAddForward));
 
 PD_BUILD_GRAD_OP(palm_batch_norm_add)
     .Inputs({"X", "Scale", "Y", "SavedMean", "SavedInvStd", paddle::Grad("Y")})
     .Outputs({paddle::Grad("X"), paddle::Grad("Scale"), paddle::Grad("Bias"), paddle::Grad("Z")})
-    .Attrs({"momentum: float", "epsilon: float", "relu: bool"})
+    .Attrs({"momentum: float", "epsilon: float", "relu: bool", "channels_last: bool"})
     .SetKernelFn(PD_KERNEL(PalmBatchNormAddBackward));
