@@ -10,7 +10,8 @@
 //
 // Layout: Paddle tensors stay plain NCHW (or NHWC) / OIHW.  For NCHW, oneDNN picks
 // its preferred (blocked) layouts ("any"); inputs are reordered into them and the
-// result is reordered back, in reusable scratch buffers.  NHWC ("channels last")
+// result is reordered back, in reusable scratch buffers; the reordered input and weights
+// are kept (extra outputs) for the backward.  NHWC ("channels last")
 // tensors are used as they are: no reorders but the weights'.  Primitives are cached
 // by shape.  Threads: oneDNN runs on the OpenMP runtime Paddle loads (Intel OpenMP),
 // so paddle.base.core.set_num_threads sets them.
@@ -182,14 +183,31 @@ Primitives& primitives(const Geometry& g, bool backward) {
 }
 
 // The data at `ptr` (layout `user`) in layout `want`: the user memory itself when the
-// layouts agree, else a reordered copy in a scratch buffer.
+// layouts agree, else a reordered copy in a scratch buffer (or in `into`, when given).
 memory in_layout(dnnl::stream& stream, const memory::desc& user, const void* ptr,
-                 const memory::desc& want, Slot slot) {
+                 const memory::desc& want, Slot slot, void* into = nullptr) {
   memory plain(user, cpu_engine(), const_cast<void*>(ptr));
   if (want == user) return plain;
-  memory converted(want, cpu_engine(), scratch(slot, want.get_size()));
+  memory converted(want, cpu_engine(), into ? into : scratch(slot, want.get_size()));
   dnnl::reorder(plain, converted).execute(stream, plain, converted);
   return converted;
+}
+
+// The forward's reordered input and weights are outputs of the operator ("kept"), inputs of
+// its gradient: the backward then does not reorder the same data again.  A tensor of the
+// layout's bytes when the forward reorders, else one byte (nothing kept).
+paddle::Tensor kept_buffer(const memory::desc& user, const memory::desc& want) {
+  const int64_t bytes = want == user ? 1 : static_cast<int64_t>(want.get_size());
+  return paddle::empty({bytes}, paddle::DataType::UINT8, paddle::CPUPlace());
+}
+
+// The kept copy as oneDNN memory of layout `want`, or the data reordered afresh.
+memory reuse_or_reorder(dnnl::stream& stream, const paddle::Tensor& kept, const memory::desc& kept_desc,
+                        const memory::desc& user, const void* ptr, const memory::desc& want, Slot slot) {
+  if (want != user && want == kept_desc && kept.numel() == static_cast<int64_t>(want.get_size())) {
+    return memory(want, cpu_engine(), const_cast<uint8_t*>(kept.data<uint8_t>()));
+  }
+  return in_layout(stream, user, ptr, want, slot);
 }
 
 // Where a primitive writes a result whose final home is `ptr` (layout `user`).
@@ -231,10 +249,13 @@ std::vector<paddle::Tensor> PalmConv2dForward(const paddle::Tensor& x, const pad
   std::vector<int64_t> out_shape = {g.dst[0], g.dst[1], g.dst[2], g.dst[3]};
   if (channels_last) out_shape = {g.dst[0], g.dst[2], g.dst[3], g.dst[1]};
   auto out = paddle::empty(out_shape, paddle::DataType::FLOAT32, paddle::CPUPlace());
+  auto src_kept = kept_buffer(plain_src(g), p.forward_pd.src_desc());
+  auto weights_kept = kept_buffer(plain_weights(g), p.forward_pd.weights_desc());
   dnnl::stream stream(cpu_engine());
-  memory src = in_layout(stream, plain_src(g), x.data<float>(), p.forward_pd.src_desc(), kSrc);
-  memory weights =
-      in_layout(stream, plain_weights(g), w.data<float>(), p.forward_pd.weights_desc(), kWeights);
+  memory src = in_layout(stream, plain_src(g), x.data<float>(), p.forward_pd.src_desc(), kSrc,
+                         src_kept.numel() > 1 ? src_kept.data<uint8_t>() : nullptr);
+  memory weights = in_layout(stream, plain_weights(g), w.data<float>(), p.forward_pd.weights_desc(), kWeights,
+                             weights_kept.numel() > 1 ? weights_kept.data<uint8_t>() : nullptr);
   memory dst = out_layout(plain_dst(g), out.data<float>(), p.forward_pd.dst_desc(), kDst);
   p.forward.execute(stream, {{DNNL_ARG_SRC, src},
                              {DNNL_ARG_WEIGHTS, weights},
@@ -242,11 +263,12 @@ std::vector<paddle::Tensor> PalmConv2dForward(const paddle::Tensor& x, const pad
                              {DNNL_ARG_SCRATCHPAD, scratchpad(p.forward_pd)}});
   copy_back(stream, dst, plain_dst(g), out.data<float>());
   stream.wait();
-  return {out};
+  return {out, src_kept, weights_kept};
 }
 
 std::vector<paddle::Tensor> PalmConv2dBackward(const paddle::Tensor& x, const paddle::Tensor& w,
-                                               const paddle::Tensor& dy,
+                                               const paddle::Tensor& dy, const paddle::Tensor& src_kept,
+                                               const paddle::Tensor& weights_kept,
                                                const std::vector<int>& strides,
                                                const std::vector<int>& paddings,
                                                const std::vector<int>& dilations, int groups,
@@ -266,8 +288,8 @@ std::vector<paddle::Tensor> PalmConv2dBackward(const paddle::Tensor& x, const pa
   memory diff_dst =
       in_layout(stream, plain_dst(g), dy.data<float>(), p.data_pd->diff_dst_desc(), kDst);
   if (input_grad) {
-    memory weights =
-        in_layout(stream, plain_weights(g), w.data<float>(), p.data_pd->weights_desc(), kWeights);
+    memory weights = reuse_or_reorder(stream, weights_kept, p.forward_pd.weights_desc(), plain_weights(g),
+                                      w.data<float>(), p.data_pd->weights_desc(), kWeights);
     memory diff_src =
         out_layout(plain_src(g), dx.data<float>(), p.data_pd->diff_src_desc(), kSrc);
     p.data.execute(stream, {{DNNL_ARG_DIFF_DST, diff_dst},
@@ -283,7 +305,8 @@ std::vector<paddle::Tensor> PalmConv2dBackward(const paddle::Tensor& x, const pa
                           ? diff_dst
                           : in_layout(stream, plain_dst(g), dy.data<float>(),
                                       p.weights_pd->diff_dst_desc(), kDiffDst2);
-  memory src = in_layout(stream, plain_src(g), x.data<float>(), p.weights_pd->src_desc(), kSrc2);
+  memory src = reuse_or_reorder(stream, src_kept, p.forward_pd.src_desc(), plain_src(g), x.data<float>(),
+                                p.weights_pd->src_desc(), kSrc2);
   memory diff_weights = out_layout(plain_weights(g), dw.data<float>(),
                                    p.weights_pd->diff_weights_desc(), kDiffWeights);
   p.weights.execute(stream, {{DNNL_ARG_SRC, src},
@@ -297,14 +320,14 @@ std::vector<paddle::Tensor> PalmConv2dBackward(const paddle::Tensor& x, const pa
 
 PD_BUILD_OP(palm_conv2d)
     .Inputs({"X", "W"})
-    .Outputs({"Out"})
+    .Outputs({"Out", "SrcKept", "WeightsKept"})
     .Attrs({"strides: std::vector<int>", "paddings: std::vector<int>",
             "dilations: std::vector<int>", "groups: int", "input_grad: bool", "channels_last: bool",
             "bf16: bool"})
     .SetKernelFn(PD_KERNEL(PalmConv2dForward));
 
 PD_BUILD_GRAD_OP(palm_conv2d)
-    .Inputs({"X", "W", paddle::Grad("Out")})
+    .Inputs({"X", "W", paddle::Grad("Out"), "SrcKept", "WeightsKept"})
     .Outputs({paddle::Grad("X"), paddle::Grad("W")})
     .Attrs({"strides: std::vector<int>", "paddings: std::vector<int>",
             "dilations: std::vector<int>", "groups: int", "input_grad: bool", "channels_last: bool",
