@@ -1,18 +1,28 @@
-"""oneDNN convolutions for Paddle's dynamic graph on a CPU.
+"""oneDNN convolutions and fused kernels for Paddle's dynamic graph on a CPU.
 
 Paddle 3.3 trains on a CPU with its dynamic-graph convolution: im2col plus one MKL
 matrix product per image, with AVX2 at best.  The oneDNN library inside the Paddle
 wheel (``paddle/libs/libdnnl.so.3``) has direct convolutions with AVX2 and AVX-512
 JIT kernels, but dynamic mode never calls it (``FLAGS_use_onednn`` is ignored there;
-``docs/BENCHMARKS.md`` section 2).  This package adds one Paddle custom operator,
-``palm_conv2d`` (float32, NCHW, with its gradient), written in C++ on top of that
-library (``onednn_conv.cc``), and switches ``paddle.nn.Conv2D`` layers to it.  The same
-library holds ``palm_batch_norm`` / ``palm_batch_norm_add`` (``batch_norm.cc``): training-mode
-batch norm fused with ReLU and the residual add on channels-last tensors
-(:func:`batch_norm_act`), which ResNet's channels-last stages use.  On the
-project's 2-core AMD Zen 5 machine, with ResNet's stages on channels-last tensors, it makes
-``tools/train.py --arch resnet50`` about 2.9x faster than with Paddle's own convolution, at
-0.88x of PyTorch 2.13 on the same images (``docs/BENCHMARKS.md``).
+``docs/BENCHMARKS.md`` section 2).  This package adds Paddle custom operators written
+in C++ and switches a network's layers to them (:func:`accelerate`):
+
+* ``palm_conv2d`` (``onednn_conv.cc``): float32 (or bf16-multiplied) convolution, NCHW or
+  NHWC, with its gradient, on that library;
+* ``palm_batch_norm`` / ``palm_batch_norm_add`` (``batch_norm.cc``): training-mode batch
+  norm fused with ReLU and the residual add, NCHW or channels-last (:func:`batch_norm_act`);
+* ``palm_pool2d`` (``pool.cc``): max and average pooling, NCHW or NHWC (:func:`pool2d`,
+  :func:`global_avg_pool2d`);
+* ``palm_scale_add`` (``excite.cc``): the end of a squeeze-and-excitation block,
+  ``relu(x * w + shortcut)``, in one pass (:func:`scale_add`);
+* ``palm_ema_update`` (``average.cc``): the weights' moving average of ``--ema`` in one
+  in-place pass (:func:`ema_update`).
+
+Each has a Python function that falls back to Paddle's own kernels wherever it cannot
+run (graphs being traced, other dtypes or devices, operators unavailable), so a network
+computes the same function either way.  On the project's 2-core AMD EPYC (AVX-512) this
+makes ``tools/train.py`` train ResNet-50 and the recipe's se_resnet18 at or above the speed
+of PyTorch 2.13 on the same images (``docs/BENCHMARKS.md`` 3.6-3.7).
 
 The operators are compiled once (about 30 s with g++) and cached under
 ``~/.cache/paddle_palm/ops`` (``PADDLE_PALM_CACHE`` moves it).  Compiling needs
@@ -36,8 +46,8 @@ Use::
 
     from paddle_palm import ops
     if ops.load() is not None:
-        switched = ops.accelerate(model)   # Conv2D layers now run palm_conv2d
-    ops.restore(model)                      # back to paddle.nn.functional.conv2d
+        switched = ops.accelerate(model)   # Conv2D layers run palm_conv2d, pooling palm_pool2d, ...
+    ops.restore(model)                      # back to Paddle's layers
 """
 
 import ctypes
