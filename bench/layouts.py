@@ -1,13 +1,13 @@
 #!/usr/bin/env python
 """Which layout and precision pay, per network: a training step of every network on the fast path.
 
-For each network, one fixed batch is trained (forward, loss, backward, SGD update) with the
-oneDNN operator's convolutions in up to four ways, interleaved round by round in one process:
+For each network, one fixed batch is trained (forward, loss, backward, SGD update) on the fast
+path (``ops.accelerate``: the oneDNN operator's convolutions and the fused batch norm, pooling and
+SE kernels) in up to four ways, interleaved round by round in one process:
 
 * ``nchw fp32``: NCHW tensors (the operator reorders to oneDNN's blocked layouts inside);
-* ``nhwc fp32``: the network's stages channels-last with the fused batch norm + ReLU (+ add)
-  (networks with ``set_channels_last``: ResNets and SE-ResNets; SqueezeNet has no batch norm
-  and stays NCHW);
+* ``nhwc fp32``: the network's stages channels-last (networks with ``set_channels_last``:
+  ResNets and SE-ResNets; SqueezeNet has no batch norm and stays NCHW);
 * ``nchw bf16`` / ``nhwc bf16``: the same with the convolutions multiplying in bfloat16
   (``--amp`` on a CPU; only where oneDNN has a bf16 convolution for this CPU).
 

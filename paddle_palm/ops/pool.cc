@@ -15,8 +15,8 @@
 //   * an average divides by the clipped window's size (exclusive) or by the size of the
 //     window's part inside the padded input (k_h * k_w but at a ceil_mode edge).
 //
-// Deterministic whatever the thread count: in the backward every thread owns whole input
-// planes (NCHW) or whole images (NHWC), and adds into them in a fixed order.
+// Deterministic whatever the thread count: every thread owns whole planes (NCHW) or whole
+// images (NHWC), and the backward adds into them in a fixed order.
 
 #include <omp.h>
 
@@ -83,7 +83,23 @@ std::vector<int64_t> out_shape(const std::vector<int64_t>& in, const Window& w, 
                        : std::vector<int64_t>{in[0], in[1], w.out_h, w.out_w};
 }
 
+// Calls visit(oh, ow, h0, h1, w0, w1) for every output of one plane (or image), with the
+// clipped input window [h0, h1) x [w0, w1) of output (oh, ow), in row-major order.
+template <typename Visit>
+void each_window(const Window& w, Visit visit) {
+  for (int64_t oh = 0; oh < w.out_h; ++oh) {
+    int64_t h0, h1;
+    w.rows(oh, &h0, &h1);
+    for (int64_t ow = 0; ow < w.out_w; ++ow) {
+      int64_t w0, w1;
+      w.cols(ow, &w0, &w1);
+      visit(oh, ow, h0, h1, w0, w1);
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------- NCHW
+// One thread per (image, channel) plane at a time.
 
 void max_nchw(const float* x, float* y, int32_t* index, int64_t planes, const Window& w) {
   const int64_t in_plane = w.in_h * w.in_w, out_plane = w.out_h * w.out_w;
@@ -92,27 +108,21 @@ void max_nchw(const float* x, float* y, int32_t* index, int64_t planes, const Wi
     const float* src = x + p * in_plane;
     float* dst = y + p * out_plane;
     int32_t* at = index + p * out_plane;
-    for (int64_t oh = 0; oh < w.out_h; ++oh) {
-      int64_t h0, h1;
-      w.rows(oh, &h0, &h1);
-      for (int64_t ow = 0; ow < w.out_w; ++ow) {
-        int64_t w0, w1;
-        w.cols(ow, &w0, &w1);
-        float best = -std::numeric_limits<float>::max();
-        int32_t where = -1;
-        for (int64_t h = h0; h < h1; ++h) {
-          for (int64_t c = w0; c < w1; ++c) {
-            const float v = src[h * w.in_w + c];
-            if (where < 0 || v > best) {
-              best = v;
-              where = static_cast<int32_t>(h * w.in_w + c);
-            }
+    each_window(w, [&](int64_t oh, int64_t ow, int64_t h0, int64_t h1, int64_t w0, int64_t w1) {
+      float best = -std::numeric_limits<float>::max();
+      int32_t where = -1;
+      for (int64_t h = h0; h < h1; ++h) {
+        for (int64_t c = w0; c < w1; ++c) {
+          const float v = src[h * w.in_w + c];
+          if (where < 0 || v > best) {
+            best = v;
+            where = static_cast<int32_t>(h * w.in_w + c);
           }
         }
-        dst[oh * w.out_w + ow] = best;
-        at[oh * w.out_w + ow] = where;
       }
-    }
+      dst[oh * w.out_w + ow] = best;
+      at[oh * w.out_w + ow] = where;
+    });
   }
 }
 
@@ -136,21 +146,15 @@ void avg_nchw(const float* x, float* y, int64_t planes, const Window& w, bool ex
   for (int64_t p = 0; p < planes; ++p) {
     const float* src = x + p * in_plane;
     float* dst = y + p * out_plane;
-    for (int64_t oh = 0; oh < w.out_h; ++oh) {
-      int64_t h0, h1;
-      w.rows(oh, &h0, &h1);
-      for (int64_t ow = 0; ow < w.out_w; ++ow) {
-        int64_t w0, w1;
-        w.cols(ow, &w0, &w1);
-        float sum = 0.0f;
-        for (int64_t h = h0; h < h1; ++h) {
-          const float* row = src + h * w.in_w;
+    each_window(w, [&](int64_t oh, int64_t ow, int64_t h0, int64_t h1, int64_t w0, int64_t w1) {
+      float sum = 0.0f;
+      for (int64_t h = h0; h < h1; ++h) {
+        const float* row = src + h * w.in_w;
 #pragma omp simd reduction(+ : sum)
-          for (int64_t c = w0; c < w1; ++c) sum += row[c];
-        }
-        dst[oh * w.out_w + ow] = sum / w.divisor(oh, ow, h0, h1, w0, w1, exclusive);
+        for (int64_t c = w0; c < w1; ++c) sum += row[c];
       }
-    }
+      dst[oh * w.out_w + ow] = sum / w.divisor(oh, ow, h0, h1, w0, w1, exclusive);
+    });
   }
 }
 
@@ -161,42 +165,32 @@ void avg_nchw_grad(const float* dy, float* dx, int64_t planes, const Window& w, 
     float* grad = dx + p * in_plane;
     std::fill(grad, grad + in_plane, 0.0f);
     const float* g = dy + p * out_plane;
-    for (int64_t oh = 0; oh < w.out_h; ++oh) {
-      int64_t h0, h1;
-      w.rows(oh, &h0, &h1);
-      for (int64_t ow = 0; ow < w.out_w; ++ow) {
-        int64_t w0, w1;
-        w.cols(ow, &w0, &w1);
-        const float share = g[oh * w.out_w + ow] / w.divisor(oh, ow, h0, h1, w0, w1, exclusive);
-        for (int64_t h = h0; h < h1; ++h) {
-          float* row = grad + h * w.in_w;
+    each_window(w, [&](int64_t oh, int64_t ow, int64_t h0, int64_t h1, int64_t w0, int64_t w1) {
+      const float share = g[oh * w.out_w + ow] / w.divisor(oh, ow, h0, h1, w0, w1, exclusive);
+      for (int64_t h = h0; h < h1; ++h) {
+        float* row = grad + h * w.in_w;
 #pragma omp simd
-          for (int64_t c = w0; c < w1; ++c) row[c] += share;
-        }
+        for (int64_t c = w0; c < w1; ++c) row[c] += share;
       }
-    }
+    });
   }
 }
 
 // ---------------------------------------------------------------------------- NHWC
+// One thread per image at a time; the channels are the inner, vectorised loop.
 
 void max_nhwc(const float* x, float* y, int32_t* index, int64_t images, int64_t channels, const Window& w) {
-  const int64_t rows = images * w.out_h;
 #pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t n = r / w.out_h, oh = r % w.out_h;
+  for (int64_t n = 0; n < images; ++n) {
     const float* src = x + n * w.in_h * w.in_w * channels;
-    int64_t h0, h1;
-    w.rows(oh, &h0, &h1);
-    for (int64_t ow = 0; ow < w.out_w; ++ow) {
-      int64_t w0, w1;
-      w.cols(ow, &w0, &w1);
-      float* __restrict best = y + (r * w.out_w + ow) * channels;
-      int32_t* __restrict where = index + (r * w.out_w + ow) * channels;
+    each_window(w, [&](int64_t oh, int64_t ow, int64_t h0, int64_t h1, int64_t w0, int64_t w1) {
+      const int64_t out = ((n * w.out_h + oh) * w.out_w + ow) * channels;
+      float* __restrict best = y + out;
+      int32_t* __restrict where = index + out;
       if (h0 >= h1 || w0 >= w1) {
         std::fill(best, best + channels, -std::numeric_limits<float>::max());
         std::fill(where, where + channels, -1);
-        continue;
+        return;
       }
       const int32_t first = static_cast<int32_t>(h0 * w.in_w + w0);
       const float* __restrict v0 = src + first * channels;
@@ -217,7 +211,7 @@ void max_nhwc(const float* x, float* y, int32_t* index, int64_t images, int64_t 
           }
         }
       }
-    }
+    });
   }
 }
 
@@ -241,17 +235,11 @@ void max_nhwc_grad(const float* dy, const int32_t* index, float* dx, int64_t ima
 }
 
 void avg_nhwc(const float* x, float* y, int64_t images, int64_t channels, const Window& w, bool exclusive) {
-  const int64_t rows = images * w.out_h;
 #pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t n = r / w.out_h, oh = r % w.out_h;
+  for (int64_t n = 0; n < images; ++n) {
     const float* src = x + n * w.in_h * w.in_w * channels;
-    int64_t h0, h1;
-    w.rows(oh, &h0, &h1);
-    for (int64_t ow = 0; ow < w.out_w; ++ow) {
-      int64_t w0, w1;
-      w.cols(ow, &w0, &w1);
-      float* __restrict sum = y + (r * w.out_w + ow) * channels;
+    each_window(w, [&](int64_t oh, int64_t ow, int64_t h0, int64_t h1, int64_t w0, int64_t w1) {
+      float* __restrict sum = y + ((n * w.out_h + oh) * w.out_w + ow) * channels;
       std::fill(sum, sum + channels, 0.0f);
       for (int64_t h = h0; h < h1; ++h) {
         for (int64_t col = w0; col < w1; ++col) {
@@ -263,7 +251,7 @@ void avg_nhwc(const float* x, float* y, int64_t images, int64_t channels, const 
       const float inv = 1.0f / w.divisor(oh, ow, h0, h1, w0, w1, exclusive);
 #pragma omp simd
       for (int64_t c = 0; c < channels; ++c) sum[c] *= inv;
-    }
+    });
   }
 }
 
@@ -274,23 +262,17 @@ void avg_nhwc_grad(const float* dy, float* dx, int64_t images, int64_t channels,
   for (int64_t n = 0; n < images; ++n) {
     float* grad = dx + n * in_image;
     std::fill(grad, grad + in_image, 0.0f);
-    for (int64_t oh = 0; oh < w.out_h; ++oh) {
-      int64_t h0, h1;
-      w.rows(oh, &h0, &h1);
-      for (int64_t ow = 0; ow < w.out_w; ++ow) {
-        int64_t w0, w1;
-        w.cols(ow, &w0, &w1);
-        const float* __restrict g = dy + ((n * w.out_h + oh) * w.out_w + ow) * channels;
-        const float inv = 1.0f / w.divisor(oh, ow, h0, h1, w0, w1, exclusive);
-        for (int64_t h = h0; h < h1; ++h) {
-          for (int64_t col = w0; col < w1; ++col) {
-            float* __restrict d = grad + (h * w.in_w + col) * channels;
+    each_window(w, [&](int64_t oh, int64_t ow, int64_t h0, int64_t h1, int64_t w0, int64_t w1) {
+      const float* __restrict g = dy + ((n * w.out_h + oh) * w.out_w + ow) * channels;
+      const float inv = 1.0f / w.divisor(oh, ow, h0, h1, w0, w1, exclusive);
+      for (int64_t h = h0; h < h1; ++h) {
+        for (int64_t col = w0; col < w1; ++col) {
+          float* __restrict d = grad + (h * w.in_w + col) * channels;
 #pragma omp simd
-            for (int64_t c = 0; c < channels; ++c) d[c] += g[c] * inv;
-          }
+          for (int64_t c = 0; c < channels; ++c) d[c] += g[c] * inv;
         }
       }
-    }
+    });
   }
 }
 
