@@ -492,9 +492,10 @@ def test_a_deep_copy_of_an_accelerated_model_uses_its_own_weights(onednn):
 # --------------------------------------------------------------------------- export and other dtypes
 
 
+@pytest.mark.parametrize("arch", ["squeezenet1_1", "se_resnet18"])  # pooling layers; fused SE blocks
 @pytest.mark.parametrize("full_graph", [True, False], ids=["ast", "sot"])
-def test_an_accelerated_model_exports_with_paddle_jit(onednn, tmp_path, full_graph):
-    plain, fast = twins("squeezenet1_1")
+def test_an_accelerated_model_exports_with_paddle_jit(onednn, tmp_path, full_graph, arch):
+    plain, fast = twins(arch)
     plain.eval()
     fast.eval()
     assert ops.accelerate(fast) > 0
