@@ -630,15 +630,11 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, data
 
 def _batch_norm_layout(x, bn):
     """"NHWC" or "NCHW" when ``palm_batch_norm`` can run ``bn`` on ``x``, else None."""
-    import paddle
-
     data_format = getattr(bn, "_data_format", "NCHW")
     layout = ("NHWC" if data_format in ("NHWC", "NDHWC", "NLC")
               else "NCHW" if data_format in ("NCHW", "NCDHW", "NCL") and len(x.shape) >= 3 else None)
-    applies = (layout is not None and paddle.in_dynamic_mode() and bn.training
-               and not getattr(bn, "_use_global_stats", False)
-               and x.dtype == paddle.float32 and x.place.is_cpu_place() and bn.weight is not None
-               and bn.bias is not None and _state["module"] is not None)
+    applies = (layout is not None and bn.training and not getattr(bn, "_use_global_stats", False)
+               and bn.weight is not None and bn.bias is not None and _custom_op_applies(x))
     return layout if applies else None
 
 
@@ -878,8 +874,8 @@ def accelerate(model, channels_last=False, bf16=False):
             if bf16:
                 layer._palm_bf16 = True
             switched += 1
-        elif _pool_layer_forward(layer) is not None:
-            layer.forward = types.MethodType(_pool_layer_forward(layer), layer)
+        elif (pool_forward := _pool_layer_forward(layer)) is not None:
+            layer.forward = types.MethodType(pool_forward, layer)
     return switched
 
 
