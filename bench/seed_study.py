@@ -14,7 +14,9 @@ when given, on a held-out dataset folder (``--holdout-dir``, the same layout).  
 variants (``--variant tta=--tta``) are scored beside the plain one.
 
 Results: a Markdown table on standard output and ``seed_study-<stamp>.json``/``.md`` plus
-``seed_study-latest.*`` under ``--out-dir`` (``bench/results``).  Training on 2 CPU cores takes about
+``seed_study-latest.*`` under ``--out-dir`` (``bench/results``).  With ``--runs-dir`` each evaluation
+stays in its run's folder (``seedS/eval-validation-plain/``, with ``predictions.csv``), where
+``bench/threshold_rules.py`` cross-validates the threshold rules on its scores.  Training on 2 CPU cores takes about
 10 minutes per seed; ``--reuse`` skips seeds whose run folder already holds a finished training.
 
 Examples::
@@ -201,7 +203,9 @@ def main(argv=None):
         curves[str(seed)] = time_to_auc(run_dir, args.auc_target)
         for data_name, data_dir in datasets:
             for variant, extra in variants:
-                m = score(run_dir, data_dir, work / "eval" / f"seed{seed}-{data_name}-{variant}", extra, log)
+                # Beside the run when the runs are kept, so bench/threshold_rules.py can read its predictions.
+                evals = run_dir if args.runs_dir else work / "eval" / f"seed{seed}"
+                m = score(run_dir, data_dir, evals / f"eval-{data_name}-{variant}", extra, log)
                 rows.append({"seed": seed, "data": data_name, "variant": variant,
                              **{f: m.get(f) for f in (*FIGURES, "threshold")}})
                 print(f"  {data_name:10s} {variant:8s} threshold {m['threshold']:.4f}  " +

@@ -15,6 +15,8 @@ def test_quick_study_trains_two_seeds_and_reports_their_spread(repo_root, tmp_pa
     report = json.loads((tmp_path / "results" / "seed_study-latest.json").read_text())
     assert report["seeds"] == [0, 1] and len(report["runs"]) == 2
     assert all((tmp_path / "runs" / f"seed{s}" / "best_model.pdparams").is_file() for s in (0, 1))
+    # the evaluations stay beside the kept runs, for bench/threshold_rules.py
+    assert all((tmp_path / "runs" / f"seed{s}" / "eval-validation-plain" / "predictions.csv").is_file() for s in (0, 1))
     (summary,) = report["summary"]
     for figure in ("accuracy", "auc", "sensitivity", "specificity"):
         values = [r[figure] for r in report["runs"]]
