@@ -154,6 +154,28 @@ def test_augmentation_flips_and_options():
         Augmentation(hflip=2.0)
 
 
+def test_scale_zooms_about_the_centre():
+    image = np.zeros((41, 41, 3), np.uint8)
+    image[10:31, 10:31] = 200  # a bright square of side 21 in the middle
+    zoom_in = Augmentation(hflip=0.0, vflip=0.0, scale=0.5)
+    rng = np.random.default_rng(0)
+    draws = np.random.default_rng(0)
+    draws.uniform(0.0, 1.0, 2)  # the two flips' draws come first
+    factor = draws.uniform(0.5, 1.5)  # then the one draw scale makes
+    out = zoom_in(image, rng)
+    side = int((out[20, :, 0] > 100).sum())
+    assert abs(side - 21 * factor) <= 2, (side, factor)
+    assert out[20, 20, 0] == 200  # the centre stays put
+    # Off, it draws nothing: a rotation-only setting keeps the random stream it had.
+    rotate = Augmentation(hflip=0.0, vflip=0.0, max_rotation=10)
+    assert np.array_equal(rotate(image, np.random.default_rng(5)),
+                          Augmentation(hflip=0.0, vflip=0.0, max_rotation=10, scale=0.0)(image, np.random.default_rng(5)))
+    with pytest.raises(ConfigError, match="scale"):
+        Augmentation(scale=1.0)
+    with pytest.raises(ConfigError, match="scale"):
+        Augmentation(scale=-0.1)
+
+
 def test_dataset_pickles(synthetic):
     ds = PalmDataset(synthetic, "train", image_size=32, cache=True, seed=1).warm_cache()
     copy = pickle.loads(pickle.dumps(ds))

@@ -203,6 +203,9 @@ class Augmentation:
         vflip: probability of a vertical flip.
         max_rotation: rotate by a uniform angle in [-max_rotation, max_rotation] degrees about the
             centre, filling with black (0 disables).
+        scale: zoom about the centre by a uniform factor in [1 - scale, 1 + scale] (0 disables), in
+            the same resampling as the rotation: above 1 crops the rim, below 1 adds black around the
+            fundus.  Fundus cameras and eyes differ in how large the disc and macula appear.
         brightness: multiply by a uniform factor in [1 - brightness, 1 + brightness] (0 disables).
         contrast: scale deviations from the mean by a uniform factor in [1 - contrast, 1 + contrast].
     """
@@ -210,6 +213,7 @@ class Augmentation:
     hflip: float = 0.5
     vflip: float = 0.5
     max_rotation: float = 0.0
+    scale: float = 0.0
     brightness: float = 0.0
     contrast: float = 0.0
 
@@ -218,12 +222,12 @@ class Augmentation:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"augmentation {name} must be a probability in [0, 1], got {value}")
-        for name in ("max_rotation", "brightness", "contrast"):
+        for name in ("max_rotation", "scale", "brightness", "contrast"):
             value = getattr(self, name)
             if not value >= 0.0:
                 raise ConfigError(f"augmentation {name} must be >= 0, got {value}")
-        if self.brightness >= 1.0 or self.contrast >= 1.0:
-            raise ConfigError("augmentation brightness and contrast must be < 1")
+        if self.brightness >= 1.0 or self.contrast >= 1.0 or self.scale >= 1.0:
+            raise ConfigError("augmentation scale, brightness and contrast must be < 1")
 
     def __call__(self, image, rng):
         """Return an augmented copy of ``image`` (``uint8`` ``(H, W, 3)``); ``rng`` draws the randomness."""
@@ -234,10 +238,12 @@ class Augmentation:
         if rng.uniform(0.0, 1.0) < self.vflip:
             out = out[::-1]
         out = np.ascontiguousarray(out)
-        if self.max_rotation > 0:
-            angle = rng.uniform(-self.max_rotation, self.max_rotation)
+        if self.max_rotation > 0 or self.scale > 0:
+            # Each random draw only when its option is on, so older settings keep their streams.
+            angle = rng.uniform(-self.max_rotation, self.max_rotation) if self.max_rotation > 0 else 0.0
+            zoom = rng.uniform(1 - self.scale, 1 + self.scale) if self.scale > 0 else 1.0
             h, w = out.shape[:2]
-            matrix = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), angle, 1.0)
+            matrix = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), angle, zoom)
             out = cv2.warpAffine(out, matrix, (w, h), flags=cv2.INTER_LINEAR,
                                  borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
         if self.brightness > 0 or self.contrast > 0:

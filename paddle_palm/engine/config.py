@@ -336,7 +336,7 @@ def validate(config, source=None):
     for key, value in config.items():
         where = _where(source)
         if key == "augment" and isinstance(value, dict):
-            allowed = ("hflip", "vflip", "max_rotation", "brightness", "contrast")
+            allowed = ("hflip", "vflip", "max_rotation", "scale", "brightness", "contrast")
             bad = [k for k in value if k not in allowed]
             if bad or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()):
                 raise ConfigError(f"augment = {value!r}{where}: expected none, flip, or a mapping of "
