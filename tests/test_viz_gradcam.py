@@ -109,10 +109,11 @@ def test_grad_cam_on_registered_models(name):
     assert cam.shape == (64, 64) and 0 <= cam.min() <= cam.max() <= 1
 
 
-def test_grad_cam_of_a_channels_last_resnet_is_the_plain_one():
-    """The trainer runs ResNet's stages channels-last; Grad-CAM reads the same NCHW map from it."""
+@pytest.mark.parametrize("name, kwargs", [("resnet50", {}), ("senet18", {"input_size": 64})])
+def test_grad_cam_of_a_channels_last_network_is_the_plain_one(name, kwargs):
+    """The trainer runs ResNet's and SENet18's stages channels-last; Grad-CAM reads the same NCHW map from them."""
     paddle.seed(3)
-    model = build_model("resnet50", num_classes=1)
+    model = build_model(name, num_classes=1, **kwargs)
     image = np.random.default_rng(2).uniform(-1, 1, (1, 3, 64, 64)).astype("float32")
     want = grad_cam(model, image)
     model.set_channels_last(True)
