@@ -31,6 +31,7 @@ under ``--out-dir`` (``bench/results``).
 import argparse
 import csv
 import json
+import os
 import statistics
 import sys
 import time
@@ -83,6 +84,14 @@ def predictions_file(path):
         if candidate.is_file():
             return candidate
     sys.exit(f"error: {path}: no predictions.csv there (expected an evaluation's predictions.csv with true_label)")
+
+
+def short_names(paths):
+    """The RUN arguments without the folder they share (``runs/seed0``, ``runs/seed1`` -> ``seed0``, ``seed1``)."""
+    if len(paths) < 2:
+        return [str(p) for p in paths]
+    common = os.path.commonpath([os.path.abspath(p) for p in paths])
+    return [os.path.relpath(os.path.abspath(p), common) for p in paths]
 
 
 def read_scores(path):
@@ -178,7 +187,7 @@ def main(argv=None):
         runs = made_up_runs()
         args.repeats = min(args.repeats, 20)
     else:
-        runs = {str(p): read_scores(predictions_file(p)) for p in args.runs}
+        runs = {name: read_scores(predictions_file(p)) for name, p in zip(short_names(args.runs), args.runs)}
     results = {name: cross_validate(labels, probs, args.rules, args.folds, args.repeats, args.target, args.seed)
                for name, (labels, probs) in runs.items()}
     mean = {rule: {f: statistics.fmean(results[name][rule][f] for name in results) for f in FIGURES}

@@ -326,7 +326,7 @@ def accelerate_model(model, threads=None, log=None, channels_last=False, bf16=Fa
         threads: oneDNN threads; None means :func:`default_threads` (every usable core
             outside data-parallel runs).
         log: optional ``log(message)``.
-        channels_last: run the inner layers of networks where it pays (ResNets) on NHWC
+        channels_last: run the inner layers of networks where it pays (ResNets, SENet18) on NHWC
             tensors, with the operators' fused batch norm + ReLU (+ add) in training
             (:func:`paddle_palm.ops.accelerate`; feature maps seen by hooks inside those
             layers are then NHWC, so evaluation tools leave it off).
@@ -376,7 +376,7 @@ class ExecutionPath:
             Paddle's current device (evaluation and prediction, which do not choose one).
         threads: math threads on the CPU; None means every usable core, shared among the
             processes of a data-parallel run (fast), or Paddle's default.
-        channels_last: also run the stages of networks where it pays (ResNets) on NHWC
+        channels_last: also run the stages of networks where it pays (ResNets, SENet18) on NHWC
             tensors (training; evaluation tools leave it off so hooks see NCHW maps).
         bf16: convolutions in bfloat16 where the CPU has them (``--amp`` training on a CPU);
             ``info["bf16"]`` says whether they do.

@@ -1,6 +1,7 @@
 """bench/threshold_rules.py: cross-validated threshold rules on an evaluation's predictions.csv."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -61,7 +62,7 @@ def test_the_script_reads_predictions_and_writes_its_report(repo_root, tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads((tmp_path / "results" / "threshold_rules-latest.json").read_text())
     assert set(report["mean"]) == {"youden", "fixed:0.5"} and report["repeats"] == 5
-    fixed = report["runs"][str(tmp_path / "seed0")]["fixed:0.5"]
+    fixed = report["runs"][str(tmp_path / "seed0")]["fixed:0.5"]  # one run: named as given
     pred = probs >= 0.5
     assert fixed["sensitivity"] == pytest.approx(pred[labels == 1].mean(), abs=1e-9)
     assert fixed["unseen_sensitivity"] == pytest.approx(fixed["sensitivity"], abs=1e-9)  # a fixed rule fits nothing
@@ -74,6 +75,11 @@ def test_bad_arguments_get_one_line(repo_root, argv, message):
     proc = subprocess.run([sys.executable, "bench/threshold_rules.py", *argv], cwd=repo_root, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_runs_are_named_without_their_shared_folder(rules_module, tmp_path):
+    names = rules_module.short_names([tmp_path / "runs" / "seed0", tmp_path / "runs" / "seed1" / "eval-validation-plain"])
+    assert names == ["seed0", os.path.join("seed1", "eval-validation-plain")]
 
 
 def test_a_folder_without_predictions_is_named(repo_root, tmp_path):

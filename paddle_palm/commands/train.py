@@ -118,7 +118,9 @@ def _model_and_data_options(parser):
     d.add_argument("--image-size", type=cli.image_side, metavar="PX", help="input side in pixels (default 224)")
     d.add_argument("--preprocess", type=_upper, choices=cfg.CHOICES["preprocess"], help=cli.PREPROCESS_HELP)
     d.add_argument("--augment", choices=cfg.CHOICES["augment"],
-                   help="flip: random horizontal and vertical flips (as the SqueezeNet programs train)")
+                   help="flip: random horizontal and vertical flips (as the SqueezeNet programs train); a config "
+                   "file can give a mapping instead: hflip, vflip (probabilities), max_rotation (degrees), scale, "
+                   "brightness, contrast (relative ranges), as configs/palm_cpu.yaml does")
     d.add_argument("--num-workers", type=cli.worker_count, metavar="N", help="data-loading processes (default 0)")
     d.add_argument("--cache", action=argparse.BooleanOptionalAction,
                    help="decode and resize every image once, before training, and keep them in memory")
