@@ -100,8 +100,13 @@ def read_scores(path):
         rows = list(csv.DictReader(handle))
     if not rows or "true_label" not in rows[0] or "pm_probability" not in rows[0]:
         sys.exit(f"error: {path}: expected the columns pm_probability and true_label (an evaluation with labels)")
-    labels = np.array([int(r["true_label"]) for r in rows])
-    probs = np.array([float(r["pm_probability"]) for r in rows])
+    try:
+        labels = np.array([int(r["true_label"]) for r in rows])
+        probs = np.array([float(r["pm_probability"]) for r in rows])
+    except (TypeError, ValueError) as exc:
+        sys.exit(f"error: {path}: expected integer true_label and numeric pm_probability values ({exc})")
+    if not set(labels.tolist()) <= {0, 1} or not np.all((probs >= 0) & (probs <= 1)):
+        sys.exit(f"error: {path}: expected true_label 0 or 1 and pm_probability in [0, 1]")
     return labels, probs
 
 

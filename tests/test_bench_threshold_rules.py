@@ -86,3 +86,12 @@ def test_a_folder_without_predictions_is_named(repo_root, tmp_path):
     proc = subprocess.run([sys.executable, "bench/threshold_rules.py", str(tmp_path)], cwd=repo_root,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and str(tmp_path) in proc.stderr and "no predictions.csv" in proc.stderr
+
+
+@pytest.mark.parametrize("row", ["V1.jpg,abc,1,PM,1", "V1.jpg,1.5,1,PM,1", "V1.jpg,0.5,1,PM,2"])
+def test_bad_predictions_get_one_line_naming_the_file(repo_root, tmp_path, row):
+    bad = tmp_path / "predictions.csv"
+    bad.write_text("file,pm_probability,label,class_name,true_label\nV0.jpg,0.2,0,other,0\n" + row + "\n")
+    proc = subprocess.run([sys.executable, "bench/threshold_rules.py", str(bad)], cwd=repo_root,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and str(bad) in proc.stderr and "Traceback" not in proc.stderr
