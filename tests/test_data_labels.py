@@ -89,6 +89,8 @@ def test_csv_with_byte_order_mark(tmp_path):
     ("imgName,Label\n,0\n", "empty imgName"),
     ("imgName,Label\n../../etc/passwd,0\n", "not a plain file name"),
     ("imgName,Label\n", "no rows"),
+    ("ID,imgName,Label,Label \n1,V0001.jpg,0,1\n", "2 columns named Label; expected one"),
+    (" imgName,imgName,Label\nV0001.jpg,V0002.jpg,0\n", "2 columns named imgName"),
     ("", "cannot read"),
 ])
 def test_malformed_sheets_are_label_errors(tmp_path, text, match):

@@ -102,7 +102,8 @@ def read_labels(path):
     Raises:
         MissingFileError: the file does not exist.
         LabelError: the file cannot be parsed (or is an xlsx expanding beyond
-            :data:`MAX_WORKBOOK_BYTES`), has no rows, lacks ``imgName``/``Label``, has a label that is
+            :data:`MAX_WORKBOOK_BYTES`), has no rows, lacks ``imgName``/``Label`` or has either
+            twice, has a label that is
             empty or not 0/1, an empty image name or one with a folder in it, or an image named twice.
     """
     import pandas as pd
@@ -112,6 +113,10 @@ def read_labels(path):
         raise MissingFileError(f"label sheet not found: {path}")
     table = _read_table(path)
     table.columns = [str(c).strip() for c in table.columns]
+    for column in ("imgName", "Label"):
+        count = list(table.columns).count(column)
+        if count > 1:  # e.g. "Label" and "Label " (the same name once the spaces are removed)
+            raise LabelError(f"{path}: the header has {count} columns named {column}; expected one")
     missing = [c for c in ("imgName", "Label") if c not in table.columns]
     if missing:
         raise LabelError(
