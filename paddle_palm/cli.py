@@ -29,7 +29,7 @@ import threading
 import warnings
 
 from paddle_palm import compat
-from paddle_palm.errors import PalmError
+from paddle_palm.errors import ConfigError, PalmError
 
 #: Exit code for bad input or a failed run (argparse itself uses 2 for bad arguments).
 EXIT_FAILURE = 1
@@ -447,7 +447,18 @@ class ArgumentParser(argparse.ArgumentParser):
 #: What ``--preprocess`` A and B mean (the two ways the course's programs prepare an image).
 PREPROCESS_HELP = ("A: OpenCV's BGR order, stretched to the square input, values in [-1, 1] (the course's "
                    "readers); B: RGB, scaled into a black square keeping the aspect ratio, values in [-1, 1] "
-                   "(the SqueezeNet programs)")
+                   "(the SqueezeNet programs); either followed by +clahe (local contrast equalisation) or +graham "
+                   "(local mean colour subtracted) enhances the resized image, e.g. B+clahe")
+
+
+def preprocess_name(text):
+    """argparse type of ``--preprocess``: ``A``, ``B``, or either with an enhancement (``B+clahe``)."""
+    from paddle_palm.data.transforms import check_method
+
+    try:
+        return check_method(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 #: Where eval, export and predict (with ``--weights``) find the settings not given on the command line.
 SETTINGS_FROM_RUN = ("Settings not given are read from config.yaml beside the weights (written by tools/train.py), "
@@ -497,7 +508,7 @@ def add_model_options(parser, *, source="weights", settings=True, exported=False
         group.add_argument("--image-size", type=image_side, metavar="N",
                            help=f"{with_weights}side in pixels of the square input, {side} (default: {run_default})")
         recorded = "recorded for the exported model; " if exported else ""
-        group.add_argument("--preprocess", type=str.upper, choices=("A", "B"),
+        group.add_argument("--preprocess", type=preprocess_name, metavar="METHOD",
                            help=f"{with_weights}{recorded}{PREPROCESS_HELP} (default: {run_default})")
     defaults = {"weights": "the run's", "either": "the run's or the export's", "both": "the run's or the export's"}
     group.add_argument("--threshold", type=probability, metavar="P",

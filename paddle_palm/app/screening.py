@@ -52,7 +52,7 @@ from pathlib import Path
 
 from paddle_palm.app import records
 from paddle_palm.data.images import inspect_image, read_image
-from paddle_palm.data.transforms import preprocess_image
+from paddle_palm.data.transforms import base_method, preprocess_image
 from paddle_palm.engine import export_record
 from paddle_palm.engine.checkpoint import resolve_weights_path, sha256_file
 from paddle_palm.engine.model_settings import load_trained_model, resolve_model_settings
@@ -371,7 +371,7 @@ class Screener:
             image_bgr, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
         if cam is None:
             return shown, None
-        if self.predictor.preprocess == "B":
+        if base_method(self.predictor.preprocess) == "B":
             # Preprocessing B fits the photograph into a black square (SPEC 1.4): keep the part of the
             # map that lies on the photograph, so that it lands on the right pixels.
             size = cam.shape[0]

@@ -39,10 +39,6 @@ def _milestones(text):
     return values
 
 
-def _upper(text):
-    return text.upper()
-
-
 def _recipes_text():
     lines = ["per-architecture defaults (the recipes of the course programs; any option overrides them):"]
     for arch in cfg.RECIPES:
@@ -116,7 +112,7 @@ def _model_and_data_options(parser):
                    help="palm (default), or mnist / cifar10 (the data sets of the course's other lessons) from local files "
                    "in --data-dir")
     d.add_argument("--image-size", type=cli.image_side, metavar="PX", help="input side in pixels (default 224)")
-    d.add_argument("--preprocess", type=_upper, choices=cfg.CHOICES["preprocess"], help=cli.PREPROCESS_HELP)
+    d.add_argument("--preprocess", type=cli.preprocess_name, metavar="METHOD", help=cli.PREPROCESS_HELP)
     d.add_argument("--augment", choices=cfg.CHOICES["augment"],
                    help="flip: random horizontal and vertical flips (as the SqueezeNet programs train); a config "
                    "file can give a mapping instead: hflip, vflip (probabilities), max_rotation (degrees), scale, "

@@ -34,7 +34,16 @@ import paddle
 from paddle_palm.data.images import inspect_image, read_image, read_image_rgb_pil
 from paddle_palm.data.labels import label_from_filename, read_labels
 from paddle_palm.data.layout import find_labels_file, list_images, training_dir, validation_dir
-from paddle_palm.data.transforms import check_method, check_size, make_augmentation, normalize_for, resize_a, resize_b
+from paddle_palm.data.transforms import (
+    base_method,
+    check_method,
+    check_size,
+    enhance_for,
+    make_augmentation,
+    normalize_for,
+    resize_a,
+    resize_b,
+)
 from paddle_palm.errors import ConfigError, DataError, MissingFileError
 from paddle_palm.progress import progress_bar
 
@@ -99,7 +108,9 @@ class PalmDataset(paddle.io.Dataset):
         split: ``"train"`` (``PALM-Training400``, labels from file names) or ``"valid"``
             (``PALM-Validation400``, labels from the sheet).
         image_size: side ``S`` of the square images returned.
-        preprocess: ``"A"`` (SPEC 1.3, the SENet/ResNet recipes) or ``"B"`` (SPEC 1.4, SqueezeNet).
+        preprocess: ``"A"`` (SPEC 1.3, the SENet/ResNet recipes) or ``"B"`` (SPEC 1.4, SqueezeNet),
+            optionally with a contrast enhancement (``"B+clahe"``, ``"B+graham"``;
+            :mod:`~paddle_palm.data.transforms`).
         augment: None (training: yes, validation: no), a bool, a dict of
             :class:`~paddle_palm.data.transforms.Augmentation` fields or an ``Augmentation``.
             The default augmentation is seed 004's random horizontal and vertical flips.
@@ -177,17 +188,18 @@ class PalmDataset(paddle.io.Dataset):
         return {0: int((self.labels == 0).sum()), 1: int((self.labels == 1).sum())}
 
     def load_resized(self, index):
-        """The decoded image ``index`` resized to ``S x S``: ``uint8 (S, S, 3)``, BGR for A, RGB for B.
+        """The decoded image ``index`` resized (and enhanced) to ``S x S``: ``uint8 (S, S, 3)``, BGR for A, RGB for B.
 
         Served from the cache when it holds the image.
         """
         if self._cache is not None and self._cached[index]:
             return self._cache[index]
         path = self.samples[index][0]
-        if self.preprocess == "A":
+        if base_method(self.preprocess) == "A":
             image = resize_a(read_image(path), self.image_size)
         else:  # seed 004 decodes with Pillow
             image = resize_b(read_image_rgb_pil(path), self.image_size)
+        image = enhance_for(self.preprocess, image)
         if self._cache is not None:
             self._cache[index] = image
             self._cached[index] = True

@@ -16,6 +16,14 @@ flag on); here flips happen only when asked for.
 Both pipelines are split into a resize step that gives a ``uint8`` image of
 ``size x size`` (what a dataset may cache) and a normalisation step, with
 :class:`Augmentation` applied between the two.
+
+Either may add a contrast enhancement of the resized image, named after a ``+``
+(``"B+clahe"``): ``clahe`` equalises the lightness locally (OpenCV's CLAHE on the L channel of
+CIE Lab, clip limit 2, 8x8 tiles) and ``graham`` subtracts the local mean colour (4 x (image -
+Gaussian blur of sigma S/30) + 128, the outside of the fundus set to 128, as in Ben Graham's
+diabetic-retinopathy preprocessing).  Both bring out small pale patches such as the atrophy of
+pathologic myopia.  The enhancement is part of the resize step, so a cache holds the enhanced
+image and augmentation acts on it.
 """
 
 from dataclasses import dataclass
@@ -27,21 +35,35 @@ from paddle_palm.errors import ConfigError, ImageError
 
 #: Names of the two preprocessing pipelines.
 PREPROCESS_METHODS = ("A", "B")
+#: Contrast enhancements a pipeline may add after a ``+`` (``"A+graham"``, ``"B+clahe"``).
+ENHANCEMENTS = ("clahe", "graham")
 #: Mean and standard deviation of preprocessing B's Normalize (seed 004).
 B_MEAN = 0.5
 B_STD = 0.5
 
 
 def check_method(method):
-    """Normalise a preprocessing name (``"A"``/``"a"``/``"B"``/``"b"``) to ``"A"`` or ``"B"``.
+    """Normalise a preprocessing name: ``"A"`` or ``"B"``, optionally with an enhancement (``"b+CLAHE"`` -> ``"B+clahe"``).
 
     Raises:
         ConfigError: any other value.
     """
-    text = str(method).strip().upper()
-    if text not in PREPROCESS_METHODS:
-        raise ConfigError(f"unknown preprocessing {method!r}; expected one of {', '.join(PREPROCESS_METHODS)}")
-    return text
+    base, plus, extra = str(method).partition("+")
+    base, extra = base.strip().upper(), extra.strip().lower()
+    if base not in PREPROCESS_METHODS or (plus and extra not in ENHANCEMENTS):
+        raise ConfigError(f"unknown preprocessing {method!r}; expected A or B, optionally with +"
+                          f"{' or +'.join(ENHANCEMENTS)} (e.g. B+{ENHANCEMENTS[0]})")
+    return f"{base}+{extra}" if plus else base
+
+
+def base_method(method):
+    """The pipeline of a preprocessing name without its enhancement: ``"A"`` or ``"B"``."""
+    return check_method(method).partition("+")[0]
+
+
+def enhancement_of(method):
+    """The enhancement of a preprocessing name (``"clahe"``, ``"graham"``), or None."""
+    return check_method(method).partition("+")[2] or None
 
 
 def check_size(size):
@@ -164,17 +186,64 @@ def preprocess_b(image, size=224, train=False, rng=None):
     return normalize_b(rgb)
 
 
+# --------------------------------------------------------------------------- enhancements
+
+
+def enhance_clahe(image, channel_order="RGB"):
+    """Contrast-limited adaptive histogram equalisation of the lightness (L of CIE Lab; clip 2, 8x8 tiles).
+
+    Args:
+        image: ``uint8`` ``(H, W, 3)``.
+        channel_order: ``"RGB"`` or ``"BGR"``, the order of ``image`` (kept in the result).
+    """
+    _check_hwc3(image)
+    to_lab, from_lab = ((cv2.COLOR_RGB2LAB, cv2.COLOR_LAB2RGB) if channel_order == "RGB"
+                        else (cv2.COLOR_BGR2LAB, cv2.COLOR_LAB2BGR))
+    lab = cv2.cvtColor(np.ascontiguousarray(image), to_lab)
+    lab[..., 0] = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(np.ascontiguousarray(lab[..., 0]))
+    return cv2.cvtColor(lab, from_lab)
+
+
+def enhance_graham(image):
+    """Local mean colour subtracted: ``4 * (image - blur) + 128`` (blur: Gaussian, sigma = side / 30).
+
+    The outside of the fundus (pixels whose brightest channel is at most 12, eroded by 5x5)
+    becomes 128, the middle of the range, so the black border leaves no bright ring.
+    """
+    _check_hwc3(image)
+    image = np.ascontiguousarray(image)
+    blur = cv2.GaussianBlur(image, (0, 0), max(image.shape[:2]) / 30.0)
+    out = cv2.addWeighted(image, 4.0, blur, -4.0, 128.0)
+    inside = cv2.erode((image.max(axis=2) > 12).astype(np.uint8), np.ones((5, 5), np.uint8))
+    out[inside == 0] = 128
+    return out
+
+
+def enhance_for(method, image):
+    """The enhancement of preprocessing ``method`` applied to its resized image (the image itself when none)."""
+    enhancement = enhancement_of(method)
+    if enhancement == "clahe":
+        return enhance_clahe(image, "BGR" if base_method(method) == "A" else "RGB")
+    if enhancement == "graham":
+        return enhance_graham(image)
+    return image
+
+
 # --------------------------------------------------------------------------- shared
 
 
 def resize_for(method, image_bgr, size):
-    """The resize step of preprocessing ``method`` (``uint8`` ``size x size x 3``; BGR for A, RGB for B)."""
-    return resize_a(image_bgr, size) if check_method(method) == "A" else resize_b(image_bgr, size)
+    """The resize step of preprocessing ``method`` (``uint8`` ``size x size x 3``; BGR for A, RGB for B).
+
+    It includes the method's enhancement, if any.
+    """
+    resized = resize_a(image_bgr, size) if base_method(method) == "A" else resize_b(image_bgr, size)
+    return enhance_for(method, resized)
 
 
 def normalize_for(method, image_hwc):
     """The normalisation step of preprocessing ``method`` (``float32`` CHW)."""
-    return normalize_a(image_hwc) if check_method(method) == "A" else normalize_b(image_hwc)
+    return normalize_a(image_hwc) if base_method(method) == "A" else normalize_b(image_hwc)
 
 
 def preprocess_image(image_bgr, size=224, method="A"):
@@ -183,7 +252,7 @@ def preprocess_image(image_bgr, size=224, method="A"):
     Args:
         image_bgr: ``uint8`` ``(H, W, 3)`` BGR array, as from :func:`paddle_palm.data.read_image`.
         size: output side length.
-        method: ``"A"`` (SPEC 1.3) or ``"B"`` (SPEC 1.4).
+        method: ``"A"`` (SPEC 1.3) or ``"B"`` (SPEC 1.4), optionally with an enhancement (``"B+clahe"``).
 
     Returns:
         numpy.ndarray: ``float32`` ``(3, size, size)``.

@@ -148,7 +148,6 @@ RECIPES = {
 CHOICES = {
     "loss": ("bce", "ce"),
     "dataset": ("palm", "mnist", "cifar10"),
-    "preprocess": ("A", "B"),
     "augment": ("none", "flip"),
     "optimizer": ("momentum", "sgd", "adam"),
     "lr_schedule": ("constant", "polynomial", "cosine", "plateau", "multistep"),
@@ -342,10 +341,15 @@ def validate(config, source=None):
                 raise ConfigError(f"augment = {value!r}{where}: expected none, flip, or a mapping of "
                                   f"{', '.join(allowed)} to numbers")
             out[key] = {k: float(v) for k, v in value.items()}
+        elif key == "preprocess" and value is not None:
+            from paddle_palm.data.transforms import check_method  # OpenCV: only when a config names one
+
+            try:
+                out[key] = check_method(value)
+            except ConfigError as exc:
+                raise ConfigError(f"preprocess = {value!r}{where}: {exc}") from None
         elif key in CHOICES and value is not None:
             text = str(value)
-            if key == "preprocess":
-                text = text.upper()
             if text not in CHOICES[key]:
                 raise ConfigError(f"{key} = {value!r}{where}: expected one of {', '.join(CHOICES[key])}")
             out[key] = text

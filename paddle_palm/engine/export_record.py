@@ -70,13 +70,31 @@ _METHODS = {
 }
 
 
+#: What ``preprocess.json`` says about each enhancement of the resized image.
+_ENHANCEMENTS = {
+    "clahe": "OpenCV CLAHE (clipLimit 2, tileGridSize 8x8) on the L channel of CIE Lab, after the resize",
+    "graham": "4 * (image - GaussianBlur(image, sigma = size / 30)) + 128 after the resize; pixels whose "
+              "brightest channel is at most 12 (eroded by 5x5) set to 128",
+}
+
+
+def _known_method(method):
+    """The canonical name of preprocessing ``method`` (``"B+clahe"``); ValueError when unknown."""
+    from paddle_palm.data.transforms import check_method
+
+    try:
+        return check_method(method)
+    except ConfigError:
+        raise ValueError(f"unknown method {method!r}") from None
+
+
 def preprocess_record(method, image_size):
     """The description of preprocessing ``method`` at ``image_size`` stored in ``preprocess.json``."""
-    method = str(method).upper()
-    if method not in _METHODS:
-        raise ConfigError(f"preprocess must be A or B, got {method!r}")
-    text = _METHODS[method]
-    return {
+    from paddle_palm.data.transforms import base_method, check_method, enhancement_of
+
+    method = check_method(method)
+    text = _METHODS[base_method(method)]
+    record = {
         "method": method,
         "image_size": int(image_size),
         "spec": text["spec"],
@@ -88,6 +106,9 @@ def preprocess_record(method, image_size):
         "formula": text["formula"],
         "layout": "NCHW",
     }
+    if enhancement_of(method):
+        record["enhance"] = _ENHANCEMENTS[enhancement_of(method)]
+    return record
 
 
 def read_export_record(model_dir):
@@ -107,8 +128,7 @@ def read_export_record(model_dir):
         record = json.loads(path.read_text(encoding="utf-8"))
         pre = record["preprocess"]
         int(pre["image_size"])
-        if pre["method"] not in ("A", "B"):
-            raise ValueError(f"unknown method {pre['method']!r}")
+        pre["method"] = _known_method(pre["method"])
         record["files"]["model"], record["files"]["params"]  # noqa: B018  presence check
     except (ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{path} is not a valid export record ({short_message(exc)})") from None
@@ -134,7 +154,11 @@ def _bad_record_field(record):
     if record.get("format") != EXPORT_FORMAT:
         return "format"
     pre = record.get("preprocess")
-    if not isinstance(pre, dict) or pre.get("method") not in ("A", "B"):
+    try:
+        if not isinstance(pre, dict) or not isinstance(pre.get("method"), str) or len(pre["method"]) > 20:
+            raise ValueError("not a short string")
+        _known_method(pre["method"])
+    except ValueError:
         return "preprocess.method"
     if not (isinstance(pre.get("image_size"), int) and number(pre["image_size"], 16, 4096)):
         return "preprocess.image_size"
@@ -281,7 +305,7 @@ def deploy_config(record):
     ``PostProcess`` PaddleClas's ``ThreshOutput`` with the model's threshold and class names.
     """
     pre = record["preprocess"]
-    size, method = int(pre["image_size"]), pre["method"]
+    size, method = int(pre["image_size"]), _known_method(pre["method"]).partition("+")[0]
     interpolation, backend, _ = _DEPLOY_RESIZE[method]
     classes = list(record.get("classes") or ["0", "1"])
     return {
@@ -305,12 +329,16 @@ def deploy_yaml(record):
     """The text of ``inference.yml`` (:func:`deploy_config` with comments saying where it is approximate)."""
     import yaml
 
-    method = record["preprocess"]["method"]
+    method, _, enhancement = _known_method(record["preprocess"]["method"]).partition("+")
     output = record.get("output_tensor", OUTPUT_NAME)
+    caveats = _DEPLOY_RESIZE[method][2]
+    if enhancement:
+        caveats += (f" The model also expects the '{enhancement}' enhancement after the resize ({_ENHANCEMENTS[enhancement]}), "
+                    "which PaddleClas has no operation for: apply it before NormalizeImage.")
     lines = [
         "# Deploy description of this exported model, in the layout PaddleClas's deploy scripts read",
         "# (written by paddle_palm tools/export.py; preprocess.json beside it is the exact record).",
-        *textwrap.wrap(_DEPLOY_RESIZE[method][2], 96, initial_indent="# ", subsequent_indent="# "),
+        *textwrap.wrap(caveats, 96, initial_indent="# ", subsequent_indent="# "),
         f"# Output {output!r}: the PM probability, float32 [N, 1] (sigmoid or softmax already inside the model).",
         "# PaddleClas's ThreshOutput reads column 1 of a two-class softmax [N, 2]; for this model read column 0:",
         "# PM (label_1) when pm_probability >= threshold, else label_0.",
