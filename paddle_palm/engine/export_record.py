@@ -79,13 +79,15 @@ _ENHANCEMENTS = {
 
 
 def _known_method(method):
-    """The canonical name of preprocessing ``method`` (``"B+clahe"``); ValueError when unknown."""
+    """``method`` when it is a preprocessing name as export writes it (``"B"``, ``"B+clahe"``); else ValueError."""
     from paddle_palm.data.transforms import check_method
 
     try:
-        return check_method(method)
+        if check_method(method) == method:
+            return method
     except ConfigError:
-        raise ValueError(f"unknown method {method!r}") from None
+        pass
+    raise ValueError(f"unknown method {method!r}")
 
 
 def preprocess_record(method, image_size):
@@ -128,7 +130,7 @@ def read_export_record(model_dir):
         record = json.loads(path.read_text(encoding="utf-8"))
         pre = record["preprocess"]
         int(pre["image_size"])
-        pre["method"] = _known_method(pre["method"])
+        _known_method(pre["method"])
         record["files"]["model"], record["files"]["params"]  # noqa: B018  presence check
     except (ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{path} is not a valid export record ({short_message(exc)})") from None
