@@ -460,6 +460,7 @@ def preprocess_name(text):
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
+
 #: Where eval, export and predict (with ``--weights``) find the settings not given on the command line.
 SETTINGS_FROM_RUN = ("Settings not given are read from config.yaml beside the weights (written by tools/train.py), "
                      "else they are the architecture's default recipe (tools/train.py --help lists them).")
