@@ -309,17 +309,9 @@ def torch_loop(spec):
     import torch
 
     from bench.torch_reference import MODELS
-    from paddle_palm.data.images import read_image, read_image_rgb_pil
     from paddle_palm.data.labels import label_from_filename
     from paddle_palm.data.layout import list_images, training_dir
-    from paddle_palm.data.transforms import (
-        base_method,
-        enhance_for,
-        make_augmentation,
-        normalize_for,
-        resize_a,
-        resize_b,
-    )
+    from paddle_palm.data.transforms import make_augmentation, normalize_for, read_resized
 
     torch.set_num_threads(int(spec["threads"]))
     torch.manual_seed(int(spec["seed"]))
@@ -337,11 +329,7 @@ def torch_loop(spec):
         if image is not None:
             image = image.copy()  # the augmentation must not alter the cached copy
         else:
-            if base_method(method) == "A":
-                image = resize_a(read_image(paths[index]), size)
-            else:
-                image = resize_b(read_image_rgb_pil(paths[index]), size)
-            image = enhance_for(method, image)
+            image = read_resized(paths[index], method, size)
             if cache is not None:
                 cache[index] = image.copy()
         if augmentation is not None:

@@ -31,18 +31,15 @@ from pathlib import Path
 import numpy as np
 import paddle
 
-from paddle_palm.data.images import inspect_image, read_image, read_image_rgb_pil
+from paddle_palm.data.images import inspect_image
 from paddle_palm.data.labels import label_from_filename, read_labels
 from paddle_palm.data.layout import find_labels_file, list_images, training_dir, validation_dir
 from paddle_palm.data.transforms import (
-    base_method,
     check_method,
     check_size,
-    enhance_for,
     make_augmentation,
     normalize_for,
-    resize_a,
-    resize_b,
+    read_resized,
 )
 from paddle_palm.errors import ConfigError, DataError, MissingFileError
 from paddle_palm.progress import progress_bar
@@ -194,12 +191,7 @@ class PalmDataset(paddle.io.Dataset):
         """
         if self._cache is not None and self._cached[index]:
             return self._cache[index]
-        path = self.samples[index][0]
-        if base_method(self.preprocess) == "A":
-            image = resize_a(read_image(path), self.image_size)
-        else:  # seed 004 decodes with Pillow
-            image = resize_b(read_image_rgb_pil(path), self.image_size)
-        image = enhance_for(self.preprocess, image)
+        image = read_resized(self.samples[index][0], self.preprocess, self.image_size)
         if self._cache is not None:
             self._cache[index] = image
             self._cached[index] = True

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from paddle_palm.data.images import read_image, read_image_rgb_pil
 from paddle_palm.errors import ConfigError, ImageError
 
 #: Names of the two preprocessing pipelines.
@@ -239,6 +240,17 @@ def resize_for(method, image_bgr, size):
     """
     resized = resize_a(image_bgr, size) if base_method(method) == "A" else resize_b(image_bgr, size)
     return enhance_for(method, resized)
+
+
+def read_resized(path, method, size):
+    """Decode the image file ``path`` and run the resize step of ``method`` on it, as a dataset does.
+
+    Preprocessing A decodes with OpenCV (exactly ``cv2.imread``, as the course's readers), B with
+    Pillow (as seed 004).  Returns ``uint8`` ``(size, size, 3)``, enhanced if ``method`` says so.
+    """
+    if base_method(method) == "A":
+        return enhance_for(method, resize_a(read_image(path), size))
+    return enhance_for(method, resize_b(read_image_rgb_pil(path), size))
 
 
 def normalize_for(method, image_hwc):

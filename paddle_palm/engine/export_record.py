@@ -78,13 +78,17 @@ _ENHANCEMENTS = {
 }
 
 
-def _known_method(method):
-    """``method`` when it is a preprocessing name as export writes it (``"B"``, ``"B+clahe"``); else ValueError."""
-    from paddle_palm.data.transforms import check_method
+def _method_parts(method):
+    """``(pipeline, enhancement or None)`` of a preprocessing name written as export writes it (``"B+clahe"``).
+
+    Raises:
+        ValueError: an unknown name, or one not in that form (``"b+CLAHE"``).
+    """
+    from paddle_palm.data.transforms import base_method, check_method, enhancement_of  # OpenCV: only when needed
 
     try:
         if check_method(method) == method:
-            return method
+            return base_method(method), enhancement_of(method)
     except ConfigError:
         pass
     raise ValueError(f"unknown method {method!r}")
@@ -92,10 +96,11 @@ def _known_method(method):
 
 def preprocess_record(method, image_size):
     """The description of preprocessing ``method`` at ``image_size`` stored in ``preprocess.json``."""
-    from paddle_palm.data.transforms import base_method, check_method, enhancement_of
+    from paddle_palm.data.transforms import check_method
 
     method = check_method(method)
-    text = _METHODS[base_method(method)]
+    base, enhancement = _method_parts(method)
+    text = _METHODS[base]
     record = {
         "method": method,
         "image_size": int(image_size),
@@ -108,8 +113,8 @@ def preprocess_record(method, image_size):
         "formula": text["formula"],
         "layout": "NCHW",
     }
-    if enhancement_of(method):
-        record["enhance"] = _ENHANCEMENTS[enhancement_of(method)]
+    if enhancement:
+        record["enhance"] = _ENHANCEMENTS[enhancement]
     return record
 
 
@@ -130,7 +135,7 @@ def read_export_record(model_dir):
         record = json.loads(path.read_text(encoding="utf-8"))
         pre = record["preprocess"]
         int(pre["image_size"])
-        _known_method(pre["method"])
+        _method_parts(pre["method"])
         record["files"]["model"], record["files"]["params"]  # noqa: B018  presence check
     except (ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{path} is not a valid export record ({short_message(exc)})") from None
@@ -156,10 +161,10 @@ def _bad_record_field(record):
     if record.get("format") != EXPORT_FORMAT:
         return "format"
     pre = record.get("preprocess")
+    if not isinstance(pre, dict):
+        return "preprocess.method"
     try:
-        if not isinstance(pre, dict) or not isinstance(pre.get("method"), str) or len(pre["method"]) > 20:
-            raise ValueError("not a short string")
-        _known_method(pre["method"])
+        _method_parts(pre.get("method"))
     except ValueError:
         return "preprocess.method"
     if not (isinstance(pre.get("image_size"), int) and number(pre["image_size"], 16, 4096)):
@@ -307,7 +312,7 @@ def deploy_config(record):
     ``PostProcess`` PaddleClas's ``ThreshOutput`` with the model's threshold and class names.
     """
     pre = record["preprocess"]
-    size, method = int(pre["image_size"]), _known_method(pre["method"]).partition("+")[0]
+    size, (method, _) = int(pre["image_size"]), _method_parts(pre["method"])
     interpolation, backend, _ = _DEPLOY_RESIZE[method]
     classes = list(record.get("classes") or ["0", "1"])
     return {
@@ -331,7 +336,7 @@ def deploy_yaml(record):
     """The text of ``inference.yml`` (:func:`deploy_config` with comments saying where it is approximate)."""
     import yaml
 
-    method, _, enhancement = _known_method(record["preprocess"]["method"]).partition("+")
+    method, enhancement = _method_parts(record["preprocess"]["method"])
     output = record.get("output_tensor", OUTPUT_NAME)
     caveats = _DEPLOY_RESIZE[method][2]
     if enhancement:
