@@ -77,6 +77,23 @@ def _finish(signum):
     os._exit(128 + signum)
 
 
+def _clear_progress_bars():
+    """Wipe the progress bars shown on stderr, so that the signal's line starts a clean line.
+
+    A bar's own ``close`` runs while the tool unwinds, when stderr already goes to /dev/null:
+    without this the line would be written after the last drawn bar.
+    """
+    tqdm_module = sys.modules.get("tqdm")
+    if tqdm_module is None:
+        return
+    for bar in list(getattr(tqdm_module.tqdm, "_instances", ())):
+        if not getattr(bar, "disable", True):
+            try:
+                bar.clear(nolock=True)  # the handler runs in the main thread, between two of its writes
+            except Exception:  # noqa: BLE001  a bar that cannot be cleared leaves a line, nothing worse
+                pass
+
+
 def _silence_stderr():
     """Send what libraries print while the process unwinds to /dev/null; keep the real stderr for our line.
 
@@ -84,6 +101,7 @@ def _silence_stderr():
     from C++, straight to file descriptor 2): after a signal only our one line is wanted.
     """
     try:
+        _clear_progress_bars()
         sys.stderr.flush()
         _SignalState.stderr_fd = os.dup(2)
         null = os.open(os.devnull, os.O_WRONLY)

@@ -202,6 +202,38 @@ def test_every_tool_ends_on_a_signal_with_one_line(data, trained, tmp_path, tool
     assert (proc.returncode, lines) == (128 + signum, [message]), err
 
 
+_BAR_ON_SCREEN = """
+import sys, time
+sys.path.insert(0, {repo!r})
+from paddle_palm import cli
+from paddle_palm.progress import progress_bar
+
+def main(argv):
+    with progress_bar(total=24, desc="extracting x.zip", unit="file", leave={leave}) as bar:
+        bar.update(1)
+        print("ready", flush=True)
+        time.sleep(30)
+    return 0
+
+cli.start(main)
+"""
+
+
+@pytest.mark.parametrize("leave", [True, False])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_under_a_progress_bar_leaves_only_its_line(tmp_path, signum, leave):
+    """The bar is drawn on stderr without a newline: the signal's line replaces it, it is not appended to it."""
+    script = tmp_path / "tool.py"
+    script.write_text(_BAR_ON_SCREEN.format(repo=REPO, leave=leave))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    assert proc.stdout.readline().strip() == b"ready"
+    err = signal_and_reap(proc, signum, "the tool outlived it").decode("utf-8", "replace")
+    assert "extracting x.zip" in err  # the bar was drawn
+    message = {signal.SIGINT: "error: interrupted", signal.SIGTERM: "error: terminated"}[signum]
+    assert (proc.returncode, terminal_lines(err)) == (128 + signum, [message]), err
+
+
 _SLOW_TEARDOWN = """
 import sys, time
 sys.path.insert(0, {repo!r})
