@@ -98,6 +98,9 @@ def _model_and_data_options(parser):
     m.add_argument("--loss", choices=cfg.CHOICES["loss"],
                    help="bce: one logit, sigmoid cross-entropy (senet18, resnet*); ce: two classes, softmax "
                    "cross-entropy (squeezenet*). The number of outputs follows")
+    m.add_argument("--label-smoothing", type=cli.probability, metavar="E",
+                   help="train towards targets 1 - E/2 and E/2 (bce) or (1 - E) one-hot + E/C (ce) instead of 1 and 0; "
+                   "0.1 is usual (default 0: off)")
     m.add_argument("--num-classes", type=cli.positive_int, metavar="N", help="outputs (default: follows --loss)")
     m.add_argument("--pretrained", metavar="imagenet|PATH",
                    help="start from pretrained weights: imagenet (paddle.vision's, downloaded once into Paddle's "

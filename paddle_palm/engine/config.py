@@ -43,6 +43,7 @@ SECTIONS = {
         "arch": None,
         "num_classes": None,  # None: follows the loss (1 logit for bce, 2 classes for ce)
         "loss": "bce",
+        "label_smoothing": 0.0,  # training targets moved towards the uniform answer (engine.losses)
         "pretrained": None,  # None: random initialisation; "imagenet" or a .pdparams file (models.pretrained)
     },
     "data": {
@@ -163,6 +164,7 @@ _NUMBERS = {
     "num_workers": (int, 0, True, False),
     "lr": (float, 0.0, False, False),
     "momentum": (float, 0.0, True, False),
+    "label_smoothing": (float, 0.0, True, False),
     "weight_decay": (float, 0.0, True, False),
     "end_lr": (float, 0.0, True, False),
     "decay_steps": (float, 0.0, False, True),
@@ -387,6 +389,9 @@ def validate(config, source=None):
     for key in ("ema_decay", "threshold", "momentum"):
         if out.get(key) is not None and out[key] > 1:
             raise ConfigError(f"{key} = {out[key]!r}{_where(source)}: expected a value <= 1")
+    if out.get("label_smoothing") is not None and out["label_smoothing"] >= 1:
+        raise ConfigError(f"label_smoothing = {out['label_smoothing']!r}{_where(source)}: expected a value below 1 "
+                          "(0.1 is usual)")
     return out
 
 

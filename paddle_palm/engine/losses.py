@@ -3,14 +3,16 @@
 ``bce`` is sigmoid cross-entropy on one logit (the course's SENet18 and ResNet
 recipes), ``ce`` softmax cross-entropy over two or more classes (SqueezeNet,
 CIFAR-10, MNIST); :func:`paddle_palm.metrics.infer_loss` tells which one an
-output width implies.  Paddle is imported inside :func:`compute_loss` (importing
+output width implies.  Label smoothing (training only) moves the targets towards the
+uniform answer: 1 and 0 become 1 - e/2 and e/2 for ``bce``, and a class's one-hot row
+``(1 - e) * onehot + e / C`` for ``ce`` (PaddleClas's ``epsilon``).  Paddle is imported inside :func:`compute_loss` (importing
 it takes seconds; the tools install their signal handlers first).
 """
 
 __all__ = ["compute_loss"]
 
 
-def compute_loss(logits, labels, loss, reduction="mean"):
+def compute_loss(logits, labels, loss, reduction="mean", label_smoothing=0.0):
     """Training loss: sigmoid cross-entropy on one logit (``bce``) or softmax CE (``ce``).
 
     Args:
@@ -18,11 +20,20 @@ def compute_loss(logits, labels, loss, reduction="mean"):
         labels: int64 ``[N]`` tensor (or any shape with N elements).
         loss: ``"bce"`` or ``"ce"``.
         reduction: ``"mean"`` (per image, the training loss) or ``"sum"`` (for a mean over many batches).
+        label_smoothing: e in [0, 1): the weight moved from the true class to the uniform answer.
     """
     import paddle.nn.functional as F
 
     labels = labels.reshape([-1])
     if loss == "bce":
-        return F.binary_cross_entropy_with_logits(logits.reshape([-1, 1]).astype("float32"),
-                                                  labels.astype("float32").reshape([-1, 1]), reduction=reduction)
-    return F.cross_entropy(logits.astype("float32"), labels.astype("int64"), reduction=reduction)
+        targets = labels.astype("float32").reshape([-1, 1])
+        if label_smoothing:
+            targets = targets * (1.0 - label_smoothing) + label_smoothing / 2.0
+        return F.binary_cross_entropy_with_logits(logits.reshape([-1, 1]).astype("float32"), targets, reduction=reduction)
+    logits = logits.astype("float32")
+    if label_smoothing:
+        # Soft labels rather than cross_entropy's label_smoothing argument, which Paddle 2.6 lacks.
+        classes = logits.shape[-1]
+        soft = F.one_hot(labels.astype("int64"), classes) * (1.0 - label_smoothing) + label_smoothing / classes
+        return F.cross_entropy(logits, soft, soft_label=True, reduction=reduction)
+    return F.cross_entropy(logits, labels.astype("int64"), reduction=reduction)

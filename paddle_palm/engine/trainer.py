@@ -92,7 +92,7 @@ def count_correct(logits, labels, loss):
     return int((pred == y).sum())
 
 
-def make_train_step(model, loss, amp=None):
+def make_train_step(model, loss, amp=None, label_smoothing=0.0):
     """The forward pass and loss of one batch: ``step(images, labels) -> (loss, logits)``.
 
     Plain dynamic graph: on Paddle 3.3 CPUs the fastest correct way (``paddle.jit.to_static``
@@ -102,6 +102,7 @@ def make_train_step(model, loss, amp=None):
         model: the network (in train mode).
         loss: ``"bce"`` or ``"ce"``.
         amp: None, or ``"bfloat16"`` / ``"float16"`` for mixed precision (O1 auto-cast).
+        label_smoothing: the targets' smoothing (:func:`~paddle_palm.engine.losses.compute_loss`).
     """
     import paddle
 
@@ -111,7 +112,7 @@ def make_train_step(model, loss, amp=None):
                 logits = model(images)
         else:
             logits = model(images)
-        return compute_loss(logits, labels, loss), logits
+        return compute_loss(logits, labels, loss, label_smoothing=label_smoothing), logits
 
     return step
 
@@ -191,7 +192,8 @@ class Trainer:
         self.execution.apply(self.model)
         # Paddle's auto-cast does nothing on a CPU place (it warns at every step): on the CPU the
         # operator's convolutions are bf16 instead (the execution path above), or it trains in float32.
-        self.train_step = make_train_step(self.net, c["loss"], amp=self.amp if self.device != "cpu" else None)
+        self.train_step = make_train_step(self.net, c["loss"], amp=self.amp if self.device != "cpu" else None,
+                                          label_smoothing=c["label_smoothing"])
         self.recorder.open()
 
     def _seed_everything(self, seed):
