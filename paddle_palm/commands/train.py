@@ -120,6 +120,9 @@ def _model_and_data_options(parser):
                    help="flip: random horizontal and vertical flips (as the SqueezeNet programs train); a config "
                    "file can give a mapping instead: hflip, vflip (probabilities), max_rotation (degrees), scale, "
                    "brightness, contrast (relative ranges), as configs/palm_cpu.yaml does")
+    d.add_argument("--mixup", type=cli.non_negative_float, metavar="ALPHA",
+                   help="mixup: train on blends lam*x + (1-lam)*x' of two images of a batch against the same blend of "
+                   "their losses, lam ~ Beta(ALPHA, ALPHA); 0.2 is usual (default 0: off)")
     d.add_argument("--num-workers", type=cli.worker_count, metavar="N", help="data-loading processes (default 0)")
     d.add_argument("--cache", action=argparse.BooleanOptionalAction,
                    help="decode and resize every image once, before training, and keep them in memory")

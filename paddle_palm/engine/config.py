@@ -54,6 +54,7 @@ SECTIONS = {
         "augment": "none",
         "num_workers": 0,
         "cache": False,
+        "mixup": 0.0,  # Beta(alpha, alpha) of mixup's weight; 0: off (engine.losses.mixup_plan)
         "labels_file": None,
     },
     "optimisation": {
@@ -165,6 +166,7 @@ _NUMBERS = {
     "lr": (float, 0.0, False, False),
     "momentum": (float, 0.0, True, False),
     "label_smoothing": (float, 0.0, True, False),
+    "mixup": (float, 0.0, True, False),
     "weight_decay": (float, 0.0, True, False),
     "end_lr": (float, 0.0, True, False),
     "decay_steps": (float, 0.0, False, True),

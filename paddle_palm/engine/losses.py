@@ -5,11 +5,16 @@ recipes), ``ce`` softmax cross-entropy over two or more classes (SqueezeNet,
 CIFAR-10, MNIST); :func:`paddle_palm.metrics.infer_loss` tells which one an
 output width implies.  Label smoothing (training only) moves the targets towards the
 uniform answer: 1 and 0 become 1 - e/2 and e/2 for ``bce``, and a class's one-hot row
-``(1 - e) * onehot + e / C`` for ``ce`` (PaddleClas's ``epsilon``).  Paddle is imported inside :func:`compute_loss` (importing
+``(1 - e) * onehot + e / C`` for ``ce`` (PaddleClas's ``epsilon``).  Mixup (Zhang et al.,
+2018; PaddleClas's ``MixupOperator``) trains on ``lam * x + (1 - lam) * x[perm]`` against the
+same mixture of the two images' losses; :func:`mixup_plan` draws ``lam`` and ``perm`` from the
+seed and the step number, so a resumed run mixes exactly as an uninterrupted one.  Paddle is imported inside :func:`compute_loss` (importing
 it takes seconds; the tools install their signal handlers first).
 """
 
-__all__ = ["compute_loss"]
+import numpy as np
+
+__all__ = ["compute_loss", "mixup_plan"]
 
 
 def compute_loss(logits, labels, loss, reduction="mean", label_smoothing=0.0):
@@ -37,3 +42,20 @@ def compute_loss(logits, labels, loss, reduction="mean", label_smoothing=0.0):
         soft = F.one_hot(labels.astype("int64"), classes) * (1.0 - label_smoothing) + label_smoothing / classes
         return F.cross_entropy(logits, soft, soft_label=True, reduction=reduction)
     return F.cross_entropy(logits, labels.astype("int64"), reduction=reduction)
+
+
+def mixup_plan(alpha, batch, seed, step, rank=0):
+    """The mixing weight and partner order of one training batch: ``(lam, perm)``.
+
+    Args:
+        alpha: the Beta(alpha, alpha) distribution ``lam`` is drawn from (0.2 is usual: most
+            batches stay close to one of their two images).
+        batch: the number of images in the batch.
+        seed, step, rank: the run's seed, the global step and the process (a data-parallel
+            run mixes each process's shard differently).
+
+    Returns:
+        (float, numpy.ndarray): ``lam`` in [0, 1] and a permutation of ``range(batch)``.
+    """
+    rng = np.random.default_rng([int(seed), int(rank), int(step), 0x6D6978])  # the last word: "mix"
+    return float(rng.beta(alpha, alpha)), rng.permutation(int(batch))

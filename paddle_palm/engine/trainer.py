@@ -63,7 +63,7 @@ from paddle_palm.engine.loaders import (
     recording_worker_errors,
     worker_init_function,
 )
-from paddle_palm.engine.losses import compute_loss
+from paddle_palm.engine.losses import compute_loss, mixup_plan
 from paddle_palm.engine.optim import FineTuning, LearningRateSchedule, ModelEMA, build_optimizer
 from paddle_palm.engine.recorder import HISTORY_FIELDS, RunRecorder
 from paddle_palm.engine.run_folder import RunFolder, default_output_dir
@@ -87,13 +87,13 @@ METRIC_MODES = {"val_acc": "max", "val_auc": "max", "val_loss": "min"}
 def count_correct(logits, labels, loss):
     """Number of right answers in a batch (threshold 0.5 on the sigmoid, or the arg-max)."""
     out = logits.numpy()
-    y = labels.numpy().reshape(-1)
+    y = np.asarray(labels.numpy() if hasattr(labels, "numpy") else labels).reshape(-1)
     pred = (out.reshape(-1) > 0).astype(np.int64) if loss == "bce" else out.argmax(axis=1)
     return int((pred == y).sum())
 
 
 def make_train_step(model, loss, amp=None, label_smoothing=0.0):
-    """The forward pass and loss of one batch: ``step(images, labels) -> (loss, logits)``.
+    """The forward pass and loss of one batch: ``step(images, labels, mix=None) -> (loss, logits)``.
 
     Plain dynamic graph: on Paddle 3.3 CPUs the fastest correct way (``paddle.jit.to_static``
     measured no faster and its oneDNN variants crash, ``docs/BENCHMARKS.md`` section 2).
@@ -103,16 +103,28 @@ def make_train_step(model, loss, amp=None, label_smoothing=0.0):
         loss: ``"bce"`` or ``"ce"``.
         amp: None, or ``"bfloat16"`` / ``"float16"`` for mixed precision (O1 auto-cast).
         label_smoothing: the targets' smoothing (:func:`~paddle_palm.engine.losses.compute_loss`).
+
+    ``mix``, when given, is ``(lam, perm)`` (:func:`~paddle_palm.engine.losses.mixup_plan`): the
+    network sees ``lam * images + (1 - lam) * images[perm]`` and the loss is the same mixture of
+    the losses against ``labels`` and ``labels[perm]``.
     """
     import paddle
 
-    def step(images, labels):
+    def step(images, labels, mix=None):
+        if mix is not None:
+            lam, perm = mix
+            perm = paddle.to_tensor(perm, dtype="int64")
+            images = images * lam + paddle.gather(images, perm) * (1.0 - lam)
         if amp:
             with paddle.amp.auto_cast(enable=True, dtype=amp, level="O1"):
                 logits = model(images)
         else:
             logits = model(images)
-        return compute_loss(logits, labels, loss, label_smoothing=label_smoothing), logits
+        value = compute_loss(logits, labels, loss, label_smoothing=label_smoothing)
+        if mix is not None:
+            partner = compute_loss(logits, paddle.gather(labels.reshape([-1]), perm), loss, label_smoothing=label_smoothing)
+            value = value * lam + partner * (1.0 - lam)
+        return value, logits
 
     return step
 
@@ -418,13 +430,18 @@ class Trainer:
     def _train_batch(self, images, labels, lr, epoch, batch_index):
         """Update on one batch at learning rate ``lr``; return its loss (a float) and right answers."""
         self.optimizer.set_lr(lr)
-        loss, logits = self._update(images, labels)
+        mix = None
+        if self.config["mixup"]:
+            mix = mixup_plan(self.config["mixup"], int(labels.shape[0]), self.config["seed"], self.global_step, self.rank)
+        loss, logits = self._update(images, labels, mix)
         value = self._loss_value(loss)
         if not math.isfinite(value):
             raise TrainingError(
                 f"the training loss became {value} at epoch {epoch}, iteration {batch_index + 1} "
                 f"(learning rate {lr:g}); training stopped; {self._last_good()}; try a smaller --lr"
             )
+        if mix is not None and mix[0] < 0.5:  # a mixed image counts as right for the label that dominates it
+            labels = labels.reshape([-1]).numpy()[mix[1]]
         right = count_correct(logits, labels, self.config["loss"])
         self.global_step += 1
         if self.global_step % self.config["log_interval"] == 0:
@@ -460,13 +477,13 @@ class Trainer:
         """The last epoch with a checkpoint on disk (0 when none)."""
         return self.recorder.last_epoch()
 
-    def _update(self, images, labels):
-        """Forward, backward and the optimizer update of one batch.
+    def _update(self, images, labels, mix=None):
+        """Forward, backward and the optimizer update of one batch (mixed when ``mix`` is given).
 
         Returns:
             (paddle.Tensor, paddle.Tensor): the loss and the batch's logits (detached).
         """
-        loss, logits = self.train_step(images, labels)
+        loss, logits = self.train_step(images, labels, mix)
         if self.scaler is not None:
             scaled = self.scaler.scale(loss)
             scaled.backward()
