@@ -35,13 +35,8 @@ def compute_loss(logits, labels, loss, reduction="mean", label_smoothing=0.0):
         if label_smoothing:
             targets = targets * (1.0 - label_smoothing) + label_smoothing / 2.0
         return F.binary_cross_entropy_with_logits(logits.reshape([-1, 1]).astype("float32"), targets, reduction=reduction)
-    logits = logits.astype("float32")
-    if label_smoothing:
-        # Soft labels rather than cross_entropy's label_smoothing argument, which Paddle 2.6 lacks.
-        classes = logits.shape[-1]
-        soft = F.one_hot(labels.astype("int64"), classes) * (1.0 - label_smoothing) + label_smoothing / classes
-        return F.cross_entropy(logits, soft, soft_label=True, reduction=reduction)
-    return F.cross_entropy(logits, labels.astype("int64"), reduction=reduction)
+    return F.cross_entropy(logits.astype("float32"), labels.astype("int64"), reduction=reduction,
+                           label_smoothing=float(label_smoothing))
 
 
 def mixup_plan(alpha, batch, seed, step, rank=0):
