@@ -23,7 +23,6 @@ Examples::
 
 import argparse
 import datetime
-import json
 import os
 import statistics
 import sys
@@ -33,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.report import write_results  # noqa: E402
 from paddle_palm import cli  # noqa: E402
 
 #: network: (image side, batch) as users train it (the recipe's se_resnet18; the course's batch 10).
@@ -168,7 +168,6 @@ def parse_args(argv=None):
 def main(argv=None):
     from bench.run import machine_description
     from paddle_palm import runtime
-    from paddle_palm.fileio import write_text_atomic
 
     args = parse_args(argv)
 
@@ -189,12 +188,7 @@ def main(argv=None):
             "load_after": " ".join(f"{x:.2f}" for x in os.getloadavg())}
     report = {"meta": meta, "results": results}
     text = markdown(report)
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    for name in (f"layouts-{stamp}", "layouts-latest"):
-        write_text_atomic(out / f"{name}.json", json.dumps(report, indent=1) + "\n")
-        write_text_atomic(out / f"{name}.md", text)
+    write_results(args.out_dir, "layouts-", report, text)
     print(text, end="")
     return 0
 

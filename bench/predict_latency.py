@@ -26,7 +26,6 @@ Usage::
 Results: ``bench/results/predict-<time>.json`` / ``.md`` and ``predict-latest.*``.
 """
 
-import json
 import os
 import platform
 import sys
@@ -298,15 +297,10 @@ def _markdown(args, record, images):
 
 
 def _write_results(out, record, text):
-    from paddle_palm.fileio import write_text_atomic
+    from bench.report import write_results
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for name in (f"predict-{stamp}", "predict-latest"):
-        write_text_atomic(out / f"{name}.json", json.dumps(record, indent=1) + "\n")
-        write_text_atomic(out / f"{name}.md", text)
-    print(f"results in {out}/predict-{stamp}.json and .md")
+    written = write_results(out, "predict-", record, text)
+    print(f"results in {written.with_suffix('.json')} and .md")
 
 
 def main(argv=None):

@@ -41,6 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.paths import MATMUL_N, RECIPES  # noqa: E402
+from bench.report import write_results  # noqa: E402
 from bench.worker import REPLY_PREFIX  # noqa: E402
 
 BASELINE = "dygraph (Paddle defaults)"
@@ -361,14 +362,9 @@ def write_report(args, argv, items, data, versions, load_before, started, log_di
         "data": data,
     }
     text = markdown(report)
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.fromtimestamp(started).strftime("%Y%m%d-%H%M%S")
-    for name in (f"{stamp}.json", "latest.json"):
-        (out_dir / name).write_text(json.dumps(report, indent=1, default=str))
-    for name in (f"{stamp}.md", "latest.md"):
-        (out_dir / name).write_text(text)
-    return text, out_dir
+    write_results(args.out_dir, "", report, text, stamp=stamp)
+    return text, Path(args.out_dir)
 
 
 def parse_args(argv=None):

@@ -166,13 +166,9 @@ def markdown(report):
 
 
 def write_report(report, out_dir):
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for name in (f"seed_study-{stamp}", "seed_study-latest"):
-        (out_dir / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        (out_dir / f"{name}.md").write_text(markdown(report) + "\n", encoding="utf-8")
-    return out_dir / f"seed_study-{stamp}.md"
+    from bench.report import write_results
+
+    return write_results(out_dir, "seed_study-", report, markdown(report), indent=2)
 
 
 def quick_data(folder):

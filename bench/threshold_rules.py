@@ -30,7 +30,6 @@ under ``--out-dir`` (``bench/results``).
 
 import argparse
 import csv
-import json
 import os
 import statistics
 import sys
@@ -42,6 +41,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.report import write_results  # noqa: E402
 from paddle_palm import metrics  # noqa: E402
 from paddle_palm.operating_point import choose_threshold, parse_threshold_rule  # noqa: E402
 
@@ -197,13 +197,8 @@ def main(argv=None):
             for rule in args.rules}
     report = {"runs": results, "mean": mean, "rules": args.rules, "folds": args.folds, "repeats": args.repeats, "target": args.target,
               "seed": args.seed, "when": time.strftime("%Y-%m-%d %H:%M")}
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for name in (f"threshold_rules-{stamp}", "threshold_rules-latest"):
-        (out_dir / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        (out_dir / f"{name}.md").write_text(markdown(report) + "\n", encoding="utf-8")
-    print(markdown(report) + f"\n\nwrote {out_dir / f'threshold_rules-{stamp}.md'}")
+    written = write_results(args.out_dir, "threshold_rules-", report, markdown(report), indent=2)
+    print(markdown(report) + f"\n\nwrote {written}")
 
 
 if __name__ == "__main__":

@@ -505,14 +505,10 @@ def _versions():
 
 def write_report(report, out_dir, stamp):
     """Write ``train_vs_torch-<stamp>`` and ``train_vs_torch-latest`` as ``.json`` and ``.md``; return the text."""
-    from paddle_palm.fileio import write_text_atomic
+    from bench.report import write_results
 
     text = markdown(report)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name in (f"train_vs_torch-{stamp}", "train_vs_torch-latest"):
-        write_text_atomic(out_dir / f"{name}.json", json.dumps(report, indent=1, default=str) + "\n")
-        write_text_atomic(out_dir / f"{name}.md", text)
+    write_results(out_dir, "train_vs_torch-", report, text, stamp=stamp)
     return text
 
 
