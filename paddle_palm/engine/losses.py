@@ -8,8 +8,10 @@ uniform answer: 1 and 0 become 1 - e/2 and e/2 for ``bce``, and a class's one-ho
 ``(1 - e) * onehot + e / C`` for ``ce`` (PaddleClas's ``epsilon``).  Mixup (Zhang et al.,
 2018; PaddleClas's ``MixupOperator``) trains on ``lam * x + (1 - lam) * x[perm]`` against the
 same mixture of the two images' losses; :func:`mixup_plan` draws ``lam`` and ``perm`` from the
-seed and the step number, so a resumed run mixes exactly as an uninterrupted one.  Paddle is imported inside :func:`compute_loss` (importing
-it takes seconds; the tools install their signal handlers first).
+seed and the step number, so a resumed run mixes exactly as an uninterrupted one.
+
+Paddle is imported inside :func:`compute_loss` (importing it takes seconds; the tools
+install their signal handlers first).
 """
 
 import numpy as np
