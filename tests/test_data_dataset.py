@@ -176,6 +176,53 @@ def test_scale_zooms_about_the_centre():
         Augmentation(scale=-0.1)
 
 
+def test_saturation_scales_each_pixels_distance_from_its_grey():
+    rng_image = np.random.default_rng(7)
+    image = rng_image.integers(60, 190, size=(8, 8, 3)).astype(np.uint8)
+    image[0, 0] = (90, 90, 90)  # a grey pixel stays grey
+    draws = np.random.default_rng(4)
+    draws.uniform(0.0, 1.0, 2)  # the two flips' draws come first
+    factor = draws.uniform(0.5, 1.5)
+    out = Augmentation(hflip=0.0, vflip=0.0, saturation=0.5)(image, np.random.default_rng(4))
+    img = image.astype(np.float32)
+    grey = img.mean(axis=2, keepdims=True)
+    expected = np.clip(np.rint((img - grey) * factor + grey), 0, 255).astype(np.uint8)
+    assert np.array_equal(out, expected)
+    assert tuple(out[0, 0]) == (90, 90, 90)
+    assert not np.array_equal(out, image)
+
+
+def test_hue_turns_colours_about_the_grey_axis():
+    from paddle_palm.data.transforms import _grey_axis_rotation
+
+    # A third of a turn moves each channel's value on to the next: (r, g, b) -> (b, r, g).
+    third = _grey_axis_rotation(2.0 * np.pi / 3.0)
+    assert np.allclose(third, [[0, 0, 1], [1, 0, 0], [0, 1, 0]], atol=1e-6)
+    # Turning RGB by an angle is turning BGR by minus that angle, so the channel order does not matter.
+    angle = 0.7
+    reverse = np.eye(3)[::-1]
+    assert np.allclose(reverse @ _grey_axis_rotation(angle) @ reverse, _grey_axis_rotation(-angle), atol=1e-6)
+
+    image = np.random.default_rng(1).integers(70, 180, size=(6, 6, 3)).astype(np.uint8)
+    image[2, 3] = (120, 120, 120)
+    out = Augmentation(hflip=0.0, vflip=0.0, hue=0.5)(image, np.random.default_rng(2))
+    assert tuple(out[2, 3]) == (120, 120, 120)
+    # A turn keeps each pixel's grey level and its distance from grey (to the rounding).
+    img, res = image.astype(np.float64), out.astype(np.float64)
+    assert np.abs(res.mean(axis=2) - img.mean(axis=2)).max() <= 1.0
+    spread = np.linalg.norm(img - img.mean(axis=2, keepdims=True), axis=2)
+    assert np.abs(np.linalg.norm(res - res.mean(axis=2, keepdims=True), axis=2) - spread).max() <= 1.5
+    assert not np.array_equal(out, image)
+    # Off, neither draws: a brightness-only setting keeps the random stream it had.
+    plain = Augmentation(brightness=0.2)
+    assert np.array_equal(plain(image, np.random.default_rng(5)),
+                          Augmentation(brightness=0.2, saturation=0.0, hue=0.0)(image, np.random.default_rng(5)))
+    with pytest.raises(ConfigError, match="hue"):
+        Augmentation(hue=0.6)
+    with pytest.raises(ConfigError, match="saturation"):
+        Augmentation(saturation=-0.1)
+
+
 def test_dataset_pickles(synthetic):
     ds = PalmDataset(synthetic, "train", image_size=32, cache=True, seed=1).warm_cache()
     copy = pickle.loads(pickle.dumps(ds))

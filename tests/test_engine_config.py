@@ -108,10 +108,20 @@ def test_resume_may_change_epochs_but_not_the_architecture(tmp_path):
         cfg.resolve_resume(tmp_path, {"batch_size": 3})
 
 
+def test_augment_keys_are_the_augmentation_fields():
+    import dataclasses
+
+    from paddle_palm.data.transforms import Augmentation
+
+    assert cfg.AUGMENT_KEYS == tuple(f.name for f in dataclasses.fields(Augmentation))
+
+
 def test_augmentation_mapping_is_validated(tmp_path):
     path = tmp_path / "aug.yaml"
     path.write_text("arch: squeezenet1_1\naugment:\n  hflip: 0.5\n  max_rotation: 15\n")
     assert cfg.resolve({}, config_file=path)["augment"] == {"hflip": 0.5, "max_rotation": 15.0}
+    path.write_text("arch: squeezenet1_1\naugment:\n  saturation: 0.2\n  hue: 0.05\n")
+    assert cfg.resolve({}, config_file=path)["augment"] == {"saturation": 0.2, "hue": 0.05}
     path.write_text("arch: squeezenet1_1\naugment:\n  zoom: 2\n")
     with pytest.raises(ConfigError, match="augment"):
         cfg.resolve({}, config_file=path)

@@ -119,7 +119,8 @@ def _model_and_data_options(parser):
     d.add_argument("--augment", choices=cfg.CHOICES["augment"],
                    help="flip: random horizontal and vertical flips (as the SqueezeNet programs train); a config "
                    "file can give a mapping instead: hflip, vflip (probabilities), max_rotation (degrees), scale, "
-                   "brightness, contrast (relative ranges), as configs/palm_cpu.yaml does")
+                   "brightness, contrast, saturation (relative ranges), hue (a fraction of a turn, at most 0.5), as "
+                   "configs/palm_cpu.yaml does")
     d.add_argument("--mixup", type=cli.non_negative_float, metavar="ALPHA",
                    help="mixup: train on blends lam*x + (1-lam)*x' of two images of a batch against the same blend of "
                    "their losses, lam ~ Beta(ALPHA, ALPHA); 0.2 is usual (default 0: off)")

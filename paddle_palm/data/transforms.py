@@ -289,6 +289,12 @@ class Augmentation:
             fundus.  Fundus cameras and eyes differ in how large the disc and macula appear.
         brightness: multiply by a uniform factor in [1 - brightness, 1 + brightness] (0 disables).
         contrast: scale deviations from the mean by a uniform factor in [1 - contrast, 1 + contrast].
+        saturation: scale each pixel's deviation from its grey (the mean of its channels) by a
+            uniform factor in [1 - saturation, 1 + saturation] (0 disables).
+        hue: turn the colours about the grey axis by a uniform angle in [-hue, hue] of a full turn
+            (at most 0.5, as paddle.vision's ``ColorJitter``; 0 disables).  The grey axis is the
+            same in RGB and BGR order and the angle's range is symmetric, so the augmentation does
+            not depend on the channel order.  Fundus cameras differ in colour cast and saturation.
     """
 
     hflip: float = 0.5
@@ -297,18 +303,22 @@ class Augmentation:
     scale: float = 0.0
     brightness: float = 0.0
     contrast: float = 0.0
+    saturation: float = 0.0
+    hue: float = 0.0
 
     def __post_init__(self):
         for name in ("hflip", "vflip"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"augmentation {name} must be a probability in [0, 1], got {value}")
-        for name in ("max_rotation", "scale", "brightness", "contrast"):
+        for name in ("max_rotation", "scale", "brightness", "contrast", "saturation", "hue"):
             value = getattr(self, name)
             if not value >= 0.0:
                 raise ConfigError(f"augmentation {name} must be >= 0, got {value}")
         if self.brightness >= 1.0 or self.contrast >= 1.0 or self.scale >= 1.0:
             raise ConfigError("augmentation scale, brightness and contrast must be < 1")
+        if self.saturation > 1.0 or self.hue > 0.5:
+            raise ConfigError("augmentation saturation must be at most 1 and hue at most 0.5 (half a turn)")
 
     def __call__(self, image, rng):
         """Return an augmented copy of ``image`` (``uint8`` ``(H, W, 3)``); ``rng`` draws the randomness."""
@@ -327,15 +337,31 @@ class Augmentation:
             matrix = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), angle, zoom)
             out = cv2.warpAffine(out, matrix, (w, h), flags=cv2.INTER_LINEAR,
                                  borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
-        if self.brightness > 0 or self.contrast > 0:
+        if self.brightness > 0 or self.contrast > 0 or self.saturation > 0 or self.hue > 0:
             img = out.astype(np.float32)
             if self.contrast > 0:
                 mean = img.mean()
                 img = (img - mean) * rng.uniform(1 - self.contrast, 1 + self.contrast) + mean
             if self.brightness > 0:
                 img = img * rng.uniform(1 - self.brightness, 1 + self.brightness)
+            if self.saturation > 0:
+                grey = img.mean(axis=2, keepdims=True)
+                img = (img - grey) * rng.uniform(1 - self.saturation, 1 + self.saturation) + grey
+            if self.hue > 0:
+                img = img @ _grey_axis_rotation(rng.uniform(-self.hue, self.hue) * 2.0 * np.pi).T
             out = np.clip(np.rint(img), 0, 255).astype(np.uint8)
         return out
+
+
+def _grey_axis_rotation(angle):
+    """The 3x3 rotation by ``angle`` radians about the grey axis (1, 1, 1): a hue shift that keeps grey grey."""
+    c, s = np.cos(angle), np.sin(angle)
+    k = np.float32(1.0 / 3.0)
+    root = np.float32(np.sqrt(1.0 / 3.0))
+    # Rodrigues' formula with the unit axis (1, 1, 1) / sqrt(3).
+    cross = np.array([[0.0, -1.0, 1.0], [1.0, 0.0, -1.0], [-1.0, 1.0, 0.0]], np.float32) * root
+    return (np.float32(c) * np.eye(3, dtype=np.float32) + np.float32(s) * cross
+            + np.float32(1.0 - c) * np.full((3, 3), k, np.float32))
 
 
 def make_augmentation(augment):

@@ -158,6 +158,10 @@ CHOICES = {
     "amp_dtype": ("auto", "float16", "bfloat16"),
 }
 
+#: Keys of an ``augment`` mapping: the fields of :class:`paddle_palm.data.transforms.Augmentation`
+#: (listed here so that reading a config does not import OpenCV; a test keeps the two the same).
+AUGMENT_KEYS = ("hflip", "vflip", "max_rotation", "scale", "brightness", "contrast", "saturation", "hue")
+
 # (type, minimum, inclusive) of the numeric keys; None in the type means the key may also be None.
 _NUMBERS = {
     "num_classes": (int, 1, True, True),
@@ -339,7 +343,7 @@ def validate(config, source=None):
     for key, value in config.items():
         where = _where(source)
         if key == "augment" and isinstance(value, dict):
-            allowed = ("hflip", "vflip", "max_rotation", "scale", "brightness", "contrast")
+            allowed = AUGMENT_KEYS
             bad = [k for k in value if k not in allowed]
             if bad or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()):
                 raise ConfigError(f"augment = {value!r}{where}: expected none, flip, or a mapping of "

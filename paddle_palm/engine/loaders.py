@@ -243,7 +243,7 @@ def augmentation(augment):
     ``"none"`` -> False; ``"flip"`` -> True (seed 004's random horizontal and vertical
     flips, SPEC 1.4); a mapping (from a YAML file) -> the fields of
     :class:`paddle_palm.data.transforms.Augmentation` (``hflip``, ``vflip``,
-    ``max_rotation``, ``scale``, ``brightness``, ``contrast``).
+    ``max_rotation``, ``scale``, ``brightness``, ``contrast``, ``saturation``, ``hue``).
     """
     if isinstance(augment, dict):
         return dict(augment)
