@@ -317,8 +317,10 @@ class Augmentation:
                 raise ConfigError(f"augmentation {name} must be >= 0, got {value}")
         if self.brightness >= 1.0 or self.contrast >= 1.0 or self.scale >= 1.0:
             raise ConfigError("augmentation scale, brightness and contrast must be < 1")
-        if self.saturation > 1.0 or self.hue > 0.5:
-            raise ConfigError("augmentation saturation must be at most 1 and hue at most 0.5 (half a turn)")
+        if self.saturation > 1.0:
+            raise ConfigError(f"augmentation saturation must be at most 1, got {self.saturation}")
+        if self.hue > 0.5:
+            raise ConfigError(f"augmentation hue must be at most 0.5 (half a turn), got {self.hue}")
 
     def __call__(self, image, rng):
         """Return an augmented copy of ``image`` (``uint8`` ``(H, W, 3)``); ``rng`` draws the randomness."""

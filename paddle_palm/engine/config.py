@@ -343,11 +343,10 @@ def validate(config, source=None):
     for key, value in config.items():
         where = _where(source)
         if key == "augment" and isinstance(value, dict):
-            allowed = AUGMENT_KEYS
-            bad = [k for k in value if k not in allowed]
+            bad = [k for k in value if k not in AUGMENT_KEYS]
             if bad or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()):
                 raise ConfigError(f"augment = {value!r}{where}: expected none, flip, or a mapping of "
-                                  f"{', '.join(allowed)} to numbers")
+                                  f"{', '.join(AUGMENT_KEYS)} to numbers")
             out[key] = {k: float(v) for k, v in value.items()}
         elif key == "preprocess" and value is not None:
             from paddle_palm.data.transforms import check_method  # OpenCV: only when a config names one
