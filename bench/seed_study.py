@@ -29,6 +29,7 @@ Examples::
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -52,15 +53,34 @@ def parse_args(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds to train (default 0 1 2)")
     parser.add_argument("--runs-dir", help="where the runs go (default: a temporary folder)")
     parser.add_argument("--reuse", action="store_true", help="keep runs that already finished in --runs-dir")
-    parser.add_argument("--variant", action="append", default=[], metavar="NAME=ARGS",
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=ARGS", type=_variant,
                         help="also score with extra tools/eval.py arguments, e.g. tta=--tta (repeatable)")
-    parser.add_argument("--train-args", default="", help="extra tools/train.py arguments for every seed "
-                        "(write --train-args=--amp when they start with a dash)")
+    parser.add_argument("--train-args", default="", type=_command_line,
+                        help="extra tools/train.py arguments for every seed, split as a shell would (write "
+                        "--train-args=--amp when they start with a dash; quote a value with spaces: "
+                        "--train-args='-o data.augment=\"{hflip: 0.5}\"')")
     parser.add_argument("--auc-target", type=float, default=0.98,
                         help="report each seed's training time until its validation AUC first reaches this (default 0.98)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 seeds, 1 epoch on synthetic data")
     parser.add_argument("--out-dir", default=str(RESULTS), help="results folder (default bench/results)")
     return parser.parse_args(argv)
+
+
+def _command_line(text):
+    """argparse type: arguments split as a shell would split them (the text is kept for the report)."""
+    try:
+        shlex.split(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"cannot split {text!r}: {exc}") from None
+    return text
+
+
+def _variant(text):
+    """argparse type of ``--variant NAME=ARGS``: ``(NAME, [ARGS split as a shell would])``."""
+    name, sep, extra = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=ARGS, e.g. tta=--tta, got {text!r}")
+    return name, shlex.split(_command_line(extra))
 
 
 def run(cmd, log):
@@ -85,7 +105,7 @@ def train_seed(args, seed, run_dir, log):
     if args.reuse and finished(run_dir):
         return None
     cmd = [sys.executable, ROOT / "tools" / "train.py", "--config", args.config, "--data-dir", args.data_dir,
-           "--seed", seed, "--output-dir", run_dir, "--no-progress", *args.train_args.split()]
+           "--seed", seed, "--output-dir", run_dir, "--no-progress", *shlex.split(args.train_args)]
     if args.quick:
         cmd += ["--epochs", "1", "--image-size", "64", "--batch-size", "4"]
     started = time.perf_counter()
@@ -188,7 +208,7 @@ def main(argv=None):
     if not Path(args.data_dir).is_dir():
         sys.exit(f"error: no dataset folder at {args.data_dir}; give --data-dir (or --quick)")
     runs_dir = Path(args.runs_dir) if args.runs_dir else work / "runs"
-    variants = [("plain", [])] + [(v.split("=", 1)[0], v.split("=", 1)[1].split()) for v in args.variant]
+    variants = [("plain", [])] + args.variant
     datasets = [("validation", args.data_dir)] + ([("holdout", args.holdout_dir)] if args.holdout_dir else [])
     log = work / "seed_study.log"
     rows, train_seconds, curves = [], {}, {}

@@ -40,6 +40,21 @@ def test_time_to_auc_reads_the_history(repo_root, tmp_path):
     assert seed_study.time_to_auc(tmp_path, 0.995)["minutes_to_target"] is None
 
 
+def test_arguments_are_split_as_a_shell_splits_them(repo_root):
+    sys.path.insert(0, str(repo_root / "bench"))
+    import seed_study
+
+    text = '--threads 1 -o data.augment="{hflip: 0.5, hue: 0.03}"'
+    args = seed_study.parse_args([f"--train-args={text}", "--variant", "tta=--tta --refer-band 0.1",
+                                  "--variant", "band='--refer-band 0.2'"])
+    assert args.train_args == text  # kept as written, for the report
+    assert seed_study.shlex.split(args.train_args) == ["--threads", "1", "-o", "data.augment={hflip: 0.5, hue: 0.03}"]
+    assert args.variant == [("tta", ["--tta", "--refer-band", "0.1"]), ("band", ["--refer-band 0.2"])]
+    for bad in (["--train-args=-o 'unclosed"], ["--variant", "no-equals-sign"], ["--variant", "=--tta"]):
+        with pytest.raises(SystemExit):
+            seed_study.parse_args(bad)
+
+
 @pytest.mark.slow
 def test_the_recipe_with_three_seeds(repo_root, shared_palm, tmp_path):
     """The recipe on the real data, seeds 0, 1, 2 (about 10 minutes each on 2 cores)."""
