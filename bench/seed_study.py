@@ -11,7 +11,10 @@ recipe once per seed exactly as a user does::
 then scores each run's ``best_model`` with ``tools/eval.py`` at the run's recorded operating point
 (its threshold rule's threshold, and its temperature), on the validation split of ``--data-dir`` and,
 when given, on a held-out dataset folder (``--holdout-dir``, the same layout).  Extra evaluation
-variants (``--variant tta=--tta``) are scored beside the plain one.
+variants (``--variant tta=--tta``) are scored beside the plain one.  The report also says what the
+seeds have in common: the AUC of their ensemble (the mean log-odds of the runs) and the images every
+seed decides wrongly.  An ensemble no better than its members means the runs make the same mistakes,
+which more seeds, weight averaging or a regulariser will not remove.
 
 Results: a Markdown table on standard output and ``seed_study-<stamp>.json``/``.md`` plus
 ``seed_study-latest.*`` under ``--out-dir`` (``bench/results``).  With ``--runs-dir`` each evaluation
@@ -157,6 +160,42 @@ def summarise(rows):
             for (data, variant), members in groups.items()]
 
 
+def read_predictions(eval_dir):
+    """``{file name: (PM probability, decided label, true label)}`` from an evaluation's ``predictions.csv``."""
+    import csv
+
+    with open(Path(eval_dir) / "predictions.csv", newline="", encoding="utf-8") as handle:
+        return {Path(r["file"]).name: (float(r["pm_probability"]), r["label"], r["true_label"])
+                for r in csv.DictReader(handle)}
+
+
+def shared_errors(predictions):
+    """What the seeds have in common, from each seed's predictions on the same images.
+
+    Args:
+        predictions: ``{seed: read_predictions(...)}`` of one data set and variant (two seeds or more).
+
+    Returns:
+        dict: ``ensemble_auc``, the AUC of the seeds' mean log-odds (an ensemble of the runs: when
+        it is no better than the single runs, their mistakes are the same ones and more seeds or
+        averaging cannot fix them), and ``missed_by_all``, the images every seed decides wrongly at its
+        own threshold, each with its true label and the range of its probabilities.
+    """
+    import numpy as np
+
+    from paddle_palm.metrics import roc_auc
+
+    names = sorted(set.intersection(*(set(p) for p in predictions.values())))
+    probs = np.array([[p[n][0] for n in names] for p in predictions.values()], np.float64)
+    clipped = np.clip(probs, 1e-7, 1 - 1e-7)
+    labels = [int(next(iter(predictions.values()))[n][2]) for n in names]
+    missed = [{"image": n, "true_label": labels[i], "min_probability": float(probs[:, i].min()),
+               "max_probability": float(probs[:, i].max())}
+              for i, n in enumerate(names) if all(p[n][1] != p[n][2] for p in predictions.values())]
+    return {"seeds": list(predictions), "images": len(names),
+            "ensemble_auc": roc_auc(labels, np.log(clipped / (1 - clipped)).mean(axis=0)), "missed_by_all": missed}
+
+
 def markdown(report):
     extra = f" {report['train_args']}" if report.get("train_args") else ""
     lines = [f"Seed study: {report['config']}{extra}, seeds {report['seeds']} ({report['when']})", "",
@@ -171,6 +210,12 @@ def markdown(report):
             v = s[f]
             lines.append(f"| {s['data']} | {s['variant']} | {f} | {v['mean']:.4f} | {v['sd']:.4f} | "
                          f"{v['min']:.4f} | {v['max']:.4f} |")
+    for key, shared in (report.get("shared") or {}).items():
+        data, variant = key.split("/")
+        missed = ", ".join(f"{m['image']} (PM {m['true_label']}, {m['min_probability']:.3f}-{m['max_probability']:.3f})"
+                           for m in shared["missed_by_all"]) or "none"
+        lines += ["", f"{data} {variant}: the seeds' ensemble (mean log-odds of {len(shared['seeds'])} runs) has AUC "
+                  f"{shared['ensemble_auc']:.4f}; wrong for every seed: {missed}"]
     times = [t for t in report["train_seconds"].values() if t]
     if times:
         lines += ["", f"training time per seed: {', '.join(f'{t / 60:.1f}' for t in times)} min"]
@@ -211,7 +256,7 @@ def main(argv=None):
     variants = [("plain", [])] + args.variant
     datasets = [("validation", args.data_dir)] + ([("holdout", args.holdout_dir)] if args.holdout_dir else [])
     log = work / "seed_study.log"
-    rows, train_seconds, curves = [], {}, {}
+    rows, train_seconds, curves, predictions = [], {}, {}, {}
     for seed in args.seeds:
         run_dir = runs_dir / f"seed{seed}"
         print(f"seed {seed}: training in {run_dir} ...", flush=True)
@@ -222,13 +267,16 @@ def main(argv=None):
                 # Beside the run when the runs are kept, so bench/threshold_rules.py can read its predictions.
                 evals = run_dir if args.runs_dir else work / "eval" / f"seed{seed}"
                 m = score(run_dir, data_dir, evals / f"eval-{data_name}-{variant}", extra, log)
+                predictions.setdefault(f"{data_name}/{variant}", {})[str(seed)] = read_predictions(
+                    evals / f"eval-{data_name}-{variant}")
                 rows.append({"seed": seed, "data": data_name, "variant": variant,
                              **{f: m.get(f) for f in (*FIGURES, "threshold")}})
                 print(f"  {data_name:10s} {variant:8s} threshold {m['threshold']:.4f}  " +
                       "  ".join(f"{f} {m[f]:.4f}" for f in FIGURES), flush=True)
     report = {"config": os.path.relpath(args.config, ROOT), "train_args": args.train_args, "seeds": args.seeds, "data_dir": args.data_dir,
               "holdout_dir": args.holdout_dir, "when": time.strftime("%Y-%m-%d %H:%M"), "runs": rows,
-              "summary": summarise(rows), "train_seconds": train_seconds, "time_to_auc": curves, "log": str(log)}
+              "summary": summarise(rows), "shared": {k: shared_errors(v) for k, v in predictions.items() if len(v) > 1},
+              "train_seconds": train_seconds, "time_to_auc": curves, "log": str(log)}
     path = write_report(report, args.out_dir)
     print("\n" + markdown(report) + f"\n\nwrote {path}")
 

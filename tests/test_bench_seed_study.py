@@ -23,6 +23,9 @@ def test_quick_study_trains_two_seeds_and_reports_their_spread(repo_root, tmp_pa
         assert summary[figure]["min"] == min(values) and summary[figure]["max"] == max(values)
         assert summary[figure]["mean"] == pytest.approx(sum(values) / 2)
     assert "| validation | plain | accuracy |" in proc.stdout
+    shared = report["shared"]["validation/plain"]
+    assert shared["seeds"] == ["0", "1"] and shared["images"] == 8 and 0.0 <= shared["ensemble_auc"] <= 1.0
+    assert "the seeds' ensemble" in proc.stdout
     for seed in ("0", "1"):  # one epoch each: its time and AUC from the run's history
         curve = report["time_to_auc"][seed]
         assert curve["epochs"] == 1 and curve["minutes_to_best"] == pytest.approx(curve["minutes_all"])
@@ -53,6 +56,36 @@ def test_arguments_are_split_as_a_shell_splits_them(repo_root):
     for bad in (["--train-args=-o 'unclosed"], ["--variant", "no-equals-sign"], ["--variant", "=--tta"]):
         with pytest.raises(SystemExit):
             seed_study.parse_args(bad)
+
+
+def test_shared_errors_finds_the_eyes_every_seed_misses(repo_root, tmp_path):
+    sys.path.insert(0, str(repo_root / "bench"))
+    import seed_study
+
+    # Four PM eyes (1-4) and four others (5-8).  Both runs miss eye 1; only one misses eye 5.
+    runs = {"0": [0.2, 0.9, 0.8, 0.7, 0.6, 0.1, 0.3, 0.2], "1": [0.1, 0.6, 0.9, 0.8, 0.3, 0.2, 0.1, 0.4]}
+    predictions = {}
+    for seed, probs in runs.items():
+        folder = tmp_path / f"seed{seed}"
+        folder.mkdir()
+        lines = ["file,pm_probability,label,class_name,true_label"]
+        for i, p in enumerate(probs, start=1):
+            lines.append(f"/data/V{i:04d}.jpg,{p},{int(p > 0.5)},x,{int(i <= 4)}")
+        (folder / "predictions.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        predictions[seed] = seed_study.read_predictions(folder)
+    shared = seed_study.shared_errors(predictions)
+    assert shared["images"] == 8 and shared["seeds"] == ["0", "1"]
+    assert shared["missed_by_all"] == [{"image": "V0001.jpg", "true_label": 1, "min_probability": 0.1,
+                                        "max_probability": 0.2}]
+    # The ensemble's AUC is that of the two runs' mean log-odds, with ties counted one half.
+    import numpy as np
+
+    logit = lambda p: np.log(np.asarray(p) / (1 - np.asarray(p)))  # noqa: E731
+    mean = (logit(runs["0"]) + logit(runs["1"])) / 2
+    pos, neg = mean[:4], mean[4:]
+    expected = ((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / 16
+    assert shared["ensemble_auc"] == pytest.approx(expected)
+    assert expected < 1.0
 
 
 @pytest.mark.slow
