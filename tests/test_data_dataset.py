@@ -10,6 +10,7 @@ import paddle.vision.transforms as T
 import pytest
 from PIL import Image
 
+from paddle_palm import compat
 from paddle_palm.data import PalmDataset, read_image
 from paddle_palm.data.dataset import EpochSampler, iterate_batches
 from paddle_palm.data.synthetic import make_synthetic_palm
@@ -89,8 +90,13 @@ def test_preprocessing_b_matches_paddle_transforms(synthetic):
     image, _ = ds[2]
     with Image.open(ds.samples[2][0]) as img:
         padded = padding_black(img.convert("RGB"), 80)
-    reference = T.Compose([T.ToTensor(), T.Normalize(mean=[0.5] * 3, std=[0.5] * 3)])(padded)
-    assert np.array_equal(image, np.asarray(reference))
+    reference = np.asarray(T.Compose([T.ToTensor(), T.Normalize(mean=[0.5] * 3, std=[0.5] * 3)])(padded))
+    if compat.version_tuple(compat.installed_paddle_version()) >= (3, 3):
+        assert np.array_equal(image, reference)
+    else:
+        # Paddle 2.6.2's and 3.0.0's ToTensor rounds the division by 255 differently: one unit in the
+        # last place (1.2e-7) on some pixels.
+        np.testing.assert_allclose(image, reference, rtol=0, atol=1.2e-7)
     assert np.array_equal(preprocess_image(read_image(ds.samples[2][0]), 80, "B"), image)
 
 
