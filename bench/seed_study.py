@@ -183,17 +183,17 @@ def shared_errors(predictions):
     """
     import numpy as np
 
+    from paddle_palm.calibration import log_odds
     from paddle_palm.metrics import roc_auc
 
     names = sorted(set.intersection(*(set(p) for p in predictions.values())))
     probs = np.array([[p[n][0] for n in names] for p in predictions.values()], np.float64)
-    clipped = np.clip(probs, 1e-7, 1 - 1e-7)
     labels = [int(next(iter(predictions.values()))[n][2]) for n in names]
     missed = [{"image": n, "true_label": labels[i], "min_probability": float(probs[:, i].min()),
                "max_probability": float(probs[:, i].max())}
               for i, n in enumerate(names) if all(p[n][1] != p[n][2] for p in predictions.values())]
     return {"seeds": list(predictions), "images": len(names),
-            "ensemble_auc": roc_auc(labels, np.log(clipped / (1 - clipped)).mean(axis=0)), "missed_by_all": missed}
+            "ensemble_auc": roc_auc(labels, log_odds(probs).mean(axis=0)), "missed_by_all": missed}
 
 
 def markdown(report):
