@@ -85,9 +85,12 @@ METRIC_MODES = {"val_acc": "max", "val_auc": "max", "val_loss": "min"}
 
 
 def count_correct(logits, labels, loss):
-    """Number of right answers in a batch (threshold 0.5 on the sigmoid, or the arg-max)."""
+    """Number of right answers in a batch (threshold 0.5 on the sigmoid, or the arg-max).
+
+    ``labels`` is a numpy array of class indices, one per image.
+    """
     out = logits.numpy()
-    y = np.asarray(labels.numpy() if hasattr(labels, "numpy") else labels).reshape(-1)
+    y = np.asarray(labels).reshape(-1)
     pred = (out.reshape(-1) > 0).astype(np.int64) if loss == "bce" else out.argmax(axis=1)
     return int((pred == y).sum())
 
@@ -440,9 +443,10 @@ class Trainer:
                 f"the training loss became {value} at epoch {epoch}, iteration {batch_index + 1} "
                 f"(learning rate {lr:g}); training stopped; {self._last_good()}; try a smaller --lr"
             )
+        counted = labels.reshape([-1]).numpy()
         if mix is not None and mix[0] < 0.5:  # a mixed image counts as right for the label that dominates it
-            labels = labels.reshape([-1]).numpy()[mix[1]]
-        right = count_correct(logits, labels, self.config["loss"])
+            counted = counted[mix[1]]
+        right = count_correct(logits, counted, self.config["loss"])
         self.global_step += 1
         if self.global_step % self.config["log_interval"] == 0:
             self.recorder.add_loss(self.global_step, value, epoch)
