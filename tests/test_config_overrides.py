@@ -33,6 +33,22 @@ def test_overrides_by_section_plain_key_and_paddleclas_name():
                    "labels_file": None}
 
 
+def test_paddleclas_list_items_and_translated_values():
+    out = cfg.apply_overrides({}, [
+        "Loss.Train.0.CELoss.epsilon=0.1", "DataLoader.Train.dataset.batch_transform_ops.0.MixupOperator.alpha=0.2",
+        "Global.image_shape=[3, 160, 160]", "Arch.pretrained=True", "Optimizer.lr.name=Cosine",
+        "Optimizer.lr.warmup_epoch=2", "Optimizer.lr.eta_min=0.0001", "EMA.decay=0.99",
+    ])
+    assert out == {"label_smoothing": 0.1, "mixup": 0.2, "image_size": 160, "pretrained": "imagenet",
+                   "lr_schedule": "cosine", "warmup_epochs": 2, "end_lr": 0.0001, "ema": True, "ema_decay": 0.99}
+    out = cfg.apply_overrides({}, ["Optimizer.lr.name=MultiStepDecay", "Optimizer.lr.milestones=[60, 30]",
+                                   "Optimizer.lr.gamma=0.5", "Arch.pretrained=False"])
+    assert out == {"lr_schedule": "multistep", "milestones": [30, 60], "gamma": 0.5, "pretrained": None}
+    assert cfg.apply_overrides({}, ["Optimizer.lr.name=Linear", "Optimizer.lr.end_lr=0.001", "Optimizer.lr.power=2"]) \
+        == {"lr_schedule": "polynomial", "end_lr": 0.001, "power": 2.0}
+    assert cfg.apply_overrides({}, ["Arch.pretrained=weights/mine.pdparams"]) == {"pretrained": "weights/mine.pdparams"}
+
+
 def test_later_override_wins_and_input_is_not_changed():
     base = {"epochs": 3}
     assert cfg.apply_overrides(base, ["epochs=4", "optimisation.epochs=6"]) == {"epochs": 6}
@@ -52,6 +68,12 @@ def test_later_override_wins_and_input_is_not_changed():
     ("lr=-1", "lr = -1"),
     ("cache=yes please", "expected true or false"),
     ("epochs=!!python/object/apply:os.system [echo]", "not YAML"),
+    ("Optimizer.lr.name=Piecewise", "expected Constant, Cosine, Linear or MultiStepDecay"),
+    ("Global.image_shape=[3, 224, 192]", "expected [3, size, size]"),
+    ("Global.image_shape=[1, 224, 224]", "expected [3, size, size]"),
+    ("Loss.Train.0.CELoss.epsilon=1", "expected a value below 1"),
+    ("Loss.Train.1.CELoss.epsilon=0.1", "did you mean 'Loss.Train.0.CELoss.epsilon'"),
+    ("EMA.decay=1.5", "ema_decay = 1.5"),
 ])
 def test_bad_overrides_name_the_item(item, expected):
     with pytest.raises(ConfigError) as info:

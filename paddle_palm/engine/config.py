@@ -271,7 +271,28 @@ PADDLECLAS_KEYS = {
     "Optimizer.regularizer.coeff": "weight_decay",
     "DataLoader.Train.sampler.batch_size": "batch_size",
     "DataLoader.Train.loader.num_workers": "num_workers",
+    # The list items of PaddleClas's configs, by the index its override syntax gives them
+    # (``Loss.Train.0.CELoss.epsilon``: the first loss of the list; its recipes put CELoss first).
+    "Loss.Train.0.CELoss.epsilon": "label_smoothing",
+    "DataLoader.Train.dataset.batch_transform_ops.0.MixupOperator.alpha": "mixup",
+    # These take PaddleClas's values and are translated by _paddleclas_value.
+    "Global.image_shape": "image_size",
+    "Arch.pretrained": "pretrained",
+    "Optimizer.lr.name": "lr_schedule",
+    "Optimizer.lr.warmup_epoch": "warmup_epochs",
+    "Optimizer.lr.eta_min": "end_lr",
+    "Optimizer.lr.end_lr": "end_lr",
+    "Optimizer.lr.power": "power",
+    "Optimizer.lr.milestones": "milestones",
+    "Optimizer.lr.gamma": "gamma",
+    "EMA.decay": "ema_decay",
 }
+
+#: PaddleClas's learning-rate schedules (``Optimizer.lr.name``, lower case) and theirs here.  The
+#: curves are the same; a warm-up differs for ``Linear`` and ``MultiStepDecay``: PaddleClas starts
+#: their decay after it, here the warm-up scales the first epochs of the decay.
+PADDLECLAS_SCHEDULES = {"constant": "constant", "cosine": "cosine", "linear": "polynomial",
+                        "multistepdecay": "multistep"}
 
 
 def _override_key(name, item):
@@ -323,10 +344,34 @@ def apply_overrides(config, overrides):
             value = yaml.safe_load(text) if text.strip() else None
         except yaml.YAMLError as exc:
             raise ConfigError(f"-o {item!r}: the value is not YAML ({' '.join(str(exc).split())[:200]})") from None
-        if name in PADDLECLAS_KEYS and key in ("arch", "optimizer") and isinstance(value, str):
-            value = value.lower()  # PaddleClas writes ResNet50, SqueezeNet1_1, Momentum, Adam
-        out.update(validate({key: value}, source=f"-o {item!r}"))
+        updates = {key: value}
+        if name in PADDLECLAS_KEYS:
+            updates = _paddleclas_value(name, key, value, f"-o {item!r}")
+        out.update(validate(updates, source=f"-o {item!r}"))
     return out
+
+
+def _paddleclas_value(name, key, value, where):
+    """The settings a PaddleClas name and its value stand for (``{key: value}``, translated)."""
+    if key in ("arch", "optimizer", "lr_schedule") and isinstance(value, str):
+        value = value.lower()  # PaddleClas writes ResNet50, SqueezeNet1_1, Momentum, Cosine
+    if key == "lr_schedule" and isinstance(value, str):
+        if value not in PADDLECLAS_SCHEDULES:
+            raise ConfigError(
+                f"{where}: PaddleClas's schedule {value!r} has no equal here; expected Constant, Cosine, "
+                "Linear or MultiStepDecay, or set optimisation.lr_schedule"
+            )
+        value = PADDLECLAS_SCHEDULES[value]
+    if key == "image_size" and isinstance(value, list):
+        # PaddleClas's image_shape is [channels, height, width]; the networks here take square RGB.
+        if len(value) != 3 or value[0] != 3 or value[1] != value[2]:
+            raise ConfigError(f"{where}: expected [3, size, size] (square RGB images), found {value!r}")
+        value = value[1]
+    if key == "pretrained" and isinstance(value, bool):
+        value = "imagenet" if value else None  # PaddleClas: True downloads the ImageNet weights
+    if key == "ema_decay":
+        return {"ema": True, key: value}  # PaddleClas's EMA section switches the average on
+    return {key: value}
 
 
 def validate(config, source=None):
