@@ -361,3 +361,25 @@ def set_dataloader_pin_memory(enabled):
         return False
     switch(bool(enabled))
     return True
+
+
+#: The module names of numpy's core in pickles: numpy 1.x writes ``numpy.core.*``, numpy 2.x
+#: ``numpy._core.*``.
+NUMPY_CORE_NAMES = ("numpy.core", "numpy._core")
+
+
+def installed_numpy_core_module(module):
+    """The installed numpy's name for a pickled ``numpy.core.X`` / ``numpy._core.X`` module.
+
+    numpy 2.x keeps ``numpy.core`` only as a deprecated alias that warns; numpy 1.26 has a
+    ``numpy._core`` with some of the modules (``multiarray``, not ``numeric``).  So the name is
+    chosen by numpy's major version, and a pickle of either loads under both.  Other names are
+    returned unchanged.
+    """
+    import numpy as np
+
+    for core in NUMPY_CORE_NAMES:
+        if module.startswith(core + "."):
+            installed = "numpy._core" if version_tuple(np.__version__) >= (2, 0, 0) else "numpy.core"
+            return installed + module[len(core):]
+    return module

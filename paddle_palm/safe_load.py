@@ -26,6 +26,7 @@ import io
 import os
 import pickle
 
+from paddle_palm.compat import NUMPY_CORE_NAMES
 from paddle_palm.errors import CheckpointError
 
 
@@ -72,8 +73,7 @@ def _allowed_globals():
     }
     for name in ("tuple", "list", "dict", "set", "frozenset", "complex", "bytearray", "int", "float", "bool", "str"):
         allowed[("builtins", name)] = getattr(__import__("builtins"), name)
-    # numpy 1.x pickles name numpy.core.*, numpy 2.x numpy._core.*; both load under either (numpy >= 1.26).
-    for core in ("numpy.core", "numpy._core"):
+    for core in NUMPY_CORE_NAMES:  # as numpy 1.x and 2.x write them; both load under either
         allowed[(core + ".multiarray", "_reconstruct")] = np.ndarray.__reduce__(np.zeros(0))[0]
         allowed[(core + ".multiarray", "scalar")] = np.float32(0).__reduce__()[0]
     return allowed

@@ -10,6 +10,7 @@ import numpy as np
 import paddle
 import pytest
 
+from paddle_palm.compat import installed_numpy_core_module
 from paddle_palm.data.cifar import CIFAR10_CLASSES, Cifar10, cifar10_transform, load_cifar10, write_cifar10_archive
 from paddle_palm.data.mnist import MNIST, load_mnist, mnist_paths, read_idx_images, write_mnist_files
 from paddle_palm.errors import DataError, MissingFileError
@@ -138,13 +139,28 @@ def test_cifar_refuses_code_in_pickles(tmp_path):
         load_cifar10(path, "test")
 
 
-def test_cifar_reads_numpy_1_pickles(cifar_archive, tmp_path):
+@pytest.mark.parametrize("core", [b"numpy.core", b"numpy._core"])
+def test_cifar_reads_pickles_of_numpy_1_and_2(cifar_archive, tmp_path, core):
+    # numpy 1.x names numpy.core in its pickles, numpy 2.x numpy._core: either loads under both.
     with tarfile.open(cifar_archive) as tar:
         data = tar.extractfile("cifar-10-batches-py/test_batch").read()
-    assert b"numpy._core.multiarray" in data
-    old_style = data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
-    images, labels = load_cifar10(_archive_with(tmp_path, {"test_batch": old_style}), "test")
+    written = b"numpy._core." if b"numpy._core." in data else b"numpy.core."
+    assert data.count(written) > 0
+    batch = data.replace(written, core + b".")
+    assert batch.count(core + b".") == data.count(written)
+    images, labels = load_cifar10(_archive_with(tmp_path, {"test_batch": batch}), "test")
     assert np.array_equal(images, TEST) and np.array_equal(labels, TEST_LABELS)
+
+
+@pytest.mark.parametrize("module, numpy_1, numpy_2", [
+    ("numpy.core.multiarray", "numpy.core.multiarray", "numpy._core.multiarray"),
+    ("numpy._core.numeric", "numpy.core.numeric", "numpy._core.numeric"),
+    ("numpy", "numpy", "numpy"),
+    ("numpy.corex.thing", "numpy.corex.thing", "numpy.corex.thing"),
+])
+def test_numpy_core_names_follow_the_installed_numpy(module, numpy_1, numpy_2):
+    expected = numpy_2 if int(np.__version__.split(".")[0]) >= 2 else numpy_1
+    assert installed_numpy_core_module(module) == expected
 
 
 def test_cifar_bad_inputs(tmp_path, cifar_archive):

@@ -647,8 +647,11 @@ def test_build_without_headers_and_without_download_is_one_line(monkeypatch, tmp
         with pytest.raises(ops.OpsUnavailable) as info:
             ops.build(download=False)
         message = str(info.value)
-        assert "\n" not in message and "headers not found" in message, message
-        assert "python -m paddle_palm.ops" in message
+        assert "\n" not in message, message
+        if ops.onednn_version()[:2] in ops.ONEDNN_DEVEL_RELEASES:  # the headers can be fetched: say how
+            assert "headers not found" in message and "python -m paddle_palm.ops" in message, message
+        else:  # none on PyPI (Paddle 2.6.2's oneDNN 3.2): say where to point
+            assert "has no headers for oneDNN" in message and "PADDLE_PALM_ONEDNN_INCLUDE" in message, message
     assert not list((tmp_path / "cache").rglob("*.so"))
 
 

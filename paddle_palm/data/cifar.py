@@ -13,7 +13,6 @@ prediction transform adds ``Resize(32)`` in front.  :class:`Cifar10` applies
 them; items are ``float32 [3, 32, 32]`` in RGB order with an ``int64`` label.
 """
 
-import importlib.util
 import io
 import pickle
 import tarfile
@@ -23,6 +22,7 @@ import cv2
 import numpy as np
 import paddle
 
+from paddle_palm.compat import NUMPY_CORE_NAMES, installed_numpy_core_module
 from paddle_palm.errors import DataError, MissingFileError
 from paddle_palm.fileio import atomic_path
 
@@ -37,16 +37,11 @@ CIFAR10_FOLDER = "cifar-10-batches-py"
 #: Default archive name.
 CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
 _MAX_MEMBER_BYTES = 512 * 1024 ** 2
-_NUMPY_CORE = "numpy._core" if importlib.util.find_spec("numpy._core") else "numpy.core"
 _SIDE = 32
 
 _ALLOWED_GLOBALS = {
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.numeric", "_frombuffer"),
-    ("numpy.core.numeric", "_frombuffer"),
+    *((core + module, name) for core in NUMPY_CORE_NAMES
+      for module, name in ((".multiarray", "_reconstruct"), (".multiarray", "scalar"), (".numeric", "_frombuffer"))),
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
     ("_codecs", "encode"),
@@ -59,10 +54,7 @@ class _BatchUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if (module, name) not in _ALLOWED_GLOBALS:
             raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a CIFAR-10 batch")
-        if module.startswith(("numpy.core.", "numpy._core.")):
-            # Batches pickled under numpy 1 name numpy.core, under numpy 2 numpy._core.
-            module = _NUMPY_CORE + module[module.index(".", 6):]
-        return super().find_class(module, name)
+        return super().find_class(installed_numpy_core_module(module), name)
 
 
 def _unpickle(data, where):
