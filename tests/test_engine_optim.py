@@ -67,12 +67,32 @@ def test_schedule_from_resolved_config():
 
 
 @pytest.mark.parametrize("name, kind", [("momentum", paddle.optimizer.Momentum), ("sgd", paddle.optimizer.SGD),
-                                        ("adam", paddle.optimizer.Adam)])
+                                        ("adam", paddle.optimizer.Adam), ("adamw", paddle.optimizer.AdamW)])
 def test_build_optimizer(name, kind):
     layer = paddle.nn.Linear(3, 1)
     c = dict(cfg.BASE_DEFAULTS, optimizer=name, lr=0.01, weight_decay=1e-4, grad_clip=1.0)
     opt = build_optimizer(c, layer.parameters())
     assert isinstance(opt, kind) and opt.get_lr() == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("name", ["adamw", "adam"])
+def test_adamw_decouples_the_weight_decay(name):
+    # The first Adam step moves every weight by the rate times the sign of its gradient; AdamW
+    # also takes rate * decay of the weight off it, Adam with L2 only adds decay * w to the gradient.
+    paddle.seed(0)
+    layer = paddle.nn.Linear(3, 1)
+    start = layer.weight.numpy().copy()
+    c = dict(cfg.BASE_DEFAULTS, optimizer=name, lr=0.1, weight_decay=0.5)
+    opt = build_optimizer(c, layer.parameters())
+    x = paddle.to_tensor(np.array([[1.0, -2.0, 0.5]], dtype="float32"))
+    layer(x).sum().backward()
+    opt.step()
+    grad = x.numpy().reshape(3, 1)
+    if name == "adamw":
+        expected = start * (1 - 0.1 * 0.5) - 0.1 * np.sign(grad)
+    else:
+        expected = start - 0.1 * np.sign(grad + 0.5 * start)
+    np.testing.assert_allclose(layer.weight.numpy(), expected, rtol=0, atol=1e-5)
 
 
 def test_ema_follows_the_weights():

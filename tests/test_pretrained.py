@@ -226,7 +226,7 @@ def _steps(kind, scale=1.0, freeze=0, groups=True, steps=3):
     return {k: v.numpy().copy() for k, v in model.state_dict().items()}
 
 
-@pytest.mark.parametrize("kind", ["momentum", "adam", "sgd"])
+@pytest.mark.parametrize("kind", ["momentum", "adam", "adamw", "sgd"])
 def test_backbone_lr_scale_is_a_parameter_group_under_the_schedule(kind):
     start = {k: v.numpy() for k, v in _tiny_net().state_dict().items()}
     plain, grouped = _steps(kind, groups=False), _steps(kind, scale=1.0)
@@ -240,7 +240,7 @@ def test_backbone_lr_scale_is_a_parameter_group_under_the_schedule(kind):
         assert np.array_equal(tenth["2.weight"], full["2.weight"])
 
 
-@pytest.mark.parametrize("kind", ["momentum", "adam"])
+@pytest.mark.parametrize("kind", ["momentum", "adam", "adamw"])
 def test_freeze_keeps_the_backbone_for_the_first_epochs(kind):
     start = {k: v.numpy() for k, v in _tiny_net().state_dict().items()}
     two = _steps(kind, scale=0.5, freeze=2, steps=2)

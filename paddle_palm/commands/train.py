@@ -133,10 +133,13 @@ def _model_and_data_options(parser):
 def _optimisation_options(parser):
     """The update rule, the learning-rate schedule, epochs and batches, EMA, mixed precision."""
     o = parser.add_argument_group("optimisation")
-    o.add_argument("--optimizer", choices=cfg.CHOICES["optimizer"], help="update rule")
+    o.add_argument("--optimizer", choices=cfg.CHOICES["optimizer"],
+                   help="update rule; adamw: Adam with --weight-decay decoupled from the gradient")
     o.add_argument("--lr", type=cli.positive_float, metavar="F", help="(initial) learning rate")
     o.add_argument("--momentum", type=cli.probability, metavar="F", help="momentum (default 0.9)")
-    o.add_argument("--weight-decay", type=cli.non_negative_float, metavar="F", help="L2 regularisation (default 0)")
+    o.add_argument("--weight-decay", type=cli.non_negative_float, metavar="F",
+                   help="L2 regularisation (default 0); with adamw, each step takes rate x F of every weight "
+                        "off it instead (0.01-0.05 is usual)")
     o.add_argument("--lr-schedule", choices=cfg.CHOICES["lr_schedule"],
                    help="constant; polynomial (per batch, to --end-lr over --decay-steps); cosine; plateau "
                    "(x --plateau-factor when the validation loss stalls); multistep (x --gamma at --milestones)")

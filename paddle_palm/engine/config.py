@@ -151,7 +151,7 @@ CHOICES = {
     "loss": ("bce", "ce"),
     "dataset": ("palm", "mnist", "cifar10"),
     "augment": ("none", "flip"),
-    "optimizer": ("momentum", "sgd", "adam"),
+    "optimizer": ("momentum", "sgd", "adam", "adamw"),
     "lr_schedule": ("constant", "polynomial", "cosine", "plateau", "multistep"),
     "metric": ("val_acc", "val_auc", "val_loss"),
     "device": ("auto", "cpu", "gpu"),

@@ -133,11 +133,14 @@ class LearningRateSchedule:
 
 
 def build_optimizer(config, parameters):
-    """The optimizer of a resolved configuration (``momentum``, ``sgd`` or ``adam``).
+    """The optimizer of a resolved configuration (``momentum``, ``sgd``, ``adam`` or ``adamw``).
 
     The rate given here is only the initial value: the trainer sets the rate of
     every step from :class:`LearningRateSchedule`.  ``weight_decay`` is L2
-    regularisation added to the gradient (the fluid ``regularization`` of the seeds).
+    regularisation added to the gradient (the fluid ``regularization`` of the seeds),
+    except for ``adamw``, where it is decoupled from Adam's update (Loshchilov and Hutter:
+    every step also takes ``rate * weight_decay * weight`` off each weight, as PaddleClas's
+    ``AdamW`` does).
     ``parameters`` is a list of parameters or of Paddle parameter groups
     (:meth:`FineTuning.parameters`): a group's ``learning_rate`` multiplies the rate of every step.
     """
@@ -154,7 +157,10 @@ def build_optimizer(config, parameters):
         return paddle.optimizer.SGD(learning_rate=lr, parameters=parameters, weight_decay=decay, grad_clip=clip)
     if kind == "adam":
         return paddle.optimizer.Adam(learning_rate=lr, parameters=parameters, weight_decay=decay, grad_clip=clip)
-    raise ConfigError(f"optimizer must be momentum, sgd or adam, got {kind!r}")
+    if kind == "adamw":
+        return paddle.optimizer.AdamW(learning_rate=lr, parameters=parameters, weight_decay=float(config["weight_decay"]),
+                                      grad_clip=clip)
+    raise ConfigError(f"optimizer must be momentum, sgd, adam or adamw, got {kind!r}")
 
 
 class FineTuning:
