@@ -42,8 +42,9 @@ def test_paddleclas_list_items_and_translated_values():
     assert out == {"label_smoothing": 0.1, "mixup": 0.2, "image_size": 160, "pretrained": "imagenet",
                    "lr_schedule": "cosine", "warmup_epochs": 2, "end_lr": 0.0001, "ema": True, "ema_decay": 0.99}
     out = cfg.apply_overrides({}, ["Optimizer.lr.name=MultiStepDecay", "Optimizer.lr.milestones=[60, 30]",
-                                   "Optimizer.lr.gamma=0.5", "Arch.pretrained=False"])
-    assert out == {"lr_schedule": "multistep", "milestones": [30, 60], "gamma": 0.5, "pretrained": None}
+                                   "Optimizer.lr.gamma=0.5", "Arch.pretrained=False", "Optimizer.name=AdamW"])
+    assert out == {"lr_schedule": "multistep", "milestones": [30, 60], "gamma": 0.5, "pretrained": None,
+                   "optimizer": "adamw"}
     assert cfg.apply_overrides({}, ["Optimizer.lr.name=Linear", "Optimizer.lr.end_lr=0.001", "Optimizer.lr.power=2"]) \
         == {"lr_schedule": "polynomial", "end_lr": 0.001, "power": 2.0}
     assert cfg.apply_overrides({}, ["Arch.pretrained=weights/mine.pdparams"]) == {"pretrained": "weights/mine.pdparams"}
