@@ -346,13 +346,13 @@ def apply_overrides(config, overrides):
             raise ConfigError(f"-o {item!r}: the value is not YAML ({' '.join(str(exc).split())[:200]})") from None
         updates = {key: value}
         if name in PADDLECLAS_KEYS:
-            updates = _paddleclas_value(name, key, value, f"-o {item!r}")
+            updates = _paddleclas_value(key, value, f"-o {item!r}")
         out.update(validate(updates, source=f"-o {item!r}"))
     return out
 
 
-def _paddleclas_value(name, key, value, where):
-    """The settings a PaddleClas name and its value stand for (``{key: value}``, translated)."""
+def _paddleclas_value(key, value, where):
+    """The settings a PaddleClas name (here as our ``key``) and its value stand for, translated."""
     if key in ("arch", "optimizer", "lr_schedule") and isinstance(value, str):
         value = value.lower()  # PaddleClas writes ResNet50, SqueezeNet1_1, Momentum, Cosine
     if key == "lr_schedule" and isinstance(value, str):
