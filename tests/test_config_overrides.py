@@ -47,7 +47,10 @@ def test_paddleclas_list_items_and_translated_values():
                    "optimizer": "adamw"}
     assert cfg.apply_overrides({}, ["Optimizer.lr.name=Linear", "Optimizer.lr.end_lr=0.001", "Optimizer.lr.power=2"]) \
         == {"lr_schedule": "polynomial", "end_lr": 0.001, "power": 2.0}
-    assert cfg.apply_overrides({}, ["Arch.pretrained=weights/mine.pdparams"]) == {"pretrained": "weights/mine.pdparams"}
+    for name in ("Arch.pretrained", "Global.pretrained_model"):  # PaddleClas leaves the suffix out
+        assert cfg.apply_overrides({}, [f"{name}=weights/mine"]) == {"pretrained": "weights/mine.pdparams"}
+        assert cfg.apply_overrides({}, [f"{name}=weights/mine.pdparams"]) == {"pretrained": "weights/mine.pdparams"}
+    assert cfg.apply_overrides({}, ["pretrained=imagenet", "Global.pretrained_model="]) == {"pretrained": None}
 
 
 def test_later_override_wins_and_input_is_not_changed():

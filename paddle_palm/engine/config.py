@@ -278,6 +278,7 @@ PADDLECLAS_KEYS = {
     # These take PaddleClas's values and are translated by _paddleclas_value.
     "Global.image_shape": "image_size",
     "Arch.pretrained": "pretrained",
+    "Global.pretrained_model": "pretrained",
     "Optimizer.lr.name": "lr_schedule",
     "Optimizer.lr.warmup_epoch": "warmup_epochs",
     "Optimizer.lr.eta_min": "end_lr",
@@ -369,6 +370,8 @@ def _paddleclas_value(key, value, where):
         value = value[1]
     if key == "pretrained" and isinstance(value, bool):
         value = "imagenet" if value else None  # PaddleClas: True downloads the ImageNet weights
+    elif key == "pretrained" and isinstance(value, str) and value != "imagenet" and not value.endswith(".pdparams"):
+        value += ".pdparams"  # PaddleClas names weights without the suffix (output/best_model)
     if key == "ema_decay":
         return {"ema": True, key: value}  # PaddleClas's EMA section switches the average on
     return {key: value}
