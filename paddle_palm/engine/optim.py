@@ -157,7 +157,7 @@ def build_optimizer(config, parameters):
         return paddle.optimizer.SGD(learning_rate=lr, parameters=parameters, weight_decay=decay, grad_clip=clip)
     if kind == "adam":
         return paddle.optimizer.Adam(learning_rate=lr, parameters=parameters, weight_decay=decay, grad_clip=clip)
-    if kind == "adamw":
+    if kind == "adamw":  # a number, never None: None would be AdamW's own default decay, 0.01
         return paddle.optimizer.AdamW(learning_rate=lr, parameters=parameters, weight_decay=float(config["weight_decay"]),
                                       grad_clip=clip)
     raise ConfigError(f"optimizer must be momentum, sgd, adam or adamw, got {kind!r}")
